@@ -1,0 +1,1 @@
+"""gpunet: neural networks on Numba kernels, for CUDA GPUs and CPUs."""

@@ -1,0 +1,238 @@
+"""Elementwise activations and their gradients: step, sigmoid, tanh, relu, leaky_relu.
+
+Every op works on a flat, C-contiguous float32 or float64 array (callers flatten
+any shape). Forward ops map ``x -> out``; backward ops map
+``(grad_out, saved) -> grad_in``, where ``saved`` is the forward *output* for
+sigmoid and tanh (their derivative is cheapest from it) and the forward *input*
+for step, relu and leaky_relu, as in PyTorch.
+
+Sections: numpy references, scalar math (one definition for both targets), CPU
+kernels, CUDA kernels, launchers.
+
+The scalar functions take a constant ``c`` of the data's dtype (``1`` for most
+ops, ``alpha`` for leaky_relu) so that no float64 literal promotes float32 math
+to float64 on either target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import _cuda
+from ._cuda import cuda, float_signatures, grid_1d
+
+# --- references (the executable spec) -------------------------------------------------
+
+
+def step_ref(x):
+    """Heaviside step: 1 where x > 0, else 0 (so step(0) = 0 and step(nan) = 0)."""
+    return (x > 0).astype(x.dtype)
+
+
+def sigmoid_ref(x):
+    """1 / (1 + exp(-x)), evaluated in float64 without overflow."""
+    x64 = x.astype(np.float64)
+    z = np.exp(-np.abs(x64))
+    return np.where(x64 >= 0, 1 / (1 + z), z / (1 + z)).astype(x.dtype)
+
+
+def tanh_ref(x):
+    return np.tanh(x.astype(np.float64)).astype(x.dtype)
+
+
+def relu_ref(x):
+    """max(x, 0), propagating NaN like PyTorch."""
+    return np.where(x <= 0, np.zeros_like(x), x)
+
+
+def leaky_relu_ref(x, alpha):
+    return np.where(x > 0, x, x * x.dtype.type(alpha))
+
+
+def step_backward_ref(grad_out, x):
+    """The step function's derivative is zero wherever it exists: no gradient flows."""
+    return np.zeros_like(grad_out)
+
+
+def sigmoid_backward_ref(grad_out, y):
+    """grad_out * y * (1 - y), with y = sigmoid(x)."""
+    return grad_out * y * (1 - y)
+
+
+def tanh_backward_ref(grad_out, y):
+    """grad_out * (1 - y**2), with y = tanh(x)."""
+    return grad_out * (1 - y * y)
+
+
+def relu_backward_ref(grad_out, x):
+    return np.where(x > 0, grad_out, np.zeros_like(grad_out))
+
+
+def leaky_relu_backward_ref(grad_out, x, alpha):
+    return np.where(x > 0, grad_out, grad_out * grad_out.dtype.type(alpha))
+
+
+# --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
+
+
+@numba.njit(inline="always")
+def step_scalar(x, one):
+    return one if x > 0 else one - one
+
+
+@numba.njit(inline="always")
+def sigmoid_scalar(x, one):
+    # exp(-|x|) never overflows; the two branches are the same function.
+    z = math.exp(-abs(x))
+    s = one / (one + z)
+    return s if x >= 0 else z * s
+
+
+@numba.njit(inline="always")
+def tanh_scalar(x, one):
+    return math.tanh(x)
+
+
+@numba.njit(inline="always")
+def relu_scalar(x, one):
+    return one - one if x <= 0 else x
+
+
+@numba.njit(inline="always")
+def leaky_relu_scalar(x, alpha):
+    return x if x > 0 else alpha * x
+
+
+@numba.njit(inline="always")
+def step_backward_scalar(g, x, one):
+    return one - one
+
+
+@numba.njit(inline="always")
+def sigmoid_backward_scalar(g, y, one):
+    return g * y * (one - y)
+
+
+@numba.njit(inline="always")
+def tanh_backward_scalar(g, y, one):
+    return g * (one - y * y)
+
+
+@numba.njit(inline="always")
+def relu_backward_scalar(g, x, one):
+    return g if x > 0 else one - one
+
+
+@numba.njit(inline="always")
+def leaky_relu_backward_scalar(g, x, alpha):
+    return g if x > 0 else alpha * g
+
+
+# --- CPU kernels ----------------------------------------------------------------------
+
+#: Below this many elements a serial loop beats waking Numba's thread pool.
+PARALLEL_THRESHOLD = 1 << 15
+
+
+def _cpu_forward(f):
+    @numba.njit(cache=True)
+    def serial(x, c, out):
+        for i in range(x.size):
+            out[i] = f(x[i], c)
+
+    @numba.njit(parallel=True, cache=True)
+    def parallel(x, c, out):
+        for i in numba.prange(x.size):
+            out[i] = f(x[i], c)
+
+    return serial, parallel
+
+
+def _cpu_backward(f):
+    @numba.njit(cache=True)
+    def serial(g, s, c, out):
+        for i in range(g.size):
+            out[i] = f(g[i], s[i], c)
+
+    @numba.njit(parallel=True, cache=True)
+    def parallel(g, s, c, out):
+        for i in numba.prange(g.size):
+            out[i] = f(g[i], s[i], c)
+
+    return serial, parallel
+
+
+# --- CUDA kernels ---------------------------------------------------------------------
+
+
+def _cuda_forward(name, f):
+    @_cuda.kernel(f"activations.{name}", float_signatures("void({t}[::1], {t}, {t}[::1])"))
+    def forward(x, c, out):
+        for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+            out[i] = f(x[i], c)
+
+    return forward
+
+
+def _cuda_backward(name, f):
+    @_cuda.kernel(
+        f"activations.{name}_backward",
+        float_signatures("void({t}[::1], {t}[::1], {t}, {t}[::1])"),
+    )
+    def backward(g, s, c, out):
+        for i in range(cuda.grid(1), g.size, cuda.gridsize(1)):
+            out[i] = f(g[i], s[i], c)
+
+    return backward
+
+
+# --- launchers ------------------------------------------------------------------------
+
+
+class Activation:
+    """One elementwise activation on both targets.
+
+    ``forward_cpu(x, out, c)`` / ``forward_cuda(x, out, c)`` and the matching
+    ``backward_*(grad_out, saved, out, c)`` take flat C-contiguous arrays of one
+    float dtype and the same size; ``c`` is the op's constant (alpha for
+    leaky_relu, unused otherwise).
+    """
+
+    def __init__(self, name, forward, backward):
+        self.name = name
+        self._forward_cpu = _cpu_forward(forward)
+        self._backward_cpu = _cpu_backward(backward)
+        self._forward_cuda = _cuda_forward(name, forward)
+        self._backward_cuda = _cuda_backward(name, backward)
+
+    def forward_cpu(self, x, out, c=1.0):
+        serial, parallel = self._forward_cpu
+        kernel = serial if x.size < PARALLEL_THRESHOLD else parallel
+        kernel(x, x.dtype.type(c), out)
+
+    def backward_cpu(self, grad_out, saved, out, c=1.0):
+        serial, parallel = self._backward_cpu
+        kernel = serial if grad_out.size < PARALLEL_THRESHOLD else parallel
+        kernel(grad_out, saved, grad_out.dtype.type(c), out)
+
+    def forward_cuda(self, x, out, c=1.0):
+        if x.size:
+            blocks, threads = grid_1d(x.size)
+            self._forward_cuda[blocks, threads](x, x.dtype.type(c), out)
+
+    def backward_cuda(self, grad_out, saved, out, c=1.0):
+        if grad_out.size:
+            blocks, threads = grid_1d(grad_out.size)
+            self._backward_cuda[blocks, threads](grad_out, saved, grad_out.dtype.type(c), out)
+
+
+step = Activation("step", step_scalar, step_backward_scalar)
+sigmoid = Activation("sigmoid", sigmoid_scalar, sigmoid_backward_scalar)
+tanh = Activation("tanh", tanh_scalar, tanh_backward_scalar)
+relu = Activation("relu", relu_scalar, relu_backward_scalar)
+leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar)
+
+ACTIVATIONS = {a.name: a for a in (step, sigmoid, tanh, relu, leaky_relu)}

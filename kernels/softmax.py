@@ -1,0 +1,317 @@
+"""Softmax and log-softmax over the last axis, and their gradients.
+
+Every op works on a C-contiguous 2-D float32 or float64 array of shape
+``(rows, n)`` (callers fold leading axes into ``rows``). Each row is shifted by
+its maximum before exponentiating, so finite inputs never overflow. The
+backward ops take the forward *output* ``y``:
+
+- softmax:     dx = y * (g - sum(g * y))
+- log_softmax: dx = g - exp(y) * sum(g)
+
+Sections: numpy references, CPU kernels, CUDA kernels, launchers.
+
+On the GPU one block works on one row: its threads stride over the row, then
+combine their partial max / sum with a block reduction (warp shuffles, then one
+value per warp through shared memory). Numba's CUDA simulator has no warp
+shuffles, so under it the reduction is a shared-memory tree instead, chosen at
+import time; the rest of each kernel is the same code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import _cuda
+from ._cuda import WARP_SIZE, cuda, float_signatures
+
+# --- references (the executable spec) -------------------------------------------------
+
+
+def softmax_ref(x):
+    """exp(x - max) / sum(exp(x - max)) along the last axis, in float64."""
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(axis=-1, keepdims=True, initial=-np.inf))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
+
+
+def log_softmax_ref(x):
+    """x - max - log(sum(exp(x - max))) along the last axis, in float64."""
+    x64 = x.astype(np.float64)
+    shifted = x64 - x64.max(axis=-1, keepdims=True, initial=-np.inf)
+    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(x.dtype)
+
+
+def softmax_backward_ref(grad_out, y):
+    g, y64 = grad_out.astype(np.float64), y.astype(np.float64)
+    return (y64 * (g - (g * y64).sum(axis=-1, keepdims=True))).astype(y.dtype)
+
+
+def log_softmax_backward_ref(grad_out, y):
+    g, y64 = grad_out.astype(np.float64), y.astype(np.float64)
+    return (g - np.exp(y64) * g.sum(axis=-1, keepdims=True)).astype(y.dtype)
+
+
+# --- CPU kernels ----------------------------------------------------------------------
+
+#: Below this many elements a serial loop beats waking Numba's thread pool.
+PARALLEL_THRESHOLD = 1 << 15
+
+# Reassociation lets LLVM vectorise the row reductions; no 'nnan'/'ninf', so
+# NaN and infinity keep their IEEE meaning.
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _row_max(x):
+    m = x[0]
+    for j in range(1, x.size):
+        m = x[j] if x[j] > m else m
+    return m
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _softmax_row(x, out):
+    m = _row_max(x)
+    s = x.dtype.type(0)
+    for j in range(x.size):
+        e = math.exp(x[j] - m)
+        out[j] = e
+        s += e
+    r = x.dtype.type(1) / s
+    for j in range(x.size):
+        out[j] *= r
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _log_softmax_row(x, out):
+    m = _row_max(x)
+    s = x.dtype.type(0)
+    for j in range(x.size):
+        s += math.exp(x[j] - m)
+    shift = m + math.log(s)
+    for j in range(x.size):
+        out[j] = x[j] - shift
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _softmax_backward_row(g, y, out):
+    dot = g.dtype.type(0)
+    for j in range(g.size):
+        dot += g[j] * y[j]
+    for j in range(g.size):
+        out[j] = y[j] * (g[j] - dot)
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _log_softmax_backward_row(g, y, out):
+    total = g.dtype.type(0)
+    for j in range(g.size):
+        total += g[j]
+    for j in range(g.size):
+        out[j] = g[j] - math.exp(y[j]) * total
+
+
+def _cpu_rows(row_fn, n_in):
+    """Serial and row-parallel kernels applying ``row_fn`` to every row."""
+    if n_in == 1:
+
+        @numba.njit(cache=True)
+        def serial(x, out):
+            if x.shape[1]:
+                for r in range(x.shape[0]):
+                    row_fn(x[r], out[r])
+
+        @numba.njit(parallel=True, cache=True)
+        def parallel(x, out):
+            if x.shape[1]:
+                for r in numba.prange(x.shape[0]):
+                    row_fn(x[r], out[r])
+
+    else:
+
+        @numba.njit(cache=True)
+        def serial(g, y, out):
+            for r in range(g.shape[0]):
+                row_fn(g[r], y[r], out[r])
+
+        @numba.njit(parallel=True, cache=True)
+        def parallel(g, y, out):
+            for r in numba.prange(g.shape[0]):
+                row_fn(g[r], y[r], out[r])
+
+    def run(*arrays):
+        kernel = serial if arrays[0].size < PARALLEL_THRESHOLD else parallel
+        kernel(*arrays)
+
+    return run
+
+
+softmax_cpu = _cpu_rows(_softmax_row, 1)
+softmax_cpu.__doc__ = "softmax_cpu(x, out): x, out (rows, n) float32/float64, C-contiguous."
+log_softmax_cpu = _cpu_rows(_log_softmax_row, 1)
+log_softmax_cpu.__doc__ = "log_softmax_cpu(x, out): x, out (rows, n) float32/float64."
+softmax_backward_cpu = _cpu_rows(_softmax_backward_row, 2)
+softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out): (rows, n) each."
+log_softmax_backward_cpu = _cpu_rows(_log_softmax_backward_row, 2)
+log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out): (rows, n) each."
+
+
+# --- CUDA kernels ---------------------------------------------------------------------
+
+#: Threads per row (= per block) for the row kernels: a warp for short rows, up
+#: to 512 threads for long ones. Each must be a power of two and a multiple of
+#: the warp size (the tree reduction halves, the shuffle reduction works per warp).
+ROW_THREADS = (32, 128, 512)
+#: The row kernels stride over rows when there are more rows than this.
+MAX_ROW_BLOCKS = 65535 if not _cuda.SIMULATOR else 4
+
+
+@numba.njit(inline="always")
+def _combine(a, b, is_max):
+    return max(a, b) if is_max else a + b
+
+
+if _cuda.HAVE_NUMBA_CUDA:
+
+    @cuda.jit(device=True)
+    def _block_reduce_shuffle(v, scratch, is_max):
+        """Reduce ``v`` over the block: butterfly shuffles within each warp,
+        then every thread folds the per-warp results from shared memory."""
+        offset = WARP_SIZE // 2
+        while offset > 0:
+            v = _combine(v, cuda.shfl_xor_sync(0xFFFFFFFF, v, offset), is_max)
+            offset //= 2
+        tid = cuda.threadIdx.x
+        if tid % WARP_SIZE == 0:
+            scratch[tid // WARP_SIZE] = v
+        cuda.syncthreads()
+        v = scratch[0]
+        for w in range(1, cuda.blockDim.x // WARP_SIZE):
+            v = _combine(v, scratch[w], is_max)
+        cuda.syncthreads()  # scratch is reused by the next reduction
+        return v
+
+    @cuda.jit(device=True)
+    def _block_reduce_tree(v, scratch, is_max):
+        """Reduce ``v`` over the block by halving in shared memory (simulator)."""
+        tid = cuda.threadIdx.x
+        scratch[tid] = v
+        cuda.syncthreads()
+        half = cuda.blockDim.x // 2
+        while half > 0:
+            if tid < half:
+                scratch[tid] = _combine(scratch[tid], scratch[tid + half], is_max)
+            cuda.syncthreads()
+            half //= 2
+        v = scratch[0]
+        cuda.syncthreads()
+        return v
+
+    _block_reduce = _block_reduce_shuffle if _cuda.HAS_WARP_SHUFFLE else _block_reduce_tree
+
+
+def _scratch_size(threads):
+    return threads // WARP_SIZE if _cuda.HAS_WARP_SHUFFLE else threads
+
+
+def _forward_kernel(threads, log):
+    scratch_size = _scratch_size(threads)
+    name = "log_softmax" if log else "softmax"
+
+    @_cuda.kernel(f"softmax.{name}_rows_{threads}", float_signatures("void({t}[:, ::1], {t}[:, ::1])"))
+    def kernel(x, out):
+        scratch = cuda.shared.array(scratch_size, x.dtype)
+        rows, n = x.shape
+        tid = cuda.threadIdx.x
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            m = x.dtype.type(-math.inf)
+            for j in range(tid, n, threads):
+                m = max(m, x[r, j])
+            m = _block_reduce(m, scratch, True)
+            s = x.dtype.type(0)
+            for j in range(tid, n, threads):
+                s += math.exp(x[r, j] - m)
+            s = _block_reduce(s, scratch, False)
+            if log:
+                shift = m + math.log(s)
+                for j in range(tid, n, threads):
+                    out[r, j] = x[r, j] - shift
+            else:
+                inv = x.dtype.type(1) / s
+                for j in range(tid, n, threads):
+                    out[r, j] = math.exp(x[r, j] - m) * inv
+
+    return kernel
+
+
+def _backward_kernel(threads, log):
+    scratch_size = _scratch_size(threads)
+    name = "log_softmax" if log else "softmax"
+
+    @_cuda.kernel(
+        f"softmax.{name}_backward_rows_{threads}",
+        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1])"),
+    )
+    def kernel(g, y, out):
+        scratch = cuda.shared.array(scratch_size, g.dtype)
+        rows, n = g.shape
+        tid = cuda.threadIdx.x
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            s = g.dtype.type(0)
+            for j in range(tid, n, threads):
+                s += g[r, j] if log else g[r, j] * y[r, j]
+            s = _block_reduce(s, scratch, False)
+            for j in range(tid, n, threads):
+                if log:
+                    out[r, j] = g[r, j] - math.exp(y[r, j]) * s
+                else:
+                    out[r, j] = y[r, j] * (g[r, j] - s)
+
+    return kernel
+
+
+_SOFTMAX = {t: _forward_kernel(t, False) for t in ROW_THREADS}
+_LOG_SOFTMAX = {t: _forward_kernel(t, True) for t in ROW_THREADS}
+_SOFTMAX_BACKWARD = {t: _backward_kernel(t, False) for t in ROW_THREADS}
+_LOG_SOFTMAX_BACKWARD = {t: _backward_kernel(t, True) for t in ROW_THREADS}
+
+
+# --- launchers ------------------------------------------------------------------------
+
+
+def row_threads(n):
+    """Threads per row for rows of length ``n``: about 4+ elements per thread."""
+    for threads in ROW_THREADS:
+        if n <= 4 * threads:
+            return threads
+    return ROW_THREADS[-1]
+
+
+def _launch_rows(kernels, first, *arrays):
+    rows, n = first.shape
+    if rows and n:
+        threads = row_threads(n)
+        kernels[threads][min(rows, MAX_ROW_BLOCKS), threads](first, *arrays)
+
+
+def softmax_cuda(x, out):
+    """softmax_cuda(x, out): x, out (rows, n) float32/float64 device arrays."""
+    _launch_rows(_SOFTMAX, x, out)
+
+
+def log_softmax_cuda(x, out):
+    """log_softmax_cuda(x, out): x, out (rows, n) float32/float64 device arrays."""
+    _launch_rows(_LOG_SOFTMAX, x, out)
+
+
+def softmax_backward_cuda(grad_out, y, out):
+    """softmax_backward_cuda(grad_out, y, out): (rows, n) device arrays."""
+    _launch_rows(_SOFTMAX_BACKWARD, grad_out, y, out)
+
+
+def log_softmax_backward_cuda(grad_out, y, out):
+    """log_softmax_backward_cuda(grad_out, y, out): (rows, n) device arrays."""
+    _launch_rows(_LOG_SOFTMAX_BACKWARD, grad_out, y, out)
