@@ -1,1 +1,33 @@
-"""gpunet: neural networks on Numba kernels, for CUDA GPUs and CPUs."""
+"""gpunet: neural networks on Numba kernels, for CUDA GPUs and CPUs.
+
+``import gpunet as gn``; ops run where their inputs live (``gn.ops``), arrays
+move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
+new arrays go.
+"""
+
+from . import dispatch, ops
+from .device import (
+    Device,
+    DeviceError,
+    device,
+    devices,
+    get_device,
+    set_device,
+    to_device,
+    to_numpy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Device",
+    "DeviceError",
+    "device",
+    "devices",
+    "dispatch",
+    "get_device",
+    "ops",
+    "set_device",
+    "to_device",
+    "to_numpy",
+]

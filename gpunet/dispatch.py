@@ -1,0 +1,75 @@
+"""The kernel registry: one implementation per (op, device kind).
+
+``register(op, kind, fn)`` adds a kernel; ``kernel_for(op, kind)`` finds it or
+raises NotImplementedError naming both; ``placement(...)`` tells which device
+kind a set of input arrays lives on, refusing a mix of host and GPU arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .device import DeviceError
+from .kernels import _cuda
+
+#: Device kinds in order of preference.
+KINDS = ("cuda", "cpu")
+
+_registry: dict[tuple[str, str], Callable] = {}
+
+
+def register(op: str, kind: str, fn: Callable) -> Callable:
+    """Make ``fn`` the ``kind`` ("cpu" or "cuda") implementation of ``op``."""
+    if kind not in KINDS:
+        raise ValueError(f"expected a device kind in {KINDS}, got {kind!r}")
+    _registry[op, kind] = fn
+    return fn
+
+
+def kernel_for(op: str, kind: str) -> Callable:
+    """The registered ``kind`` implementation of ``op``."""
+    try:
+        return _registry[op, kind]
+    except KeyError:
+        have = sorted(k for o, k in _registry if o == op)
+        if not have:
+            raise NotImplementedError(f"gpunet has no op named {op!r}") from None
+        raise NotImplementedError(
+            f"gpunet has no {kind} kernel for {op!r} (it has: {', '.join(have)})"
+        ) from None
+
+
+def registered() -> list[tuple[str, str]]:
+    """All (op, kind) pairs with a kernel, sorted."""
+    return sorted(_registry)
+
+
+def placement(op: str, **arrays) -> str:
+    """The device kind ("cpu" or "cuda") that all of ``arrays`` live on.
+
+    ``arrays`` maps argument names to arrays (``None`` entries are skipped).
+    Raises TypeError for non-arrays and DeviceError for a host/GPU mix.
+    """
+    kinds = {}
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        if isinstance(x, np.ndarray):
+            kinds[name] = "cpu"
+        elif _cuda.is_device_array(x):
+            kinds[name] = "cuda"
+        else:
+            raise TypeError(
+                f"{op}: expected {name} to be a numpy array or a CUDA array, "
+                f"got {type(x).__name__}"
+            )
+    found = set(kinds.values())
+    if len(found) > 1:
+        where = ", ".join(f"{name} on {kind}" for name, kind in kinds.items())
+        raise DeviceError(
+            f"{op}: expected all arrays on one device, got {where}; "
+            "move them with gn.to_device(x, device) first"
+        )
+    return found.pop()

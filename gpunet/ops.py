@@ -1,0 +1,184 @@
+"""Functional ops, dispatched to the CPU or CUDA kernel by where the inputs live.
+
+Every op takes float32 or float64 arrays (numpy arrays, or CUDA arrays from
+Numba, CuPy or PyTorch) and returns a new array on the same device, or writes
+into ``out=`` (same shape, dtype and device, C-contiguous; may be the input
+itself for elementwise ops) and returns it. Inputs are checked before any
+kernel runs: a wrong dtype raises TypeError, a shape mismatch ValueError, a
+host/GPU mix DeviceError.
+
+Backward ops take ``grad_out`` (d loss / d output) and what the forward op saw
+or made: the input ``x`` for step, relu and leaky_relu; the output ``y`` for
+sigmoid, tanh, softmax and log_softmax. They return d loss / d input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import dispatch
+from .kernels import _cuda, activations, softmax as _softmax
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _contiguous(op, name, kind, x):
+    """``x`` as a C-contiguous array the kernels accept (a copy only on the host)."""
+    if kind == "cpu":
+        return np.ascontiguousarray(x)
+    x = _cuda.as_device_array(x)
+    if not x.is_c_contiguous():
+        raise ValueError(f"{op}: expected {name} to be C-contiguous on the GPU, got strides {x.strides}")
+    return x
+
+
+def _operands(op, names, arrays, out):
+    """Check ``arrays`` (same shape and float dtype, one device) and ``out``;
+    return (kind, contiguous inputs, output array, the object to return)."""
+    kind = dispatch.placement(op, out=out, **dict(zip(names, arrays)))
+    first = arrays[0]
+    for name, x in zip(names, arrays):
+        if x.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{op}: expected {name} of dtype float32 or float64, got {x.dtype}")
+        if x.dtype != first.dtype:
+            raise TypeError(f"{op}: expected {name} of dtype {first.dtype} like {names[0]}, got {x.dtype}")
+        if x.shape != first.shape:
+            raise ValueError(f"{op}: expected {name} of shape {first.shape} like {names[0]}, got {x.shape}")
+    inputs = [_contiguous(op, name, kind, x) for name, x in zip(names, arrays)]
+    if out is None:
+        if kind == "cpu":
+            result = np.empty(first.shape, first.dtype)
+        else:
+            result = _cuda.cuda.device_array(first.shape, first.dtype)
+        return kind, inputs, result, result
+    if out.shape != first.shape or out.dtype != first.dtype:
+        raise ValueError(
+            f"{op}: expected out of shape {first.shape} and dtype {first.dtype}, "
+            f"got {out.shape} and {out.dtype}"
+        )
+    if kind == "cpu":
+        if not out.flags.c_contiguous:
+            raise ValueError(f"{op}: expected out to be C-contiguous")
+        return kind, inputs, out, out
+    return kind, inputs, _contiguous(op, "out", kind, out), out
+
+
+# --- elementwise activations ----------------------------------------------------------
+
+
+def _activation_forward(name, x, out, c=1.0):
+    kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
+    dispatch.kernel_for(name, kind)(x.ravel(), result.ravel(), c)
+    return returned
+
+
+def _activation_backward(name, grad_out, saved_name, saved, out, c=1.0):
+    op = f"{name}_backward"
+    kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
+    dispatch.kernel_for(op, kind)(g.ravel(), s.ravel(), result.ravel(), c)
+    return returned
+
+
+def _check_alpha(op, alpha):
+    if not np.isfinite(alpha):
+        raise ValueError(f"{op}: expected a finite alpha, got {alpha}")
+    return float(alpha)
+
+
+def step(x, *, out=None):
+    """Heaviside step: 1 where x > 0, else 0. Any shape; float32/float64."""
+    return _activation_forward("step", x, out)
+
+
+def sigmoid(x, *, out=None):
+    """1 / (1 + exp(-x)), computed without overflow. Any shape; float32/float64."""
+    return _activation_forward("sigmoid", x, out)
+
+
+def tanh(x, *, out=None):
+    """Hyperbolic tangent. Any shape; float32/float64."""
+    return _activation_forward("tanh", x, out)
+
+
+def relu(x, *, out=None):
+    """max(x, 0); NaN stays NaN. Any shape; float32/float64."""
+    return _activation_forward("relu", x, out)
+
+
+def leaky_relu(x, alpha=0.01, *, out=None):
+    """x where x > 0, else alpha * x. Any shape; float32/float64."""
+    return _activation_forward("leaky_relu", x, out, _check_alpha("leaky_relu", alpha))
+
+
+def step_backward(grad_out, x, *, out=None):
+    """Zeros shaped like grad_out: the step function's gradient is zero
+    everywhere it is defined, so nothing flows back through it."""
+    return _activation_backward("step", grad_out, "x", x, out)
+
+
+def sigmoid_backward(grad_out, y, *, out=None):
+    """grad_out * y * (1 - y), where y = sigmoid(x)."""
+    return _activation_backward("sigmoid", grad_out, "y", y, out)
+
+
+def tanh_backward(grad_out, y, *, out=None):
+    """grad_out * (1 - y**2), where y = tanh(x)."""
+    return _activation_backward("tanh", grad_out, "y", y, out)
+
+
+def relu_backward(grad_out, x, *, out=None):
+    """grad_out where x > 0, else 0."""
+    return _activation_backward("relu", grad_out, "x", x, out)
+
+
+def leaky_relu_backward(grad_out, x, alpha=0.01, *, out=None):
+    """grad_out where x > 0, else alpha * grad_out."""
+    alpha = _check_alpha("leaky_relu_backward", alpha)
+    return _activation_backward("leaky_relu", grad_out, "x", x, out, alpha)
+
+
+for _act in activations.ACTIVATIONS.values():
+    dispatch.register(_act.name, "cpu", _act.forward_cpu)
+    dispatch.register(_act.name, "cuda", _act.forward_cuda)
+    dispatch.register(f"{_act.name}_backward", "cpu", _act.backward_cpu)
+    dispatch.register(f"{_act.name}_backward", "cuda", _act.backward_cuda)
+
+
+# --- softmax over the last axis -------------------------------------------------------
+
+
+def _rows(op, names, arrays, out):
+    if arrays[0].ndim == 0:
+        raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
+    kind, inputs, result, returned = _operands(op, names, arrays, out)
+    *leading, n = inputs[0].shape
+    rows = int(np.prod(leading, dtype=np.int64))
+    dispatch.kernel_for(op, kind)(*(a.reshape(rows, n) for a in (*inputs, result)))
+    return returned
+
+
+def softmax(x, *, out=None):
+    """exp(x) / sum(exp(x)) over the last axis, stable for any finite x.
+    Shape (..., n); float32/float64."""
+    return _rows("softmax", ("x",), (x,), out)
+
+
+def log_softmax(x, *, out=None):
+    """x - log(sum(exp(x))) over the last axis, stable for any finite x.
+    Shape (..., n); float32/float64."""
+    return _rows("log_softmax", ("x",), (x,), out)
+
+
+def softmax_backward(grad_out, y, *, out=None):
+    """y * (grad_out - sum(grad_out * y)) over the last axis, where y = softmax(x)."""
+    return _rows("softmax_backward", ("grad_out", "y"), (grad_out, y), out)
+
+
+def log_softmax_backward(grad_out, y, *, out=None):
+    """grad_out - exp(y) * sum(grad_out) over the last axis, where y = log_softmax(x)."""
+    return _rows("log_softmax_backward", ("grad_out", "y"), (grad_out, y), out)
+
+
+for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward"):
+    dispatch.register(_name, "cpu", getattr(_softmax, f"{_name}_cpu"))
+    dispatch.register(_name, "cuda", getattr(_softmax, f"{_name}_cuda"))

@@ -1,0 +1,52 @@
+"""Shared test set-up: CUDA markers and the device list tests run over.
+
+CUDA tests carry ``@pytest.mark.cuda``; they run on a real GPU, or on the CPU
+under Numba's simulator (``NUMBA_ENABLE_CUDASIM=1``), and are skipped when
+neither is present. ``requires_gpu`` and ``skip_on_cudasim`` narrow that
+further; each skip says why.
+"""
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet.kernels import _cuda
+
+HAVE_CUDA = gn.device.cuda_status()[0] > 0
+SIMULATOR = _cuda.SIMULATOR
+
+#: Device kinds the ops tests run on: the CPU, and CUDA where it runs.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+#: Per-dtype tolerances (rtol, atol) for kernels against float64 references.
+TOLERANCES = {np.float32: (2e-6, 1e-6), np.float64: (1e-13, 1e-14)}
+
+
+def pytest_collection_modifyitems(config, items):
+    no_cuda = pytest.mark.skip(
+        reason="no CUDA GPU: " + gn.device.cuda_status()[1]
+        + " (run under NUMBA_ENABLE_CUDASIM=1 to simulate one)"
+    )
+    no_gpu = pytest.mark.skip(reason="needs a real CUDA GPU, not the simulator")
+    on_sim = pytest.mark.skip(reason="cannot run under the CUDA simulator")
+    for item in items:
+        if "cuda" in item.keywords and not HAVE_CUDA:
+            item.add_marker(no_cuda)
+        if "requires_gpu" in item.keywords and (SIMULATOR or not HAVE_CUDA):
+            item.add_marker(no_gpu)
+        if "skip_on_cudasim" in item.keywords and SIMULATOR:
+            item.add_marker(on_sim)
+
+
+def put(x, device):
+    """``x`` on ``device`` ("cpu" or "cuda")."""
+    return gn.to_device(x, device)
+
+
+def assert_close(actual, expected, dtype):
+    """Shape, then dtype, then values within the dtype's tolerance."""
+    actual = gn.to_numpy(actual)
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype)
+    rtol, atol = TOLERANCES[np.dtype(dtype).type]
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
