@@ -6,9 +6,10 @@ new arrays go.
 """
 
 from . import dispatch, ops
-from .device import (
+from ._device import (
     Device,
     DeviceError,
+    cuda_status,
     device,
     devices,
     get_device,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "DeviceError",
+    "cuda_status",
     "device",
     "devices",
     "dispatch",

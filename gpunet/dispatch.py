@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .device import DeviceError
+from ._device import DeviceError
 from .kernels import _cuda
 
 #: Device kinds in order of preference.
