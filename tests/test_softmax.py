@@ -1,0 +1,136 @@
+"""Softmax and log-softmax over the last axis: kernels against the references,
+numerical gradients, stability, and each CUDA block size."""
+
+import numpy as np
+import pytest
+from conftest import DEVICES, assert_close, put
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import gpunet as gn
+from gpunet.kernels import softmax as S
+
+FORWARD = {
+    "softmax": (gn.ops.softmax, S.softmax_ref, gn.ops.softmax_backward, S.softmax_backward_ref),
+    "log_softmax": (
+        gn.ops.log_softmax,
+        S.log_softmax_ref,
+        gn.ops.log_softmax_backward,
+        S.log_softmax_backward_ref,
+    ),
+}
+
+# Row lengths around a warp and each CUDA block size (32, 128, 512 threads per row).
+CUDA_SHAPES = [(3, 1), (2, 31), (2, 33), (5, 7), (2, 129), (1, 513), (0, 4), (3, 0), (2, 2, 5)]
+CPU_SHAPES = CUDA_SHAPES + [(7, 1000), (64, 1025), (S.PARALLEL_THRESHOLD // 100 + 1, 100)]
+
+
+def random_input(shape, dtype, seed=0, scale=5.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+def tolerance_scale(x):
+    """log-softmax values grow with |x|; compare them relative to the row's range."""
+    return max(1.0, float(np.abs(x).max(initial=0)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FORWARD)
+def test_forward_and_backward_match_references(name, dtype, device):
+    op, ref, backward, backward_ref = FORWARD[name]
+    for shape in CPU_SHAPES if device == "cpu" else CUDA_SHAPES:
+        x = random_input(shape, dtype)
+        y = op(put(x, device))
+        expected = ref(x)
+        assert gn.to_numpy(y).shape == expected.shape
+        rtol = 2e-6 if dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(gn.to_numpy(y), expected, rtol=rtol, atol=rtol * tolerance_scale(x))
+        g = random_input(shape, dtype, seed=1, scale=1.0)
+        y_host = gn.to_numpy(y)
+        dx = gn.to_numpy(backward(put(g, device), y))
+        # The backward subtracts a row sum of grad_out: its rounding sets the scale.
+        row_sum = float(np.abs(g).sum(axis=-1).max(initial=0))
+        np.testing.assert_allclose(dx, backward_ref(g, y_host), rtol=rtol, atol=rtol * max(1.0, row_sum))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", FORWARD)
+def test_gradient_matches_finite_differences(name, device):
+    op, _, backward, _ = FORWARD[name]
+    rows, n = 3, 6
+    x = random_input((rows, n), np.float64, scale=2.0)
+    g = random_input((rows, n), np.float64, seed=3, scale=1.0)
+    h = 1e-6
+    # Row i of x nudged at column j, up and down: every perturbation in one call.
+    nudged = np.repeat(x, n, axis=0)[None].repeat(2, axis=0)
+    cols = np.tile(np.arange(n), rows)
+    nudged[0, np.arange(rows * n), cols] += h
+    nudged[1, np.arange(rows * n), cols] -= h
+    y = gn.to_numpy(op(put(nudged, device)))
+    g_rows = np.repeat(g, n, axis=0)
+    numeric = (np.sum(g_rows * (y[0] - y[1]), axis=-1) / (2 * h)).reshape(rows, n)
+    analytic = backward(put(g, device), op(put(x, device)))
+    np.testing.assert_allclose(gn.to_numpy(analytic), numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", FORWARD)
+def test_stable_for_inputs_up_to_1e4(name, dtype, device):
+    op, ref, _, _ = FORWARD[name]
+    x = np.array([[1e4, -1e4, 0.0, 9999.0], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 1e4, 1e4]], dtype)
+    y = gn.to_numpy(op(put(x, device)))
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, ref(x), rtol=1e-6, atol=1e-6 * 1e4 if name == "log_softmax" else 1e-7)
+
+
+def test_softmax_rows_sum_to_one_and_log_softmax_is_its_log():
+    x = random_input((50, 37), np.float64)
+    np.testing.assert_allclose(gn.ops.softmax(x).sum(axis=-1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(gn.ops.log_softmax(x), np.log(gn.ops.softmax(x)), rtol=1e-12)
+
+
+def test_infinities_mask_entries_like_pytorch():
+    x = np.array([[0.0, -np.inf, 0.0], [-np.inf, -np.inf, -np.inf]], np.float32)
+    y = gn.ops.softmax(x)
+    np.testing.assert_array_equal(y[0], [0.5, 0.0, 0.5])
+    assert np.all(np.isnan(y[1]))  # a fully masked row has no distribution
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    name=st.sampled_from(sorted(FORWARD)),
+    x=hnp.arrays(
+        dtype=st.sampled_from([np.float32, np.float64]),
+        shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=40),
+        elements=st.floats(-1e4, 1e4, width=32),
+    ),
+)
+def test_cpu_matches_reference_on_generated_inputs(name, x):
+    op, ref, _, _ = FORWARD[name]
+    rtol = 2e-6 if x.dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(op(x), ref(x), rtol=rtol, atol=rtol * tolerance_scale(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_out_argument_and_in_place(device):
+    x = random_input((4, 9), np.float32)
+    buf = put(x.copy(), device)
+    assert gn.ops.softmax(buf, out=buf) is buf
+    np.testing.assert_allclose(gn.to_numpy(buf), S.softmax_ref(x), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n, threads", [(1, 32), (128, 32), (129, 128), (512, 128), (513, 512), (10**5, 512)])
+def test_cuda_threads_per_row(n, threads):
+    assert S.row_threads(n) == threads
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match="at least 1 dimension"):
+        gn.ops.softmax(np.array(1.0))
+    with pytest.raises(TypeError, match="got int32"):
+        gn.ops.log_softmax(np.ones((2, 2), np.int32))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) like grad_out"):
+        gn.ops.softmax_backward(np.ones((2, 3)), np.ones((3, 2)))
