@@ -35,7 +35,7 @@ def _contiguous(op, name, kind, x):
 def _operands(op, names, arrays, out):
     """Check ``arrays`` (same shape and float dtype, one device) and ``out``;
     return (kind, contiguous inputs, output array, the object to return)."""
-    kind = dispatch.placement(op, out=out, **dict(zip(names, arrays)))
+    kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
     first = arrays[0]
     for name, x in zip(names, arrays):
         if x.dtype not in _FLOAT_DTYPES:
