@@ -16,12 +16,10 @@ to float64 on either target.
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from . import _cuda
+from . import _cuda, vmath
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -86,14 +84,14 @@ def step_scalar(x, one):
 @numba.njit(inline="always")
 def sigmoid_scalar(x, one):
     # exp(-|x|) never overflows; the two branches are the same function.
-    z = math.exp(-abs(x))
+    z = vmath.exp(-abs(x))
     s = one / (one + z)
     return s if x >= 0 else z * s
 
 
 @numba.njit(inline="always")
 def tanh_scalar(x, one):
-    return math.tanh(x)
+    return vmath.tanh(x)
 
 
 @numba.njit(inline="always")

@@ -24,7 +24,7 @@ import math
 import numba
 import numpy as np
 
-from . import _cuda
+from . import _cuda, vmath
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -79,7 +79,7 @@ def _softmax_row(x, out):
     m = _row_max(x)
     s = x.dtype.type(0)
     for j in range(x.size):
-        e = math.exp(x[j] - m)
+        e = vmath.exp(x[j] - m)
         out[j] = e
         s += e
     r = x.dtype.type(1) / s
@@ -92,7 +92,7 @@ def _log_softmax_row(x, out):
     m = _row_max(x)
     s = x.dtype.type(0)
     for j in range(x.size):
-        s += math.exp(x[j] - m)
+        s += vmath.exp(x[j] - m)
     shift = m + math.log(s)
     for j in range(x.size):
         out[j] = x[j] - shift
@@ -113,7 +113,7 @@ def _log_softmax_backward_row(g, y, out):
     for j in range(g.size):
         total += g[j]
     for j in range(g.size):
-        out[j] = g[j] - math.exp(y[j]) * total
+        out[j] = g[j] - vmath.exp(y[j]) * total
 
 
 def _cpu_rows(row_fn, n_in):
