@@ -5,7 +5,7 @@ move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
 new arrays go.
 """
 
-from . import dispatch, ops
+from . import dispatch, ops, random
 from ._device import (
     Device,
     DeviceError,
@@ -17,6 +17,7 @@ from ._device import (
     to_device,
     to_numpy,
 )
+from .random import manual_seed
 
 __version__ = "0.1.0"
 
@@ -28,7 +29,9 @@ __all__ = [
     "devices",
     "dispatch",
     "get_device",
+    "manual_seed",
     "ops",
+    "random",
     "set_device",
     "to_device",
     "to_numpy",
