@@ -16,6 +16,8 @@ to float64 on either target.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -81,17 +83,25 @@ def step_scalar(x, one):
     return one if x > 0 else one - one
 
 
-@numba.njit(inline="always")
-def sigmoid_scalar(x, one):
-    # exp(-|x|) never overflows; the two branches are the same function.
-    z = vmath.exp(-abs(x))
-    s = one / (one + z)
-    return s if x >= 0 else z * s
+def _sigmoid_scalar(exp):
+    """sigmoid for a target's exp (vmath.exp on the CPU, math.exp on CUDA)."""
+
+    @numba.njit(inline="always")
+    def sigmoid(x, one):
+        # exp(-|x|) never overflows; the two branches are the same function.
+        z = exp(-abs(x))
+        s = one / (one + z)
+        return s if x >= 0 else z * s
+
+    return sigmoid
 
 
-@numba.njit(inline="always")
-def tanh_scalar(x, one):
-    return vmath.tanh(x)
+def _tanh_scalar(tanh):
+    @numba.njit(inline="always")
+    def tanh_(x, one):
+        return tanh(x)
+
+    return tanh_
 
 
 @numba.njit(inline="always")
@@ -196,14 +206,15 @@ class Activation:
     ``forward_cpu(x, out, c)`` / ``forward_cuda(x, out, c)`` and the matching
     ``backward_*(grad_out, saved, out, c)`` take flat C-contiguous arrays of one
     float dtype and the same size; ``c`` is the op's constant (alpha for
-    leaky_relu, unused otherwise).
+    leaky_relu, unused otherwise). ``cuda_forward`` replaces ``forward`` on the
+    GPU where the CPU version uses vmath.
     """
 
-    def __init__(self, name, forward, backward):
+    def __init__(self, name, forward, backward, cuda_forward=None):
         self.name = name
         self._forward_cpu = _cpu_forward(forward)
         self._backward_cpu = _cpu_backward(backward)
-        self._forward_cuda = _cuda_forward(name, forward)
+        self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
 
     def forward_cpu(self, x, out, c=1.0):
@@ -228,8 +239,10 @@ class Activation:
 
 
 step = Activation("step", step_scalar, step_backward_scalar)
-sigmoid = Activation("sigmoid", sigmoid_scalar, sigmoid_backward_scalar)
-tanh = Activation("tanh", tanh_scalar, tanh_backward_scalar)
+sigmoid = Activation(
+    "sigmoid", _sigmoid_scalar(vmath.exp), sigmoid_backward_scalar, _sigmoid_scalar(math.exp)
+)
+tanh = Activation("tanh", _tanh_scalar(vmath.tanh), tanh_backward_scalar, _tanh_scalar(math.tanh))
 relu = Activation("relu", relu_scalar, relu_backward_scalar)
 leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar)
 

@@ -178,7 +178,7 @@ def _combine(a, b, is_max):
 
 if _cuda.HAVE_NUMBA_CUDA:
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def _block_reduce_shuffle(v, scratch, is_max):
         """Reduce ``v`` over the block: butterfly shuffles within each warp,
         then every thread folds the per-warp results from shared memory."""
@@ -196,7 +196,7 @@ if _cuda.HAVE_NUMBA_CUDA:
         cuda.syncthreads()  # scratch is reused by the next reduction
         return v
 
-    @cuda.jit(device=True)
+    @cuda.jit(device=True, inline="always")
     def _block_reduce_tree(v, scratch, is_max):
         """Reduce ``v`` over the block by halving in shared memory (simulator)."""
         tid = cuda.threadIdx.x

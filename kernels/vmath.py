@@ -5,9 +5,8 @@ no SIMD, and several times the cost of the memory traffic around it. The
 float32 versions here are straight-line arithmetic (Cody-Waite reduction by
 ln 2, a polynomial, and an exponent built from integer bits), which LLVM turns
 into vector code. float64 keeps libm (its accuracy matters more there than its
-speed: float64 is for gradient checks). In CUDA kernels the same names
-compile to the GPU's own ``math.exp`` and ``math.tanh``, so scalar math that
-calls ``vmath.exp`` serves both targets.
+speed: float64 is for gradient checks). CPU kernels only: CUDA kernels use
+the GPU's own ``math.exp`` and ``math.tanh``.
 
 float32 accuracy, against float64 numpy: within 1 ulp for exp on
 [-87.3, 88.7] and 1 ulp for tanh. exp flushes results that would be subnormal
@@ -25,8 +24,6 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
-
-from . import _cuda
 
 # --- bit casts ------------------------------------------------------------------------
 
@@ -126,15 +123,3 @@ def _tanh_overload(x):
         return lambda x: math.tanh(x)
     return None
 
-
-if _cuda.HAVE_NUMBA_CUDA and not _cuda.SIMULATOR:
-    from numba.cuda.extending import overload as _cuda_overload
-
-    # On the GPU the same names compile to CUDA's own exp and tanh.
-    @_cuda_overload(exp, target="cuda")
-    def _exp_cuda(x):
-        return lambda x: math.exp(x)
-
-    @_cuda_overload(tanh, target="cuda")
-    def _tanh_cuda(x):
-        return lambda x: math.tanh(x)
