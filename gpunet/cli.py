@@ -1,0 +1,347 @@
+"""The ``gpunet`` command line: ``gpunet <command> ...`` (also ``python -m gpunet``).
+
+Commands:
+
+- ``info``: versions, threads, devices and why CUDA is unavailable when it is,
+  then a self-check running every op of ``gn.ops`` (and the RNG) once on the
+  current device against its numpy reference; ``--kernels`` adds ptxas's
+  registers, memory and spills for every CUDA kernel.
+
+Each command is a ``_add_<command>(subparsers)`` that declares its arguments
+and sets ``run`` to a function taking the parsed arguments and returning the
+exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import inspect
+import platform
+import re
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+#: Shape of the self-check's inputs: small (the CUDA simulator runs it too) and
+#: not a multiple of the warp size.
+CHECK_SHAPE = (4, 33)
+#: Tolerances (rtol, atol) for float32 kernels against their float64-accurate references.
+CHECK_TOLERANCE = (1e-5, 1e-6)
+#: Architectures ``info --kernels`` assembles for.
+KERNEL_ARCHS = ("sm_80", "sm_90")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="gpunet", description="Neural networks on Numba kernels, for CUDA GPUs and CPUs."
+    )
+    parser.add_argument("--version", action="version", version=f"gpunet {_version('gpunet')}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    _add_info(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+# --- output helpers -------------------------------------------------------------------
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple], indent: str = "  ") -> str:
+    """Rows as aligned columns: text left-aligned, numbers right-aligned."""
+    cells = [tuple(str(c) for c in row) for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        bool(rows) and all(isinstance(row[i], (int, float)) for row in rows)
+        for i in range(len(header))
+    ]
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)]
+        lines.append(indent + "  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _seconds(t: float) -> str:
+    if t < 1e-3:
+        return f"{t * 1e6:.1f} us"
+    if t < 1:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t:.2f} s"
+
+
+# --- info -----------------------------------------------------------------------------
+
+
+def _add_info(subparsers) -> None:
+    info = subparsers.add_parser(
+        "info",
+        help="versions, devices and a self-check of every op",
+        description="Print versions and devices, then run every op once on the current "
+        "device against its numpy reference. Exits non-zero if a check fails.",
+    )
+    info.add_argument(
+        "--kernels",
+        action="store_true",
+        help="also compile every CUDA kernel (no GPU needed) and print ptxas's registers, "
+        "shared and local memory, and spills for " + " and ".join(KERNEL_ARCHS),
+    )
+    info.set_defaults(run=_run_info)
+
+
+def _run_info(args) -> int:
+    import gpunet as gn
+
+    _print_environment(gn)
+    failures = _print_self_check(gn)
+    if args.kernels:
+        failures += _print_kernels()
+    return 1 if failures else 0
+
+
+def _cuda_toolkit() -> str:
+    """The CUDA runtime's version, else the CUDA wheels' version, else "unknown"."""
+    from .kernels import _cuda
+
+    if _cuda.HAVE_NUMBA_CUDA and not _cuda.SIMULATOR:
+        try:
+            from numba.cuda.cudadrv.runtime import runtime
+
+            major, minor = runtime.get_version()
+            if major > 0:
+                return f"{major}.{minor} (CUDA runtime)"
+        except Exception:  # no loadable runtime library: fall back to the wheels
+            pass
+    for dist in ("cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12"):
+        version = _version(dist)
+        if version != "not installed":
+            return f"{version} ({dist} wheel)"
+    return "unknown"
+
+
+def _print_environment(gn) -> None:
+    import numba
+
+    count, reason = gn.cuda_status()
+    ptxas = _version("nvidia-cuda-nvcc")
+    versions = [
+        ("gpunet", gn.__version__),
+        ("Python", f"{platform.python_version()} ({sys.executable})"),
+        ("numpy", np.__version__),
+        ("numba", f"{numba.__version__} ({numba.get_num_threads()} threads)"),
+        ("numba-cuda", _version("numba-cuda")),
+        ("CUDA toolkit", _cuda_toolkit()),
+        ("ptxas", ptxas if ptxas == "not installed" else f"{ptxas} (nvidia-cuda-nvcc wheel)"),
+    ]
+    print("gpunet info")
+    print(_table(("package", "version"), versions))
+    print()
+    print("devices")
+    print(_table(("device", "name"), [(str(d), d.name) for d in gn.devices()]))
+    if count == 0:
+        print(f"  CUDA is unavailable: {reason}")
+    print(f"  current device: {gn.get_device()}")
+
+
+# --- the self-check -------------------------------------------------------------------
+
+
+def _references() -> dict[str, Callable]:
+    """``name -> name_ref`` for every reference in the kernel modules."""
+    from . import ptxas
+
+    refs = {}
+    for module in ptxas.kernel_modules():
+        for attr, value in vars(module).items():
+            if attr.endswith("_ref") and callable(value):
+                refs[attr[: -len("_ref")]] = value
+    return refs
+
+
+def _public_ops(ops) -> dict[str, Callable]:
+    """The public functions of ``gn.ops``, in the order they are defined."""
+    found = [
+        (fn.__code__.co_firstlineno, name, fn)
+        for name, fn in inspect.getmembers(ops, inspect.isfunction)
+        if fn.__module__ == ops.__name__ and not name.startswith("_")
+    ]
+    return {name: fn for _, name, fn in sorted(found)}
+
+
+def _op_case(name, op, refs, rng):
+    """(positional arguments as numpy arrays and scalars, reference) for ``op``.
+
+    Parameters without a default are arrays of CHECK_SHAPE; those with one
+    (like ``alpha``) keep it. A backward op's ``y`` is its forward op's output.
+    """
+    if name not in refs:
+        raise LookupError(f"no reference {name}_ref in gpunet.kernels")
+    args = []
+    for param in inspect.signature(op).parameters.values():
+        if param.kind is not param.POSITIONAL_OR_KEYWORD:
+            break
+        if param.default is not param.empty:
+            args.append(param.default)
+            continue
+        x = (rng.standard_normal(CHECK_SHAPE) * 3).astype(np.float32)
+        forward = re.sub(r"_backward$", "", name)
+        if param.name == "y" and forward != name and forward in refs:
+            x = refs[forward](x)
+        args.append(x)
+    return args, refs[name]
+
+
+def _timed(fn, device):
+    """Call ``fn()``; return (its result, seconds), waiting for the GPU to finish."""
+    from .kernels import _cuda
+
+    start = time.perf_counter()
+    result = fn()
+    if device.type == "cuda":
+        _cuda.cuda.synchronize()
+    return result, time.perf_counter() - start
+
+
+def _check(fn, expected, device):
+    """Run ``fn`` twice (the first call compiles or loads the kernel); compare
+    the second result with ``expected``. Returns (passed, max error, first call
+    seconds, second call seconds)."""
+    import gpunet as gn
+
+    _, first = _timed(fn, device)
+    result, seconds = _timed(fn, device)
+    actual = gn.to_numpy(result)
+    if actual.shape != expected.shape or actual.dtype != expected.dtype:
+        raise AssertionError(
+            f"expected shape {expected.shape} and dtype {expected.dtype}, "
+            f"got {actual.shape} and {actual.dtype}"
+        )
+    error = float(np.max(np.abs(actual.astype(np.float64) - expected), initial=0.0))
+    rtol, atol = CHECK_TOLERANCE
+    passed = bool(np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True))
+    return passed, error, first, seconds
+
+
+def _self_checks(gn):
+    """(name, callable returning (passed, max error, first, time)) for each op."""
+    from .kernels import rng as _rng
+
+    device = gn.get_device()
+    refs = _references()
+    generator = np.random.default_rng(0)
+    checks = []
+    for name, op in _public_ops(gn.ops).items():
+        try:
+            args, ref = _op_case(name, op, refs, generator)
+        except LookupError as exc:
+            checks.append((name, _raiser(exc)))
+            continue
+        on_device = [gn.to_device(a, device) if isinstance(a, np.ndarray) else a for a in args]
+        expected = ref(*args)
+        checks.append((name, _bind(_check, lambda op=op, a=on_device: op(*a), expected, device)))
+
+    n, seed, offset = int(np.prod(CHECK_SHAPE)), 1234, 5
+    fill = _rng.uniform_cuda if device.type == "cuda" else _rng.uniform_cpu
+    out = gn.to_device(np.empty(n, np.float32), device)
+    expected = _rng.uniform_ref(n, seed, offset, np.float32)
+    checks.append(("rng.uniform", _bind(_check, lambda: fill(out, seed, offset), expected, device)))
+    return device, checks
+
+
+def _bind(fn, *args):
+    return lambda: fn(*args)
+
+
+def _raiser(exc):
+    def run():
+        raise exc
+
+    return run
+
+
+def _print_self_check(gn) -> int:
+    """Print the self-check's table; return the number of failed checks."""
+    device, checks = _self_checks(gn)
+    shape = "x".join(map(str, CHECK_SHAPE))
+    print()
+    print(f"self-check on {device} ({device.name}): float32 {shape} against the numpy references")
+    rows, errors = [], []
+    for name, check in checks:
+        try:
+            passed, error, first, seconds = check()
+        except Exception as exc:
+            errors.append(f"  {name}: {type(exc).__name__}: {exc}")
+            rows.append((name, "ERROR", "-", "-", "-"))
+            continue
+        rows.append(
+            (name, "PASS" if passed else "FAIL", f"{error:.2e}", _seconds(seconds), _seconds(first))
+        )
+    print(_table(("op", "result", "max error", "time", "first call"), rows))
+    print("  (time: one call after a warm-up; first call: includes JIT compilation or cache load)")
+    for line in errors:
+        print(line)
+    failures = sum(row[1] != "PASS" for row in rows)
+    print(f"  {len(rows) - failures} of {len(rows)} checks passed")
+    return failures
+
+
+# --- info --kernels -------------------------------------------------------------------
+
+
+def _print_kernels() -> int:
+    """Print ptxas's report for every kernel; return the number of failures."""
+    from . import ptxas
+    from .kernels import _cuda
+
+    print()
+    print(f"CUDA kernels (ptxas for {', '.join(KERNEL_ARCHS)})")
+    if _cuda.SIMULATOR:
+        print(
+            "  cannot compile kernels: --kernels needs the real numba-cuda, not the CUDA "
+            "simulator (unset NUMBA_ENABLE_CUDASIM)"
+        )
+        return 1
+    if not _cuda.HAVE_NUMBA_CUDA:
+        print("  cannot compile kernels: numba-cuda is not installed")
+        return 1
+    try:
+        ptxas.find_ptxas()
+    except FileNotFoundError as exc:
+        print(f"  {exc}")
+        return 1
+    rows, errors = [], []
+    start = time.perf_counter()
+    for spec in ptxas.catalogue():
+        for signature in spec.signatures:
+            dtype = ptxas.signature_label(signature)
+            try:
+                result = ptxas.build(spec, signature, KERNEL_ARCHS)
+            except ptxas.CompileError as exc:
+                errors.append(f"  {spec.name} [{dtype}]: {exc}")
+                rows.append((spec.name, dtype, "-", "FAILED", "-", "-", "-", "-"))
+                continue
+            rows += [
+                (spec.name, dtype, r.arch, r.registers, r.shared_bytes, r.local_bytes,
+                 r.spill_stores, r.spill_loads)
+                for r in result.resources
+            ]
+    header = ("kernel", "dtype", "arch", "registers", "smem B", "local B", "spill st B",
+              "spill ld B")
+    print(_table(header, rows))
+    print(f"  (registers per thread; shared memory per block; {time.perf_counter() - start:.1f} s)")
+    for line in errors:
+        print(line)
+    spilled = sum(1 for row in rows if isinstance(row[6], int) and (row[6] or row[7]))
+    if spilled:
+        print(f"  {spilled} kernel builds spill registers to local memory")
+    return len(errors) + spilled
+
