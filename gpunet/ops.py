@@ -14,6 +14,8 @@ sigmoid, tanh, softmax and log_softmax. They return d loss / d input.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import dispatch
@@ -152,7 +154,7 @@ def _rows(op, names, arrays, out):
         raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
     kind, inputs, result, returned = _operands(op, names, arrays, out)
     *leading, n = inputs[0].shape
-    rows = int(np.prod(leading, dtype=np.int64))
+    rows = math.prod(leading)
     dispatch.kernel_for(op, kind)(*(a.reshape(rows, n) for a in (*inputs, result)))
     return returned
 
