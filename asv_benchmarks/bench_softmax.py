@@ -1,7 +1,8 @@
 """Softmax and log-softmax over the last axis (``gpunet.kernels.softmax``).
 
 ``Softmax``, over device x op x shape x dtype, times ``gn.ops.<op>`` and
-``gn.ops.<op>_backward`` writing into a preallocated ``out=``:
+``gn.ops.<op>_backward`` writing into a preallocated ``out=`` (see
+``common.ForwardBackward``):
 
 - ``time_forward`` / ``time_backward``: asv's timing of one call (and a sync).
 - ``track_{forward,backward}_gbps``: the least traffic the op needs (forward:
@@ -34,15 +35,12 @@ import gpunet as gn
 from .common import (
     DEVICES,
     Benchmark,
-    copy_reference,
+    ForwardBackward,
     empty_like,
-    gbps,
     median_ratio,
-    median_time,
     random_array,
     shapes,
     sync,
-    traffic_bytes,
 )
 
 OPS = ("softmax", "log_softmax")
@@ -58,7 +56,7 @@ def _inputs(op, shape, dtype, device):
     return x, grad_out, y
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _calls(device, op, shape, dtype):
     """(forward, backward): zero-argument calls of ``op`` and its backward
     writing into preallocated outputs, warmed up (JIT compiled, outputs touched)."""
@@ -72,48 +70,17 @@ def _calls(device, op, shape, dtype):
     return forward, backward
 
 
-class Softmax(Benchmark):
+class Softmax(ForwardBackward):
     param_names = ["device", "op", "shape", "dtype"]
     params = [list(DEVICES), list(OPS), shapes((8192, 1000), (128, 10), *CUDA_ONLY), ["float32"]]
 
     def setup(self, device, op, shape, dtype):
-        super().setup(device)
         if device == "cpu" and shape in CUDA_ONLY:
             raise NotImplementedError(f"{shape} is benchmarked on CUDA only")
-        self.device = device
-        self.forward, self.backward = _calls(device, op, shape, dtype)
-        self.forward_bytes = traffic_bytes(shape, dtype, reads=1, writes=1)
-        self.backward_bytes = traffic_bytes(shape, dtype, reads=2, writes=1)
+        super().setup(device, op, shape, dtype)
 
-    def time_forward(self, *params):
-        self.forward()
-        sync(self.device)
-
-    def time_backward(self, *params):
-        self.backward()
-        sync(self.device)
-
-    def track_forward_gbps(self, *params):
-        return gbps(self.forward_bytes, median_time(self.forward, self.device))
-
-    track_forward_gbps.unit = "GB/s"
-
-    def track_backward_gbps(self, *params):
-        return gbps(self.backward_bytes, median_time(self.backward, self.device))
-
-    track_backward_gbps.unit = "GB/s"
-
-    def track_forward_copy_ratio(self, *params):
-        copy = copy_reference(self.device, self.forward_bytes)
-        return median_ratio(copy, self.forward, self.device)
-
-    track_forward_copy_ratio.unit = "copy time / kernel time"
-
-    def track_backward_copy_ratio(self, *params):
-        copy = copy_reference(self.device, self.backward_bytes)
-        return median_ratio(copy, self.backward, self.device)
-
-    track_backward_copy_ratio.unit = "copy time / kernel time"
+    def calls(self, device, op, shape, dtype):
+        return _calls(device, op, shape, dtype)
 
 
 # --- peers on the CPU -----------------------------------------------------------------

@@ -16,7 +16,7 @@ timing covers the kernel and not only its launch. ``track_*`` methods measure
 inside themselves, in one process, with the timers below:
 
 - :func:`median_time`: the median of several samples, each of enough calls to
-  last about a millisecond (GB/s = bytes read and written / median time).
+  last about 2 ms (GB/s = bytes read and written / median time).
 - :func:`median_ratio`: two callables timed alternately, A B A B ..., and the
   median of the per-round ratios. The machines drift between fast and slow
   states within one run, so a ratio measured this way is steadier than either
@@ -40,6 +40,7 @@ Real numbers (full sizes; one machine's numbers are comparable only to its own):
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import os
@@ -97,13 +98,13 @@ def require_device(device: str) -> None:
         raise ValueError(f"expected device 'cpu' or 'cuda', got {device!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _host_array(shape, dtype, scale, seed):
     rng = np.random.default_rng(seed)
     return rng.standard_normal(shape, dtype=np.dtype(dtype)) * np.dtype(dtype).type(scale)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def random_array(shape, dtype="float32", device="cpu", scale=1.0, seed=0):
     """Normal(0, scale) values of ``shape`` and ``dtype``: a numpy array for
     ``"cpu"``, a Numba device array for ``"cuda"``. Seeded and cached: the same
@@ -167,9 +168,7 @@ def median_time(fn, device: str) -> float:
     number = _calls_per_sample(fn, device)
     times = []
     deadline = time.perf_counter() + TIME_BUDGET
-    while len(times) < MIN_SAMPLES or (
-        len(times) < MAX_SAMPLES and time.perf_counter() < deadline
-    ):
+    while len(times) < MIN_SAMPLES or (len(times) < MAX_SAMPLES and time.perf_counter() < deadline):
         times.append(_sample(fn, device, number))
     return statistics.median(times)
 
@@ -205,3 +204,60 @@ class Benchmark:
 
     def setup(self, device, *params):
         require_device(device)
+
+
+class ForwardBackward(Benchmark, abc.ABC):
+    """An op and its backward, each writing into a preallocated output.
+
+    Subclasses have "shape" and "dtype" among their ``param_names`` and
+    implement ``calls(device, *params) -> (forward, backward)``: zero-argument
+    callables, warmed up, from a cache (see the module docstring). Bytes moved
+    count each array the op takes or returns once: ``forward_traffic`` and
+    ``backward_traffic`` give (arrays read, arrays written).
+    """
+
+    forward_traffic = (1, 1)
+    backward_traffic = (2, 1)
+
+    @abc.abstractmethod
+    def calls(self, device, *params):
+        """(forward, backward) for these parameters."""
+
+    def setup(self, device, *params):
+        super().setup(device, *params)
+        self.device = device
+        self.forward, self.backward = self.calls(device, *params)
+        named = dict(zip(self.param_names, (device, *params), strict=True))
+        shape, dtype = named["shape"], named["dtype"]
+        self.forward_bytes = traffic_bytes(shape, dtype, *self.forward_traffic)
+        self.backward_bytes = traffic_bytes(shape, dtype, *self.backward_traffic)
+
+    def time_forward(self, *params):
+        self.forward()
+        sync(self.device)
+
+    def time_backward(self, *params):
+        self.backward()
+        sync(self.device)
+
+    def track_forward_gbps(self, *params):
+        return gbps(self.forward_bytes, median_time(self.forward, self.device))
+
+    track_forward_gbps.unit = "GB/s"
+
+    def track_backward_gbps(self, *params):
+        return gbps(self.backward_bytes, median_time(self.backward, self.device))
+
+    track_backward_gbps.unit = "GB/s"
+
+    def track_forward_copy_ratio(self, *params):
+        copy = copy_reference(self.device, self.forward_bytes)
+        return median_ratio(copy, self.forward, self.device)
+
+    track_forward_copy_ratio.unit = "copy time / kernel time"
+
+    def track_backward_copy_ratio(self, *params):
+        copy = copy_reference(self.device, self.backward_bytes)
+        return median_ratio(copy, self.backward, self.device)
+
+    track_backward_copy_ratio.unit = "copy time / kernel time"
