@@ -120,13 +120,13 @@ def _cpu_rows(row_fn, n_in):
     """Serial and row-parallel kernels applying ``row_fn`` to every row."""
     if n_in == 1:
 
-        @numba.njit(cache=True, fastmath=_FASTMATH)
+        @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
         def serial(x, out):
             if x.shape[1]:
                 for r in range(x.shape[0]):
                     row_fn(x[r], out[r])
 
-        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
         def parallel(x, out):
             if x.shape[1]:
                 for r in numba.prange(x.shape[0]):
@@ -134,12 +134,12 @@ def _cpu_rows(row_fn, n_in):
 
     else:
 
-        @numba.njit(cache=True, fastmath=_FASTMATH)
+        @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
         def serial(g, y, out):
             for r in range(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
 
-        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
         def parallel(g, y, out):
             for r in numba.prange(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
