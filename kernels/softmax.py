@@ -66,11 +66,27 @@ PARALLEL_THRESHOLD = 1 << 15
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
+#: Independent running maxima in ``_row_max``: enough for LLVM to keep them in
+#: vector registers (a single running maximum does not vectorise without 'nnan').
+_MAX_LANES = 16
+
+
 @numba.njit(fastmath=_FASTMATH, inline="always")
 def _row_max(x):
-    m = x[0]
-    for j in range(1, x.size):
+    """The largest entry of a non-empty row (NaN entries are skipped here and
+    poison the sum that follows)."""
+    lanes = np.empty(_MAX_LANES, x.dtype)
+    lanes[:] = x[0]
+    full = x.size - x.size % _MAX_LANES
+    for b in range(0, full, _MAX_LANES):
+        for k in range(_MAX_LANES):
+            v = x[b + k]
+            lanes[k] = v if v > lanes[k] else lanes[k]
+    m = x[full] if full < x.size else lanes[0]
+    for j in range(full, x.size):
         m = x[j] if x[j] > m else m
+    for k in range(_MAX_LANES):
+        m = lanes[k] if lanes[k] > m else m
     return m
 
 

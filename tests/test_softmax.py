@@ -134,3 +134,13 @@ def test_bad_inputs_are_rejected():
         gn.ops.log_softmax(np.ones((2, 2), np.int32))
     with pytest.raises(ValueError, match=r"shape \(2, 3\) like grad_out"):
         gn.ops.softmax_backward(np.ones((2, 3)), np.ones((3, 2)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("col", [0, 5, 39])
+def test_nan_poisons_only_its_row(device, col):
+    x = random_input((3, 40), np.float32)
+    x[1, col] = np.nan
+    y = gn.to_numpy(gn.ops.softmax(put(x, device)))
+    assert np.isnan(y[1]).all()
+    assert np.isfinite(y[[0, 2]]).all()
