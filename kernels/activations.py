@@ -146,12 +146,12 @@ PARALLEL_THRESHOLD = 1 << 15
 
 
 def _cpu_forward(f):
-    @numba.njit(cache=True, error_model="numpy")
+    @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
     def serial(x, c, out):
         for i in range(x.size):
             out[i] = f(x[i], c)
 
-    @numba.njit(parallel=True, cache=True, error_model="numpy")
+    @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath={"contract"})
     def parallel(x, c, out):
         for i in numba.prange(x.size):
             out[i] = f(x[i], c)
@@ -160,12 +160,12 @@ def _cpu_forward(f):
 
 
 def _cpu_backward(f):
-    @numba.njit(cache=True, error_model="numpy")
+    @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
     def serial(g, s, c, out):
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
-    @numba.njit(parallel=True, cache=True, error_model="numpy")
+    @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath={"contract"})
     def parallel(g, s, c, out):
         for i in numba.prange(g.size):
             out[i] = f(g[i], s[i], c)

@@ -50,6 +50,8 @@ _EXP_MIN_F32 = _F32(-87.33654022216797)  # below: the result would be subnormal,
 _EXPF_P = tuple(_F32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
                                   4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
 _HALF_F32, _ONE_F32, _TWO_F32 = _F32(0.5), _F32(1.0), _F32(2.0)
+# int32 constants, so that LLVM can keep the exponent arithmetic in 32-bit lanes.
+_I32_1, _I32_BIAS, _I32_MANTISSA = np.int32(1), np.int32(127), np.int32(23)
 _TANH_SMALL_F32 = _F32(0.625)
 _TANHF_P = tuple(_F32(c) for c in (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
                                    1.33314422036e-1, -3.33332819422e-1))
@@ -68,9 +70,10 @@ def _exp_f32(x):
     p = p * r + _EXPF_P[5]
     p = p * r * r + r + _ONE_F32
     # 2**n as two factors, so that n = 128 (x near the top) stays finite.
-    half = numba.int64(n) >> 1
-    y = p * _float32_from_bits(numba.int32((half + 127) << 23))
-    y *= _float32_from_bits(numba.int32((numba.int64(n) - half + 127) << 23))
+    k = numba.int32(n)
+    half = k >> _I32_1
+    y = p * _float32_from_bits(numba.int32((half + _I32_BIAS) << _I32_MANTISSA))
+    y *= _float32_from_bits(numba.int32((k - half + _I32_BIAS) << _I32_MANTISSA))
     if x > _EXP_MAX_F32:
         y = _F32(np.inf)
     if x < _EXP_MIN_F32:
