@@ -167,16 +167,6 @@ def device(spec):
         _context_device.reset(token)
 
 
-def device_of(x) -> Device:
-    """The device an array lives on: the CPU for numpy arrays, the current CUDA
-    device for GPU arrays. Raises TypeError for anything else."""
-    if isinstance(x, np.ndarray):
-        return CPU
-    if _cuda.is_device_array(x):
-        return Device("cuda", 0 if _cuda.SIMULATOR else _cuda.cuda.get_current_device().id)
-    raise TypeError(f"expected a numpy array or a CUDA array, got {type(x).__name__}")
-
-
 def to_device(x, device=None):
     """``x`` on ``device`` (default: the current device).
 
