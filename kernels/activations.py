@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
+from ._cpu import PARALLEL_THRESHOLD
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -141,17 +142,16 @@ def leaky_relu_backward_scalar(g, x, alpha):
 
 # --- CPU kernels ----------------------------------------------------------------------
 
-#: Below this many elements a serial loop beats waking Numba's thread pool.
-PARALLEL_THRESHOLD = 1 << 15
+_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 
 
 def _cpu_forward(f):
-    @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+    @numba.njit(**_CPU_OPTIONS)
     def serial(x, c, out):
         for i in range(x.size):
             out[i] = f(x[i], c)
 
-    @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath={"contract"})
+    @numba.njit(parallel=True, **_CPU_OPTIONS)
     def parallel(x, c, out):
         for i in numba.prange(x.size):
             out[i] = f(x[i], c)
@@ -160,12 +160,12 @@ def _cpu_forward(f):
 
 
 def _cpu_backward(f):
-    @numba.njit(cache=True, error_model="numpy", fastmath={"contract"})
+    @numba.njit(**_CPU_OPTIONS)
     def serial(g, s, c, out):
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
-    @numba.njit(parallel=True, cache=True, error_model="numpy", fastmath={"contract"})
+    @numba.njit(parallel=True, **_CPU_OPTIONS)
     def parallel(g, s, c, out):
         for i in numba.prange(g.size):
             out[i] = f(g[i], s[i], c)

@@ -58,8 +58,9 @@ def log_softmax_backward_ref(grad_out, y):
 
 # --- CPU kernels ----------------------------------------------------------------------
 
-#: Below this many elements a serial loop beats waking Numba's thread pool.
-PARALLEL_THRESHOLD = 1 << 15
+#: Softmax does several times the work per element of an elementwise op, so
+#: it goes parallel at a smaller size.
+PARALLEL_THRESHOLD = 1 << 16
 
 # Reassociation lets LLVM vectorise the row reductions; no 'nnan'/'ninf', so
 # NaN and infinity keep their IEEE meaning.
@@ -134,15 +135,16 @@ def _log_softmax_backward_row(g, y, out):
 
 def _cpu_rows(row_fn, n_in):
     """Serial and row-parallel kernels applying ``row_fn`` to every row."""
+    options = {"fastmath": _FASTMATH, "error_model": "numpy"}
     if n_in == 1:
 
-        @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+        @numba.njit(**options)
         def serial(x, out):
             if x.shape[1]:
                 for r in range(x.shape[0]):
                     row_fn(x[r], out[r])
 
-        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+        @numba.njit(parallel=True, **options)
         def parallel(x, out):
             if x.shape[1]:
                 for r in numba.prange(x.shape[0]):
@@ -150,12 +152,12 @@ def _cpu_rows(row_fn, n_in):
 
     else:
 
-        @numba.njit(cache=True, fastmath=_FASTMATH, error_model="numpy")
+        @numba.njit(**options)
         def serial(g, y, out):
             for r in range(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
 
-        @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH, error_model="numpy")
+        @numba.njit(parallel=True, **options)
         def parallel(g, y, out):
             for r in numba.prange(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
