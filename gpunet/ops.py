@@ -21,7 +21,15 @@ import numpy as np
 from . import dispatch
 from .kernels import _cuda, activations, softmax as _softmax
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
+
+
+def _on_host(arrays, out):
+    """True when every array is a numpy array: the common case, checked cheaply."""
+    for x in arrays:
+        if type(x) is not np.ndarray:
+            return False
+    return out is None or type(out) is np.ndarray
 
 
 def _contiguous(op, name, kind, x):
@@ -37,8 +45,11 @@ def _contiguous(op, name, kind, x):
 def _operands(op, names, arrays, out):
     """Check ``arrays`` (same shape and float dtype, one device) and ``out``;
     return (kind, contiguous inputs, output array, the object to return)."""
-    kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
     first = arrays[0]
+    if _on_host(arrays, out):
+        kind = "cpu"
+    else:
+        kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
     for name, x in zip(names, arrays):
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{op}: expected {name} of dtype float32 or float64, got {x.dtype}")
