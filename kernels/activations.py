@@ -105,6 +105,11 @@ def _tanh_scalar(tanh):
     return tanh_
 
 
+#: The CPU versions use vmath (vectorisable); the CUDA ones the GPU's own functions.
+sigmoid_scalar, sigmoid_scalar_cuda = _sigmoid_scalar(vmath.exp), _sigmoid_scalar(math.exp)
+tanh_scalar, tanh_scalar_cuda = _tanh_scalar(vmath.tanh), _tanh_scalar(math.tanh)
+
+
 @numba.njit(inline="always")
 def relu_scalar(x, one):
     return one - one if x <= 0 else x
@@ -239,10 +244,8 @@ class Activation:
 
 
 step = Activation("step", step_scalar, step_backward_scalar)
-sigmoid = Activation(
-    "sigmoid", _sigmoid_scalar(vmath.exp), sigmoid_backward_scalar, _sigmoid_scalar(math.exp)
-)
-tanh = Activation("tanh", _tanh_scalar(vmath.tanh), tanh_backward_scalar, _tanh_scalar(math.tanh))
+sigmoid = Activation("sigmoid", sigmoid_scalar, sigmoid_backward_scalar, sigmoid_scalar_cuda)
+tanh = Activation("tanh", tanh_scalar, tanh_backward_scalar, tanh_scalar_cuda)
 relu = Activation("relu", relu_scalar, relu_backward_scalar)
 leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar)
 

@@ -1,0 +1,82 @@
+"""Dense kernels (CPU): forward and backward against the numpy references,
+edge shapes, in-place scratch, and float64 finite-difference gradients."""
+
+import numpy as np
+import pytest
+
+from gpunet.kernels import dense as D
+
+ACTIVATIONS = list(D.EPILOGUES)
+# (batch, in_features, out_features) at the edges of the tile and chunk sizes.
+SHAPES = [(1, 1, 1), (31, 32, 33), (33, 31, 65), (7, 129, 3), (0, 5, 4), (64, 1, 200)]
+
+
+def make(shape, dtype, seed=0):
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    W = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    g = rng.standard_normal((batch, n_out)).astype(dtype)
+    return x, W, b, g
+
+
+def tolerance(dtype, k):
+    """Products of length k: float32 rounding grows with k."""
+    return (1e-5, 1e-5 * np.sqrt(max(k, 1))) if dtype == np.float32 else (1e-12, 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_backward_match_references(shape, activation, dtype):
+    x, W, b, g = make(shape, dtype)
+    batch, n_in, n_out = shape
+    y = np.empty((batch, n_out), dtype)
+    assert D.dense_cpu(x, W, b, y, activation, 0.2) is y
+    rtol, atol = tolerance(dtype, n_in)
+    np.testing.assert_allclose(y, D.dense_ref(x, W, b, activation, 0.2), rtol=rtol, atol=atol)
+
+    dx, dW, db, dz = np.empty_like(x), np.empty_like(W), np.empty_like(b), np.empty_like(g)
+    D.dense_backward_cpu(g, x, W, y, dx, dW, db, dz, activation, 0.2)
+    for got, want, k in zip((dx, dW, db), D.dense_backward_ref(g, x, W, y, activation, 0.2),
+                            (n_out, batch, batch)):
+        assert got.dtype == dtype
+        rtol, atol = tolerance(dtype, k)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def test_grad_out_can_be_the_scratch():
+    x, W, b, g = make((9, 6, 130), np.float64)
+    y = D.dense_cpu(x, W, b, np.empty((9, 130)), "tanh")
+    want = D.dense_backward_ref(g, x, W, y, "tanh")
+    dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty_like(b)
+    D.dense_backward_cpu(g, x, W, y, dx, dW, db, g, "tanh")
+    for got, ref in zip((dx, dW, db), want):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradients_match_finite_differences(activation):
+    """d/dp sum(g * dense(x, W, b)) by central differences, for p in x, W, b."""
+    x, W, b, g = make((4, 3, 5), np.float64, seed=2)
+    x[np.abs(x) < 0.05] = 0.3
+
+    def loss(x, W, b):
+        return np.sum(g * D.dense_cpu(x, W, b, np.empty((4, 5)), activation, 0.2))
+
+    y = D.dense_cpu(x, W, b, np.empty((4, 5)), activation, 0.2)
+    dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty_like(b)
+    D.dense_backward_cpu(g, x, W, y, dx, dW, db, np.empty_like(g), activation, 0.2)
+    h = 1e-6
+    for param, grad in ((x, dx), (W, dW), (b, db)):
+        numeric = np.empty_like(param)
+        for idx in np.ndindex(param.shape):
+            saved = param[idx]
+            param[idx] = saved + h
+            up = loss(x, W, b)
+            param[idx] = saved - h
+            down = loss(x, W, b)
+            param[idx] = saved
+            numeric[idx] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
