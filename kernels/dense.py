@@ -1,18 +1,19 @@
-"""Dense layers: y = act(x @ W + b) and its gradients (CPU so far).
+"""Dense layers: y = act(x @ W + b) and its gradients, on the CPU and CUDA.
 
 Shapes: x (batch, in_features), W (in_features, out_features), b
 (out_features,), y (batch, out_features); all C-contiguous float32 or float64.
 ``activation`` is one of ``EPILOGUES``: None (identity), "relu",
 "leaky_relu" (alpha), "sigmoid" or "tanh".
 
-The matrix products go through BLAS (numpy's matmul); the bias and the
-activation are one fused pass over y (the epilogue), and the backward's first
-pass over grad_out applies the activation's derivative and sums the bias
-gradient at once. The derivative is taken from the output y (for relu and
+On the CPU the matrix products go through BLAS (numpy's matmul); the bias and
+the activation are one fused pass over y (the epilogue). On CUDA a tiled
+matrix product (shared-memory tiles, 4x4 outputs per thread) applies them as it
+writes y. On both, the backward's first pass over grad_out applies the
+activation's derivative and sums the bias gradient at once. The derivative is taken from the output y (for relu and
 leaky_relu with alpha > 0, y > 0 exactly where x > 0), so the layer keeps only
 its output.
 
-Sections: numpy references, CPU kernels, launchers.
+Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from . import _cuda
 from . import activations as act
+from ._cuda import cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -122,6 +125,109 @@ _GRAD = {name: _grad_kernel(backward) for name, (_, backward) in EPILOGUES.items
 GRAD_CHUNK = 64
 
 
+# --- CUDA kernels ---------------------------------------------------------------------
+
+#: Output tile per block (TILE x TILE), the depth of one shared-memory step, and
+#: threads per block side: each thread owns PER x PER outputs, strided by
+#: THREADS so that a warp's stores to a row are contiguous. Shared memory per
+#: block: 2 * TILE * TILE_K values (8 KiB in float32).
+TILE, TILE_K, THREADS = 64, 16, 16
+PER = TILE // THREADS
+
+
+def _gemm_kernel(name, trans_a, trans_b, epilogue):
+    """out (M, N) = epilogue(op(a) @ op(b) + bias, c), op transposing when asked.
+
+    With ``epilogue`` None, the bias and ``c`` are ignored: a plain product.
+    """
+    has_epilogue = epilogue is not None
+    epilogue = epilogue or _identity
+
+    @_cuda.kernel(
+        f"dense.{name}",
+        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}, {t}[:, ::1])"),
+    )
+    def gemm(a, b, bias, c, out):
+        m, n = out.shape
+        k_total = a.shape[0] if trans_a else a.shape[1]
+        tile_a = cuda.shared.array((TILE, TILE_K), a.dtype)
+        tile_b = cuda.shared.array((TILE_K, TILE), a.dtype)
+        acc = cuda.local.array((PER, PER), a.dtype)
+        zero = a.dtype.type(0)
+        for p in range(PER):
+            for q in range(PER):
+                acc[p, q] = zero
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * THREADS + tx
+        row0, col0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+        for k0 in range(0, k_total, TILE_K):
+            for e in range(tid, TILE * TILE_K, THREADS * THREADS):
+                i, k = e // TILE_K, e % TILE_K
+                gi, gk = row0 + i, k0 + k
+                if gi < m and gk < k_total:
+                    tile_a[i, k] = a[gk, gi] if trans_a else a[gi, gk]
+                else:
+                    tile_a[i, k] = zero
+            for e in range(tid, TILE_K * TILE, THREADS * THREADS):
+                k, j = e // TILE, e % TILE
+                gk, gj = k0 + k, col0 + j
+                if gk < k_total and gj < n:
+                    tile_b[k, j] = b[gj, gk] if trans_b else b[gk, gj]
+                else:
+                    tile_b[k, j] = zero
+            cuda.syncthreads()
+            for k in range(TILE_K):
+                for p in range(PER):
+                    av = tile_a[ty + p * THREADS, k]
+                    for q in range(PER):
+                        acc[p, q] += av * tile_b[k, tx + q * THREADS]
+            cuda.syncthreads()
+        for p in range(PER):
+            i = row0 + ty + p * THREADS
+            for q in range(PER):
+                j = col0 + tx + q * THREADS
+                if i < m and j < n:
+                    if has_epilogue:
+                        out[i, j] = epilogue(acc[p, q] + bias[j], c)
+                    else:
+                        out[i, j] = acc[p, q]
+
+    return gemm
+
+
+def _grad_cuda_kernel(name, backward):
+    @_cuda.kernel(
+        f"dense.{name}_grad",
+        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}, {t}[:, ::1], {t}[::1])"),
+    )
+    def grad(g, y, c, dz, db):
+        """One thread per column: dz = backward(g, y, c) down the column, and
+        its sum into db (a warp's reads of a row are contiguous)."""
+        for j in range(cuda.grid(1), g.shape[1], cuda.gridsize(1)):
+            total = g.dtype.type(0)
+            for i in range(g.shape[0]):
+                d = backward(g[i, j], y[i, j], c)
+                dz[i, j] = d
+                total += d
+            db[j] = total
+
+    return grad
+
+
+_CUDA_EPILOGUES = dict(EPILOGUES, sigmoid=(act.sigmoid_scalar_cuda, act.sigmoid_backward_scalar),
+                       tanh=(act.tanh_scalar_cuda, act.tanh_backward_scalar))
+_FORWARD_CUDA = {
+    name: _gemm_kernel(f"forward_{name or 'linear'}", False, False, forward)
+    for name, (forward, _) in _CUDA_EPILOGUES.items()
+}
+_GRAD_CUDA = {
+    name: _grad_cuda_kernel(name or "linear", backward)
+    for name, (_, backward) in _CUDA_EPILOGUES.items()
+}
+_WEIGHT_GRAD_CUDA = _gemm_kernel("matmul_tn", True, False, None)  # x.T @ dz
+_INPUT_GRAD_CUDA = _gemm_kernel("matmul_nt", False, True, None)  # dz @ W.T
+
+
 # --- launchers ------------------------------------------------------------------------
 
 
@@ -147,3 +253,27 @@ def dense_backward_cpu(grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha
     _GRAD[activation](grad_out, y, _constant(y.dtype, activation, alpha), dz, db, GRAD_CHUNK)
     np.matmul(x.T, dz, out=dW)
     np.matmul(dz, W.T, out=dx)
+
+
+def _launch_gemm(kernel, a, b, bias, c, out):
+    m, n = out.shape
+    if m and n:
+        grid = ((n + TILE - 1) // TILE, (m + TILE - 1) // TILE)
+        kernel[grid, (THREADS, THREADS)](a, b, bias, c, out)
+
+
+def dense_cuda(x, W, b, out, activation=None, alpha=0.01):
+    """dense_cpu on device arrays: one tiled product with the bias and
+    activation applied as each output is written. Returns ``out``."""
+    _launch_gemm(_FORWARD_CUDA[activation], x, W, b, _constant(out.dtype, activation, alpha), out)
+    return out
+
+
+def dense_backward_cuda(grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01):
+    """dense_backward_cpu on device arrays (same arguments)."""
+    c = _constant(y.dtype, activation, alpha)
+    if grad_out.shape[1]:
+        blocks, threads = _cuda.grid_1d(grad_out.shape[1])
+        _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db)
+    _launch_gemm(_WEIGHT_GRAD_CUDA, x, dz, db, c, dW)
+    _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)

@@ -80,3 +80,32 @@ def test_gradients_match_finite_differences(activation):
             param[idx] = saved
             numeric[idx] = (up - down) / (2 * h)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+# Under the simulator each block is 256 Python threads: keep to a few small shapes
+# that still cross the 64-wide output tile and the 16-deep k step.
+CUDA_SHAPES = [(1, 1, 1), (5, 17, 3), (66, 33, 2), (3, 4, 65)]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
+@pytest.mark.parametrize("shape", CUDA_SHAPES)
+def test_cuda_matches_references(shape, activation):
+    import numba.cuda as cuda
+
+    x, W, b, g = make(shape, np.float32)
+    batch, n_in, n_out = shape
+    d = {name: cuda.to_device(v) for name, v in (("x", x), ("W", W), ("b", b), ("g", g))}
+    y = cuda.device_array((batch, n_out), np.float32)
+    D.dense_cuda(d["x"], d["W"], d["b"], y, activation)
+    y_host = y.copy_to_host()
+    rtol, atol = tolerance(np.float32, n_in)
+    np.testing.assert_allclose(y_host, D.dense_ref(x, W, b, activation), rtol=rtol, atol=atol)
+
+    dx, dW = cuda.device_array_like(d["x"]), cuda.device_array_like(d["W"])
+    db, dz = cuda.device_array_like(d["b"]), cuda.device_array_like(d["g"])
+    D.dense_backward_cuda(d["g"], d["x"], d["W"], y, dx, dW, db, dz, activation)
+    want = D.dense_backward_ref(g, x, W, y_host, activation)
+    for got, ref, k in zip((dx, dW, db), want, (n_out, batch, batch)):
+        rtol, atol = tolerance(np.float32, k)
+        np.testing.assert_allclose(got.copy_to_host(), ref, rtol=rtol, atol=atol)
