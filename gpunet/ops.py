@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from . import dispatch
-from .kernels import _cuda, activations, softmax as _softmax
+from .kernels import _cuda, activations, dense as _dense, softmax as _softmax
 
 _FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
@@ -42,38 +42,57 @@ def _contiguous(op, name, kind, x):
     return x
 
 
-def _operands(op, names, arrays, out):
-    """Check ``arrays`` (same shape and float dtype, one device) and ``out``;
-    return (kind, contiguous inputs, output array, the object to return)."""
+def _empty(kind, shape, dtype):
+    if kind == "cpu":
+        return np.empty(shape, dtype)
+    return _cuda.cuda.device_array(shape, dtype)
+
+
+def _check_dtypes(op, names, arrays):
+    """All of ``arrays`` float32, or all float64."""
     first = arrays[0]
-    if _on_host(arrays, out):
-        kind = "cpu"
-    else:
-        kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
     for name, x in zip(names, arrays):
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{op}: expected {name} of dtype float32 or float64, got {x.dtype}")
         if x.dtype != first.dtype:
             raise TypeError(f"{op}: expected {name} of dtype {first.dtype} like {names[0]}, got {x.dtype}")
+
+
+def _inputs(op, names, arrays, out=None):
+    """Check ``arrays`` (same shape and float dtype, one device, with ``out``);
+    return (kind, C-contiguous inputs)."""
+    first = arrays[0]
+    if _on_host(arrays, out):
+        kind = "cpu"
+    else:
+        kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
+    _check_dtypes(op, names, arrays)
+    for name, x in zip(names, arrays):
         if x.shape != first.shape:
             raise ValueError(f"{op}: expected {name} of shape {first.shape} like {names[0]}, got {x.shape}")
-    inputs = [_contiguous(op, name, kind, x) for name, x in zip(names, arrays)]
+    return kind, [_contiguous(op, name, kind, x) for name, x in zip(names, arrays)]
+
+
+def _output(op, kind, out, shape, dtype):
+    """(array the kernel writes, object to return): a new array, or ``out`` checked."""
     if out is None:
-        if kind == "cpu":
-            result = np.empty(first.shape, first.dtype)
-        else:
-            result = _cuda.cuda.device_array(first.shape, first.dtype)
-        return kind, inputs, result, result
-    if out.shape != first.shape or out.dtype != first.dtype:
+        result = _empty(kind, shape, dtype)
+        return result, result
+    if out.shape != shape or out.dtype != dtype:
         raise ValueError(
-            f"{op}: expected out of shape {first.shape} and dtype {first.dtype}, "
-            f"got {out.shape} and {out.dtype}"
+            f"{op}: expected out of shape {shape} and dtype {dtype}, got {out.shape} and {out.dtype}"
         )
     if kind == "cpu":
         if not out.flags.c_contiguous:
             raise ValueError(f"{op}: expected out to be C-contiguous")
-        return kind, inputs, out, out
-    return kind, inputs, _contiguous(op, "out", kind, out), out
+        return out, out
+    return _contiguous(op, "out", kind, out), out
+
+
+def _operands(op, names, arrays, out):
+    """``_inputs`` and ``_output``: (kind, inputs, output array, the object to return)."""
+    kind, inputs = _inputs(op, names, arrays, out)
+    return (kind, inputs, *_output(op, kind, out, arrays[0].shape, arrays[0].dtype))
 
 
 # --- elementwise activations ----------------------------------------------------------
@@ -195,3 +214,59 @@ def log_softmax_backward(grad_out, y, *, out=None):
 for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward"):
     dispatch.register(_name, "cpu", getattr(_softmax, f"{_name}_cpu"))
     dispatch.register(_name, "cuda", getattr(_softmax, f"{_name}_cuda"))
+
+
+# --- dense layers ---------------------------------------------------------------------
+
+
+def _check_dense(op, x, W, activation, alpha):
+    if activation not in _dense.EPILOGUES:
+        names = ", ".join(repr(a) for a in _dense.EPILOGUES)
+        raise ValueError(f"{op}: expected activation in ({names}), got {activation!r}")
+    if x.ndim != 2 or W.ndim != 2:
+        raise ValueError(f"{op}: expected 2-D x and W, got shapes {x.shape} and {W.shape}")
+    if x.shape[1] != W.shape[0]:
+        raise ValueError(
+            f"{op}: expected x of shape (batch, {W.shape[0]}) for W of shape {W.shape}, got {x.shape}"
+        )
+    return _check_alpha(op, alpha)
+
+
+def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
+    """act(x @ W + b): x (batch, in_features), W (in_features, out_features),
+    b (out_features,) -> (batch, out_features); float32/float64. ``activation``:
+    None, "relu", "leaky_relu" (with ``alpha``), "sigmoid" or "tanh"."""
+    alpha = _check_dense("dense", x, W, activation, alpha)
+    if b.shape != (W.shape[1],):
+        raise ValueError(f"dense: expected b of shape ({W.shape[1]},), got {b.shape}")
+    kind = dispatch.placement("dense", x=x, W=W, b=b, out=out)
+    _check_dtypes("dense", ("x", "W", "b"), (x, W, b))
+    x, W, b = (_contiguous("dense", n, kind, a) for n, a in (("x", x), ("W", W), ("b", b)))
+    result, returned = _output("dense", kind, out, (x.shape[0], W.shape[1]), x.dtype)
+    dispatch.kernel_for("dense", kind)(x, W, b, result, activation, alpha)
+    return returned
+
+
+def dense_backward(grad_out, x, W, y, activation=None, alpha=0.01):
+    """Gradients of y = dense(x, W, b, activation): returns (dx, dW, db), shaped
+    like x, W and b, for grad_out = d loss / d y of shape (batch, out_features)."""
+    alpha = _check_dense("dense_backward", x, W, activation, alpha)
+    if grad_out.shape != (x.shape[0], W.shape[1]):
+        raise ValueError(
+            f"dense_backward: expected grad_out of shape {(x.shape[0], W.shape[1])}, "
+            f"got {grad_out.shape}"
+        )
+    kind, (g, y) = _inputs("dense_backward", ("grad_out", "y"), (grad_out, y))
+    dispatch.placement("dense_backward", grad_out=grad_out, x=x, W=W)
+    _check_dtypes("dense_backward", ("grad_out", "x", "W"), (g, x, W))
+    x, W = (_contiguous("dense_backward", n, kind, a) for n, a in (("x", x), ("W", W)))
+    dx, dW = _empty(kind, x.shape, x.dtype), _empty(kind, W.shape, W.dtype)
+    db, dz = _empty(kind, (W.shape[1],), W.dtype), _empty(kind, g.shape, g.dtype)
+    dispatch.kernel_for("dense_backward", kind)(g, x, W, y, dx, dW, db, dz, activation, alpha)
+    return dx, dW, db
+
+
+dispatch.register("dense", "cpu", _dense.dense_cpu)
+dispatch.register("dense", "cuda", _dense.dense_cuda)
+dispatch.register("dense_backward", "cpu", _dense.dense_backward_cpu)
+dispatch.register("dense_backward", "cuda", _dense.dense_backward_cuda)

@@ -3,7 +3,9 @@ edge shapes, in-place scratch, and float64 finite-difference gradients."""
 
 import numpy as np
 import pytest
+from conftest import DEVICES, put
 
+import gpunet as gn
 from gpunet.kernels import dense as D
 
 ACTIVATIONS = list(D.EPILOGUES)
@@ -91,7 +93,7 @@ CUDA_SHAPES = [(1, 1, 1), (5, 17, 3), (66, 33, 2), (3, 4, 65)]
 @pytest.mark.parametrize("activation", [None, "relu", "sigmoid"])
 @pytest.mark.parametrize("shape", CUDA_SHAPES)
 def test_cuda_matches_references(shape, activation):
-    import numba.cuda as cuda
+    from numba import cuda
 
     x, W, b, g = make(shape, np.float32)
     batch, n_in, n_out = shape
@@ -109,3 +111,43 @@ def test_cuda_matches_references(shape, activation):
     for got, ref, k in zip((dx, dW, db), want, (n_out, batch, batch)):
         rtol, atol = tolerance(np.float32, k)
         np.testing.assert_allclose(got.copy_to_host(), ref, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("activation", ["leaky_relu", "tanh"])
+def test_ops_dense_on_each_device(device, activation):
+    x, W, b, g = make((5, 17, 3), np.float32)
+    y = gn.ops.dense(put(x, device), put(W, device), put(b, device), activation, 0.1)
+    np.testing.assert_allclose(gn.to_numpy(y), D.dense_ref(x, W, b, activation, 0.1), rtol=1e-5, atol=1e-5)
+    grads = gn.ops.dense_backward(put(g, device), put(x, device), put(W, device), y, activation, 0.1)
+    want = D.dense_backward_ref(g, x, W, gn.to_numpy(y), activation, 0.1)
+    for got, ref in zip(grads, want):
+        np.testing.assert_allclose(gn.to_numpy(got), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ops_dense_out_and_non_contiguous_weights():
+    x, W, b, _ = make((4, 6, 5), np.float64)
+    out = np.empty((4, 5))
+    assert gn.ops.dense(x, np.asfortranarray(W), b, "relu", out=out) is out
+    np.testing.assert_allclose(out, D.dense_ref(x, W, b, "relu"), rtol=1e-12)
+
+
+def test_ops_dense_rejects_bad_input():
+    x, W, b, g = make((4, 6, 5), np.float32)
+    with pytest.raises(ValueError, match="expected activation in"):
+        gn.ops.dense(x, W, b, "softplus")
+    with pytest.raises(ValueError, match=r"expected x of shape \(batch, 6\)"):
+        gn.ops.dense(x.T.copy(), W, b)
+    with pytest.raises(ValueError, match=r"expected b of shape \(5,\)"):
+        gn.ops.dense(x, W, b[:4])
+    with pytest.raises(TypeError, match="expected W of dtype float32 like x, got float64"):
+        gn.ops.dense(x, W.astype(np.float64), b)
+    with pytest.raises(ValueError, match=r"expected grad_out of shape \(4, 5\)"):
+        gn.ops.dense_backward(g[:3], x, W, g)
+
+
+@pytest.mark.cuda
+def test_ops_dense_refuses_mixed_devices():
+    x, W, b, _ = make((2, 3, 4), np.float32)
+    with pytest.raises(gn.DeviceError, match="x on cpu, W on cuda"):
+        gn.ops.dense(x, gn.to_device(W, "cuda"), b)
