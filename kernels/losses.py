@@ -1,0 +1,328 @@
+"""Losses, value and gradient in one pass: softmax cross-entropy, MSE, and
+binary cross-entropy on logits.
+
+Every loss is a mean: over the batch for softmax cross-entropy, over all
+elements for MSE and binary cross-entropy. Each kernel writes the gradient
+d loss / d prediction (same shape as the prediction) and the loss into
+``loss_out``, a 1-element array of the prediction's dtype, accumulating in
+float64 on the CPU and in the data's dtype per thread on the GPU.
+
+- softmax_cross_entropy(logits (batch, C), labels): labels are class indices
+  (batch,) int32/int64, or targets (batch, C) of the logits' dtype (one-hot or
+  any distribution). loss = mean(logsumexp(z) * sum(t) - sum(t * z)),
+  grad = (softmax(z) * sum(t) - t) / batch. An index outside [0, C) gives NaN.
+- mse(pred, target): loss = mean(1/2 (pred - target)**2), grad = (pred - target) / n.
+- binary_cross_entropy(logits, target): loss = mean(max(z, 0) - z t + log1p(exp(-|z|))),
+  grad = (sigmoid(z) - t) / n.
+
+Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from . import _cuda, vmath
+from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
+from .softmax import _block_reduce, _scratch_size, row_threads
+
+# --- references (the executable spec) -------------------------------------------------
+
+
+def _targets_ref(labels, shape):
+    if labels.ndim == 2:
+        return labels.astype(np.float64)
+    t = np.zeros(shape)
+    inside = (labels >= 0) & (labels < shape[1])
+    t[np.arange(shape[0])[inside], labels[inside]] = 1.0
+    t[~inside] = np.nan
+    return t
+
+
+def softmax_cross_entropy_ref(logits, labels):
+    """(loss as a float64 scalar, grad in the logits' dtype)."""
+    z = logits.astype(np.float64)
+    t = _targets_ref(labels, z.shape)
+    m = z.max(axis=1, keepdims=True, initial=-np.inf)
+    lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    mass = t.sum(axis=1, keepdims=True)
+    batch = max(z.shape[0], 1)
+    loss = float(np.sum(lse * mass - (t * z).sum(axis=1, keepdims=True)) / batch)
+    grad = (np.exp(z - lse) * mass - t) / batch
+    return loss, grad.astype(logits.dtype)
+
+
+def mse_ref(pred, target):
+    d = pred.astype(np.float64) - target.astype(np.float64)
+    n = max(d.size, 1)
+    return float(np.sum(0.5 * d * d) / n), (d / n).astype(pred.dtype)
+
+
+def binary_cross_entropy_ref(logits, target):
+    z, t = logits.astype(np.float64), target.astype(np.float64)
+    n = max(z.size, 1)
+    loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    return float(np.sum(loss) / n), ((sig - t) / n).astype(logits.dtype)
+
+
+# --- scalar math: (loss term, gradient term) of one element ---------------------------
+
+
+@numba.njit(inline="always")
+def _mse_scalar(p, t, one):
+    d = p - t
+    return d * d * (one / (one + one)), d
+
+
+def _bce_scalar(exp):
+    """The binary cross-entropy term for a target's exp (vmath.exp on the CPU)."""
+
+    @numba.njit(inline="always")
+    def bce(z, t, one):
+        e = exp(-abs(z))
+        loss = max(z, one - one) - z * t + math.log1p(e)
+        s = one / (one + e)
+        return loss, (s if z >= 0 else e * s) - t
+
+    return bce
+
+
+# --- CPU kernels ----------------------------------------------------------------------
+
+_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
+
+
+@numba.njit(parallel=True, **_CPU_OPTIONS)
+def _cross_entropy_labels_cpu(z, labels, grad):
+    """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
+    rows, n = z.shape
+    losses = np.empty(rows)
+    for r in numba.prange(rows):
+        m = z[r, 0]
+        for j in range(1, n):
+            m = z[r, j] if z[r, j] > m else m
+        s = z.dtype.type(0)
+        for j in range(n):
+            e = vmath.exp(z[r, j] - m)
+            grad[r, j] = e
+            s += e
+        inv = z.dtype.type(1) / s
+        for j in range(n):
+            grad[r, j] *= inv
+        label = labels[r]
+        if 0 <= label < n:
+            losses[r] = m + math.log(s) - z[r, label]
+            grad[r, label] -= 1
+        else:
+            losses[r] = np.nan
+    return losses
+
+
+@numba.njit(parallel=True, **_CPU_OPTIONS)
+def _cross_entropy_targets_cpu(z, t, grad):
+    rows, n = z.shape
+    losses = np.empty(rows)
+    for r in numba.prange(rows):
+        m = z[r, 0]
+        for j in range(1, n):
+            m = z[r, j] if z[r, j] > m else m
+        s = z.dtype.type(0)
+        mass = z.dtype.type(0)
+        dot = 0.0
+        for j in range(n):
+            e = vmath.exp(z[r, j] - m)
+            grad[r, j] = e
+            s += e
+            mass += t[r, j]
+            dot += t[r, j] * z[r, j]
+        scale = mass / s
+        for j in range(n):
+            grad[r, j] = grad[r, j] * scale - t[r, j]
+        losses[r] = (m + math.log(s)) * mass - dot
+    return losses
+
+
+def _elementwise_cpu(scalar):
+    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    def kernel(p, t, grad, scale):
+        """grad = d_term * scale; returns the float64 sum of the loss terms."""
+        one = p.dtype.type(1)
+        total = 0.0
+        for i in numba.prange(p.size):
+            term, d = scalar(p[i], t[i], one)
+            grad[i] = d * scale
+            total += term
+        return total
+
+    return kernel
+
+
+_MSE_CPU = _elementwise_cpu(_mse_scalar)
+_BCE_CPU = _elementwise_cpu(_bce_scalar(vmath.exp))
+
+
+# --- CUDA kernels ---------------------------------------------------------------------
+
+
+def _cross_entropy_cuda(threads, with_labels):
+    scratch_size = _scratch_size(threads)
+    name = "labels" if with_labels else "targets"
+    label_type = "int64[::1]" if with_labels else "{t}[:, ::1]"
+
+    @_cuda.kernel(
+        f"losses.cross_entropy_{name}_{threads}",
+        float_signatures(f"void({{t}}[:, ::1], {label_type}, {{t}}, {{t}}[:, ::1], {{t}}[::1])"),
+    )
+    def kernel(z, labels, scale, grad, losses):
+        """Block per row: grad[r] = (softmax * mass - t) * scale, losses[r] = row loss."""
+        scratch = cuda.shared.array(scratch_size, z.dtype)
+        rows, n = z.shape
+        tid = cuda.threadIdx.x
+        zero = z.dtype.type(0)
+        for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
+            m = z.dtype.type(-math.inf)
+            for j in range(tid, n, threads):
+                m = max(m, z[r, j])
+            m = _block_reduce(m, scratch, True)
+            s = zero
+            for j in range(tid, n, threads):
+                s += math.exp(z[r, j] - m)
+            s = _block_reduce(s, scratch, False)
+            lse = m + math.log(s)
+            if with_labels:
+                label = labels[r]
+                for j in range(tid, n, threads):
+                    p = math.exp(z[r, j] - lse)
+                    grad[r, j] = (p - (z.dtype.type(1) if j == label else zero)) * scale
+                if tid == 0:
+                    inside = 0 <= label < n
+                    losses[r] = lse - z[r, label] if inside else z.dtype.type(math.nan)
+            else:
+                mass = zero
+                dot = zero
+                for j in range(tid, n, threads):
+                    mass += labels[r, j]
+                    dot += labels[r, j] * z[r, j]
+                mass = _block_reduce(mass, scratch, False)
+                dot = _block_reduce(dot, scratch, False)
+                for j in range(tid, n, threads):
+                    grad[r, j] = (math.exp(z[r, j] - lse) * mass - labels[r, j]) * scale
+                if tid == 0:
+                    losses[r] = lse * mass - dot
+
+    return kernel
+
+
+def _elementwise_cuda(name, scalar):
+    scratch_size = _scratch_size(ELEMENTWISE_THREADS)
+
+    @_cuda.kernel(
+        f"losses.{name}",
+        float_signatures("void({t}[::1], {t}[::1], {t}, {t}[::1], {t}[::1])"),
+    )
+    def kernel(p, t, scale, grad, partials):
+        """grad = d_term * scale; partials[block] = the block's sum of loss terms."""
+        scratch = cuda.shared.array(scratch_size, p.dtype)
+        one = p.dtype.type(1)
+        total = p.dtype.type(0)
+        for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+            term, d = scalar(p[i], t[i], one)
+            grad[i] = d * scale
+            total += term
+        total = _block_reduce(total, scratch, False)
+        if cuda.threadIdx.x == 0:
+            partials[cuda.blockIdx.x] = total
+
+    return kernel
+
+
+_SUM_THREADS = 256
+_SUM_SCRATCH = _scratch_size(_SUM_THREADS)
+
+
+@_cuda.kernel("losses.sum", float_signatures("void({t}[::1], {t}, {t}[::1])"))
+def _sum_kernel(values, scale, out):
+    """One block: out[0] = sum(values) * scale."""
+    scratch = cuda.shared.array(_SUM_SCRATCH, values.dtype)
+    total = values.dtype.type(0)
+    for i in range(cuda.threadIdx.x, values.size, _SUM_THREADS):
+        total += values[i]
+    total = _block_reduce(total, scratch, False)
+    if cuda.threadIdx.x == 0:
+        out[0] = total * scale
+
+
+_CROSS_ENTROPY_LABELS = {t: _cross_entropy_cuda(t, True) for t in (32, 128, 512)}
+_CROSS_ENTROPY_TARGETS = {t: _cross_entropy_cuda(t, False) for t in (32, 128, 512)}
+_MSE_CUDA = _elementwise_cuda("mse", _mse_scalar)
+_BCE_CUDA = _elementwise_cuda("binary_cross_entropy", _bce_scalar(math.exp))
+
+
+# --- launchers ------------------------------------------------------------------------
+#
+# Each fills ``grad`` (shaped like the prediction) and ``loss_out`` (1 element).
+
+
+def softmax_cross_entropy_cpu(logits, labels, grad, loss_out):
+    """logits (batch, C); labels (batch,) int64 or (batch, C) like logits."""
+    batch = logits.shape[0]
+    if batch == 0:
+        loss_out[0] = np.nan
+        return
+    if labels.ndim == 1:
+        losses = _cross_entropy_labels_cpu(logits, labels, grad)
+    else:
+        losses = _cross_entropy_targets_cpu(logits, labels, grad)
+    grad *= grad.dtype.type(1 / batch)
+    loss_out[0] = losses.sum() / batch
+
+
+def _elementwise_cpu_launch(kernel, p, t, grad, loss_out):
+    n = p.size
+    if n == 0:
+        loss_out[0] = np.nan
+        return
+    loss_out[0] = kernel(p.ravel(), t.ravel(), grad.reshape(-1), p.dtype.type(1 / n)) / n
+
+
+def mse_cpu(pred, target, grad, loss_out):
+    _elementwise_cpu_launch(_MSE_CPU, pred, target, grad, loss_out)
+
+
+def binary_cross_entropy_cpu(logits, target, grad, loss_out):
+    _elementwise_cpu_launch(_BCE_CPU, logits, target, grad, loss_out)
+
+
+def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
+    """As softmax_cross_entropy_cpu, on device arrays."""
+    batch, n = logits.shape
+    if batch == 0 or n == 0:
+        _sum_kernel[1, _SUM_THREADS](logits.ravel(), logits.dtype.type(math.nan), loss_out)
+        return
+    threads = row_threads(n)
+    kernels = _CROSS_ENTROPY_LABELS if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS
+    losses = cuda.device_array(batch, logits.dtype)
+    scale = logits.dtype.type(1 / batch)
+    kernels[threads][min(batch, 65535), threads](logits, labels, scale, grad, losses)
+    _sum_kernel[1, _SUM_THREADS](losses, scale, loss_out)
+
+
+def _elementwise_cuda_launch(kernel, p, t, grad, loss_out):
+    n = p.size
+    scale = p.dtype.type(1 / n) if n else p.dtype.type(math.nan)
+    blocks, threads = grid_1d(max(n, 1))
+    partials = cuda.device_array(blocks, p.dtype)
+    kernel[blocks, threads](p.ravel(), t.ravel(), scale, grad.ravel(), partials)
+    _sum_kernel[1, _SUM_THREADS](partials, scale, loss_out)
+
+
+def mse_cuda(pred, target, grad, loss_out):
+    _elementwise_cuda_launch(_MSE_CUDA, pred, target, grad, loss_out)
+
+
+def binary_cross_entropy_cuda(logits, target, grad, loss_out):
+    _elementwise_cuda_launch(_BCE_CUDA, logits, target, grad, loss_out)
