@@ -200,6 +200,31 @@ def _op_case(name, op, refs, rng):
     return args, refs[name]
 
 
+def _dense_case(name, op, refs, rng):
+    """Dense ops need matching shapes: x (4, 33), W (33, 10), b (10,), tanh."""
+    x = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    W = (rng.standard_normal((CHECK_SHAPE[1], 10)) / 6).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    if name == "dense":
+        return [x, W, b, "tanh"], refs["dense"]
+    y = refs["dense"](x, W, b, "tanh")
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    return [g, x, W, y, "tanh"], refs["dense_backward"]
+
+
+#: Ops whose arguments are not arrays of one shape: name -> case builder.
+_SHAPED_CASES = {"dense": _dense_case, "dense_backward": _dense_case}
+
+
+def _flat(result):
+    """An op's result as one host array; several results are raveled and joined."""
+    import gpunet as gn
+
+    if isinstance(result, tuple):
+        return np.concatenate([gn.to_numpy(r).ravel() for r in result])
+    return result
+
+
 def _timed(fn, device):
     """Call ``fn()``; return (its result, seconds), waiting for the GPU to finish."""
     from .kernels import _cuda
@@ -241,13 +266,17 @@ def _self_checks(gn):
     checks = []
     for name, op in _public_ops(gn.ops).items():
         try:
-            args, ref = _op_case(name, op, refs, generator)
+            args, ref = _SHAPED_CASES.get(name, _op_case)(name, op, refs, generator)
         except LookupError as exc:
             checks.append((name, _raiser(exc)))
             continue
         on_device = [gn.to_device(a, device) if isinstance(a, np.ndarray) else a for a in args]
-        expected = ref(*args)
-        checks.append((name, _bind(_check, lambda op=op, a=on_device: op(*a), expected, device)))
+        expected = _flat(ref(*args))
+
+        def run(op=op, args=on_device):
+            return _flat(op(*args))
+
+        checks.append((name, _bind(_check, run, expected, device)))
 
     n, seed, offset = int(np.prod(CHECK_SHAPE)), 1234, 5
     fill = _rng.uniform_cuda if device.type == "cuda" else _rng.uniform_cpu
