@@ -27,7 +27,14 @@ import numpy as np
 
 from . import _cuda, vmath
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
-from .softmax import _block_reduce, _scratch_size, row_threads
+from .softmax import (
+    _FASTMATH,
+    _block_reduce,
+    _exp_shifted_row,
+    _row_max,
+    _scratch_size,
+    row_threads,
+)
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -96,20 +103,14 @@ def _bce_scalar(exp):
 _CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 
 
-@numba.njit(parallel=True, **_CPU_OPTIONS)
+@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _cross_entropy_labels_cpu(z, labels, grad):
     """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
     rows, n = z.shape
     losses = np.empty(rows)
     for r in numba.prange(rows):
-        m = z[r, 0]
-        for j in range(1, n):
-            m = z[r, j] if z[r, j] > m else m
-        s = z.dtype.type(0)
-        for j in range(n):
-            e = vmath.exp(z[r, j] - m)
-            grad[r, j] = e
-            s += e
+        m = _row_max(z[r])
+        s = _exp_shifted_row(z[r], m, grad[r])
         inv = z.dtype.type(1) / s
         for j in range(n):
             grad[r, j] *= inv
@@ -122,21 +123,16 @@ def _cross_entropy_labels_cpu(z, labels, grad):
     return losses
 
 
-@numba.njit(parallel=True, **_CPU_OPTIONS)
+@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy")
 def _cross_entropy_targets_cpu(z, t, grad):
     rows, n = z.shape
     losses = np.empty(rows)
     for r in numba.prange(rows):
-        m = z[r, 0]
-        for j in range(1, n):
-            m = z[r, j] if z[r, j] > m else m
-        s = z.dtype.type(0)
+        m = _row_max(z[r])
+        s = _exp_shifted_row(z[r], m, grad[r])
         mass = z.dtype.type(0)
         dot = 0.0
         for j in range(n):
-            e = vmath.exp(z[r, j] - m)
-            grad[r, j] = e
-            s += e
             mass += t[r, j]
             dot += t[r, j] * z[r, j]
         scale = mass / s
@@ -269,8 +265,8 @@ _BCE_CUDA = _elementwise_cuda("binary_cross_entropy", _bce_scalar(math.exp))
 
 def softmax_cross_entropy_cpu(logits, labels, grad, loss_out):
     """logits (batch, C); labels (batch,) int64 or (batch, C) like logits."""
-    batch = logits.shape[0]
-    if batch == 0:
+    batch, n = logits.shape
+    if batch == 0 or n == 0:
         loss_out[0] = np.nan
         return
     if labels.ndim == 1:

@@ -92,13 +92,19 @@ def _row_max(x):
 
 
 @numba.njit(fastmath=_FASTMATH, inline="always")
-def _softmax_row(x, out):
-    m = _row_max(x)
+def _exp_shifted_row(x, m, out):
+    """out = exp(x - m); returns its sum."""
     s = x.dtype.type(0)
     for j in range(x.size):
         e = vmath.exp(x[j] - m)
         out[j] = e
         s += e
+    return s
+
+
+@numba.njit(fastmath=_FASTMATH, inline="always")
+def _softmax_row(x, out):
+    s = _exp_shifted_row(x, _row_max(x), out)
     r = x.dtype.type(1) / s
     for j in range(x.size):
         out[j] *= r

@@ -128,3 +128,4 @@ def test_gradient_matches_finite_differences(name):
 def test_empty_input_gives_nan_loss(backend):
     assert np.isnan(run(backend, "mse", np.zeros(0), np.zeros(0))[0])
     assert np.isnan(run(backend, "softmax_cross_entropy", np.zeros((0, 3)), np.zeros(0, np.int64))[0])
+    assert np.isnan(run(backend, "softmax_cross_entropy", np.zeros((2, 0)), np.zeros(2, np.int64))[0])
