@@ -5,7 +5,7 @@ move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
 new arrays go.
 """
 
-from . import datasets, dispatch, ops, random
+from . import data, datasets, dispatch, ops, random
 from ._device import (
     Device,
     DeviceError,
@@ -25,6 +25,7 @@ __all__ = [
     "Device",
     "DeviceError",
     "cuda_status",
+    "data",
     "datasets",
     "device",
     "devices",

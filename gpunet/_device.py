@@ -100,7 +100,9 @@ def _resolve(spec) -> Device:
     if isinstance(spec, Device):
         spec = str(spec)
     if not isinstance(spec, str):
-        raise TypeError(f"expected a Device or a string like 'cpu', 'cuda:0' or 'auto', got {spec!r}")
+        raise TypeError(
+            f"expected a Device or a string like 'cpu', 'cuda:0' or 'auto', got {spec!r}"
+        )
     match = _DEVICE_RE.match(spec.strip().lower())
     if match is None or (match[1] != "cuda" and match[2] is not None):
         raise ValueError(f"expected 'cpu', 'cuda', 'cuda:N' or 'auto', got {spec!r}")

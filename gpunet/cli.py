@@ -21,7 +21,7 @@ import platform
 import re
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -66,7 +66,8 @@ def _table(header: tuple[str, ...], rows: list[tuple], indent: str = "  ") -> st
     ]
     lines = []
     for row in cells:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric)]
+        cells_widths = zip(row, widths, numeric, strict=True)
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in cells_widths]
         lines.append(indent + "  ".join(parts).rstrip())
     return "\n".join(lines)
 
@@ -359,12 +360,28 @@ def _print_kernels() -> int:
                 rows.append((spec.name, dtype, "-", "FAILED", "-", "-", "-", "-"))
                 continue
             rows += [
-                (spec.name, dtype, r.arch, r.registers, r.shared_bytes, r.local_bytes,
-                 r.spill_stores, r.spill_loads)
+                (
+                    spec.name,
+                    dtype,
+                    r.arch,
+                    r.registers,
+                    r.shared_bytes,
+                    r.local_bytes,
+                    r.spill_stores,
+                    r.spill_loads,
+                )
                 for r in result.resources
             ]
-    header = ("kernel", "dtype", "arch", "registers", "smem B", "local B", "spill st B",
-              "spill ld B")
+    header = (
+        "kernel",
+        "dtype",
+        "arch",
+        "registers",
+        "smem B",
+        "local B",
+        "spill st B",
+        "spill ld B",
+    )
     print(_table(header, rows))
     print(f"  (registers per thread; shared memory per block; {time.perf_counter() - start:.1f} s)")
     for line in errors:
@@ -373,4 +390,3 @@ def _print_kernels() -> int:
     if spilled:
         print(f"  {spilled} kernel builds spill registers to local memory")
     return len(errors) + spilled
-

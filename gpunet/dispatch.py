@@ -7,7 +7,7 @@ kind a set of input arrays lives on, refusing a mix of host and GPU arrays.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -62,8 +62,7 @@ def placement(op: str, **arrays) -> str:
             kinds[name] = "cuda"
         else:
             raise TypeError(
-                f"{op}: expected {name} to be a numpy array or a CUDA array, "
-                f"got {type(x).__name__}"
+                f"{op}: expected {name} to be a numpy array or a CUDA array, got {type(x).__name__}"
             )
     found = set(kinds.values())
     if len(found) > 1:

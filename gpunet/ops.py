@@ -19,7 +19,9 @@ import math
 import numpy as np
 
 from . import dispatch
-from .kernels import _cuda, activations, dense as _dense, softmax as _softmax
+from .kernels import _cuda, activations
+from .kernels import dense as _dense
+from .kernels import softmax as _softmax
 
 _FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
@@ -38,7 +40,9 @@ def _contiguous(op, name, kind, x):
         return np.ascontiguousarray(x)
     x = _cuda.as_device_array(x)
     if not x.is_c_contiguous():
-        raise ValueError(f"{op}: expected {name} to be C-contiguous on the GPU, got strides {x.strides}")
+        raise ValueError(
+            f"{op}: expected {name} to be C-contiguous on the GPU, got strides {x.strides}"
+        )
     return x
 
 
@@ -51,11 +55,13 @@ def _empty(kind, shape, dtype):
 def _check_dtypes(op, names, arrays):
     """All of ``arrays`` float32, or all float64."""
     first = arrays[0]
-    for name, x in zip(names, arrays):
+    for name, x in zip(names, arrays, strict=True):
         if x.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"{op}: expected {name} of dtype float32 or float64, got {x.dtype}")
         if x.dtype != first.dtype:
-            raise TypeError(f"{op}: expected {name} of dtype {first.dtype} like {names[0]}, got {x.dtype}")
+            raise TypeError(
+                f"{op}: expected {name} of dtype {first.dtype} like {names[0]}, got {x.dtype}"
+            )
 
 
 def _inputs(op, names, arrays, out=None):
@@ -65,12 +71,14 @@ def _inputs(op, names, arrays, out=None):
     if _on_host(arrays, out):
         kind = "cpu"
     else:
-        kind = dispatch.placement(op, **dict(zip(names, arrays)), out=out)
+        kind = dispatch.placement(op, **dict(zip(names, arrays, strict=True)), out=out)
     _check_dtypes(op, names, arrays)
-    for name, x in zip(names, arrays):
+    for name, x in zip(names, arrays, strict=True):
         if x.shape != first.shape:
-            raise ValueError(f"{op}: expected {name} of shape {first.shape} like {names[0]}, got {x.shape}")
-    return kind, [_contiguous(op, name, kind, x) for name, x in zip(names, arrays)]
+            raise ValueError(
+                f"{op}: expected {name} of shape {first.shape} like {names[0]}, got {x.shape}"
+            )
+    return kind, [_contiguous(op, name, kind, x) for name, x in zip(names, arrays, strict=True)]
 
 
 def _output(op, kind, out, shape, dtype):
@@ -80,7 +88,8 @@ def _output(op, kind, out, shape, dtype):
         return result, result
     if out.shape != shape or out.dtype != dtype:
         raise ValueError(
-            f"{op}: expected out of shape {shape} and dtype {dtype}, got {out.shape} and {out.dtype}"
+            f"{op}: expected out of shape {shape} and dtype {dtype}, "
+            f"got {out.shape} and {out.dtype}"
         )
     if kind == "cpu":
         if not out.flags.c_contiguous:
@@ -227,7 +236,8 @@ def _check_dense(op, x, W, activation, alpha):
         raise ValueError(f"{op}: expected 2-D x and W, got shapes {x.shape} and {W.shape}")
     if x.shape[1] != W.shape[0]:
         raise ValueError(
-            f"{op}: expected x of shape (batch, {W.shape[0]}) for W of shape {W.shape}, got {x.shape}"
+            f"{op}: expected x of shape (batch, {W.shape[0]}) for W of shape {W.shape}, "
+            f"got {x.shape}"
         )
     return _check_alpha(op, alpha)
 

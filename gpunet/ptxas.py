@@ -239,7 +239,7 @@ def build(spec: KernelSpec, signature: str, archs: Iterable[str] = DEFAULT_ARCHS
     return _build(spec, signature, tuple(archs))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(spec: KernelSpec, signature: str, archs: tuple[str, ...]) -> Build:
     if not archs:
         raise ValueError("expected at least one architecture, got none")

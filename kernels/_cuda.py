@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 try:
     from numba import cuda
@@ -99,4 +99,3 @@ def as_device_array(x):
     if SIMULATOR or cuda.devicearray.is_cuda_ndarray(x):
         return x
     return cuda.as_cuda_array(x)
-

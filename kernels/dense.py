@@ -9,9 +9,9 @@ On the CPU the matrix products go through BLAS (numpy's matmul); the bias and
 the activation are one fused pass over y (the epilogue). On CUDA a tiled
 matrix product (shared-memory tiles, 4x4 outputs per thread) applies them as it
 writes y. On both, the backward's first pass over grad_out applies the
-activation's derivative and sums the bias gradient at once. The derivative is taken from the output y (for relu and
-leaky_relu with alpha > 0, y > 0 exactly where x > 0), so the layer keeps only
-its output.
+activation's derivative and sums the bias gradient at once. The derivative
+is taken from the output y (for relu and leaky_relu with alpha > 0, y > 0
+exactly where x > 0), so the layer keeps only its output.
 
 Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 """
@@ -214,8 +214,11 @@ def _grad_cuda_kernel(name, backward):
     return grad
 
 
-_CUDA_EPILOGUES = dict(EPILOGUES, sigmoid=(act.sigmoid_scalar_cuda, act.sigmoid_backward_scalar),
-                       tanh=(act.tanh_scalar_cuda, act.tanh_backward_scalar))
+_CUDA_EPILOGUES = dict(
+    EPILOGUES,
+    sigmoid=(act.sigmoid_scalar_cuda, act.sigmoid_backward_scalar),
+    tanh=(act.tanh_scalar_cuda, act.tanh_backward_scalar),
+)
 _FORWARD_CUDA = {
     name: _gemm_kernel(f"forward_{name or 'linear'}", False, False, forward)
     for name, (forward, _) in _CUDA_EPILOGUES.items()

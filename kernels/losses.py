@@ -72,7 +72,9 @@ def binary_cross_entropy_ref(logits, target):
     z, t = logits.astype(np.float64), target.astype(np.float64)
     n = max(z.size, 1)
     loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    sig = np.where(
+        z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z)))
+    )
     return float(np.sum(loss) / n), ((sig - t) / n).astype(logits.dtype)
 
 

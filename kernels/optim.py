@@ -41,8 +41,9 @@ def sgd_ref(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, fi
     return p - lr * step, buf
 
 
-def adam_ref(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled=False):
+def adam_ref(
+    p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
+):
     """(new p, new m, new v), in float64; ``decoupled`` gives AdamW."""
     b1, b2 = betas
     p, g = p.astype(np.float64), grad.astype(np.float64)
@@ -89,8 +90,9 @@ def _cpu_sgd(parallel):
     @numba.njit(parallel=parallel, **_CPU_OPTIONS)
     def sgd(p, g, buf, lr, momentum, weight_decay, nesterov, first):
         for i in numba.prange(p.size):
-            p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay,
-                                       nesterov, first)
+            p[i], buf[i] = _sgd_scalar(
+                p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first
+            )
 
     return sgd
 
@@ -99,8 +101,21 @@ def _cpu_adam(parallel):
     @numba.njit(parallel=parallel, **_CPU_OPTIONS)
     def adam(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
         for i in numba.prange(p.size):
-            p[i], m[i], v[i] = _adam_scalar(p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps,
-                                            weight_decay, decay, step_size, sqrt_bias2)
+            p[i], m[i], v[i] = _adam_scalar(
+                p[i],
+                g[i],
+                m[i],
+                v[i],
+                b1,
+                c1,
+                b2,
+                c2,
+                eps,
+                weight_decay,
+                decay,
+                step_size,
+                sqrt_bias2,
+            )
 
     return adam
 
@@ -124,14 +139,14 @@ def _sgd_kernel(p, g, buf, lr, momentum, weight_decay, nesterov, first):
 @_cuda.kernel(
     "optim.adam",
     float_signatures(
-        "void({t}[::1], {t}[::1], {t}[::1], {t}[::1], "
-        "{t}, {t}, {t}, {t}, {t}, {t}, {t}, {t}, {t})"
+        "void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, {t}, {t}, {t}, {t}, {t}, {t})"
     ),
 )
 def _adam_kernel(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        p[i], m[i], v[i] = _adam_scalar(p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps,
-                                        weight_decay, decay, step_size, sqrt_bias2)
+        p[i], m[i], v[i] = _adam_scalar(
+            p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2
+        )
 
 
 # --- launchers ------------------------------------------------------------------------
@@ -149,8 +164,17 @@ def _adam_args(p, step, lr, betas, eps, weight_decay, decoupled):
     decay = 1 - lr * weight_decay if decoupled else 1.0
     coupled_wd = 0.0 if decoupled else weight_decay
     step_size = lr / (1 - b1**step)
-    return (t(b1), t(1 - b1), t(b2), t(1 - b2), t(eps), t(coupled_wd), t(decay),
-            t(step_size), t(math.sqrt(1 - b2**step)))
+    return (
+        t(b1),
+        t(1 - b1),
+        t(b2),
+        t(1 - b2),
+        t(eps),
+        t(coupled_wd),
+        t(decay),
+        t(step_size),
+        t(math.sqrt(1 - b2**step)),
+    )
 
 
 def sgd_cpu(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=True):
@@ -169,16 +193,18 @@ def sgd_cuda(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, f
         )
 
 
-def adam_cpu(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-             decoupled=False):
+def adam_cpu(
+    p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
+):
     """One Adam (AdamW with ``decoupled``) step in place; ``step`` counts from 1."""
     _ADAM_CPU[p.size >= PARALLEL_THRESHOLD](
         p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled)
     )
 
 
-def adam_cuda(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-              decoupled=False):
+def adam_cuda(
+    p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
+):
     """adam_cpu on device arrays."""
     if p.size:
         blocks, threads = grid_1d(p.size)

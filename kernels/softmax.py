@@ -247,7 +247,9 @@ def _forward_kernel(threads, log):
     scratch_size = _scratch_size(threads)
     name = "log_softmax" if log else "softmax"
 
-    @_cuda.kernel(f"softmax.{name}_rows_{threads}", float_signatures("void({t}[:, ::1], {t}[:, ::1])"))
+    @_cuda.kernel(
+        f"softmax.{name}_rows_{threads}", float_signatures("void({t}[:, ::1], {t}[:, ::1])")
+    )
     def kernel(x, out):
         scratch = cuda.shared.array(scratch_size, x.dtype)
         rows, n = x.shape

@@ -47,14 +47,31 @@ _LN2_HI_F32 = _F32(0.693359375)
 _LN2_LO_F32 = _F32(-2.12194440e-4)
 _EXP_MAX_F32 = _F32(88.72283935546875)  # above: inf
 _EXP_MIN_F32 = _F32(-87.33654022216797)  # below: the result would be subnormal, so 0
-_EXPF_P = tuple(_F32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3,
-                                  4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1))
+_EXPF_P = tuple(
+    _F32(c)
+    for c in (
+        1.9875691500e-4,
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    )
+)
 _HALF_F32, _ONE_F32, _TWO_F32 = _F32(0.5), _F32(1.0), _F32(2.0)
 # int32 constants, so that LLVM can keep the exponent arithmetic in 32-bit lanes.
 _I32_1, _I32_BIAS, _I32_MANTISSA = np.int32(1), np.int32(127), np.int32(23)
 _TANH_SMALL_F32 = _F32(0.625)
-_TANHF_P = tuple(_F32(c) for c in (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2,
-                                   1.33314422036e-1, -3.33332819422e-1))
+_TANHF_P = tuple(
+    _F32(c)
+    for c in (
+        -5.70498872745e-3,
+        2.06390887954e-2,
+        -5.37397155531e-2,
+        1.33314422036e-1,
+        -3.33332819422e-1,
+    )
+)
 
 
 @numba.njit(inline="always", fastmath={"contract"})
@@ -125,4 +142,3 @@ def _tanh_overload(x):
     if x == types.float64:
         return lambda x: math.tanh(x)
     return None
-

@@ -8,9 +8,9 @@ further; each skip says why.
 
 import numpy as np
 import pytest
+from gpunet.kernels import _cuda
 
 import gpunet as gn
-from gpunet.kernels import _cuda
 
 HAVE_CUDA = gn.cuda_status()[0] > 0
 SIMULATOR = _cuda.SIMULATOR
@@ -24,7 +24,8 @@ TOLERANCES = {np.float32: (2e-6, 1e-6), np.float64: (1e-13, 1e-14)}
 
 def pytest_collection_modifyitems(config, items):
     no_cuda = pytest.mark.skip(
-        reason="no CUDA GPU: " + gn.cuda_status()[1]
+        reason="no CUDA GPU: "
+        + gn.cuda_status()[1]
         + " (run under NUMBA_ENABLE_CUDASIM=1 to simulate one)"
     )
     no_gpu = pytest.mark.skip(reason="needs a real CUDA GPU, not the simulator")

@@ -4,19 +4,22 @@ numerical gradients, stability at large magnitudes, and input checks."""
 import numpy as np
 import pytest
 from conftest import DEVICES, SIMULATOR, assert_close, put
+from gpunet.kernels import activations as A
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpunet as gn
-from gpunet.kernels import activations as A
 
 FORWARD = {
     "step": (gn.ops.step, A.step_ref),
     "sigmoid": (gn.ops.sigmoid, A.sigmoid_ref),
     "tanh": (gn.ops.tanh, A.tanh_ref),
     "relu": (gn.ops.relu, A.relu_ref),
-    "leaky_relu": (lambda x, **kw: gn.ops.leaky_relu(x, 0.2, **kw), lambda x: A.leaky_relu_ref(x, 0.2)),
+    "leaky_relu": (
+        lambda x, **kw: gn.ops.leaky_relu(x, 0.2, **kw),
+        lambda x: A.leaky_relu_ref(x, 0.2),
+    ),
 }
 
 # (backward op, its reference, whether it takes the forward output rather than the input)
@@ -79,7 +82,9 @@ def test_gradient_matches_finite_differences(name, device):
     x[np.abs(x) < 1e-3] = 0.5  # keep away from the kinks of step, relu, leaky_relu
     g = random_input((4, 5), np.float64, seed=2, scale=1.0)
     h = 1e-6
-    numeric = (gn.to_numpy(op(put(x + h, device))) - gn.to_numpy(op(put(x - h, device)))) * g / (2 * h)
+    numeric = (
+        (gn.to_numpy(op(put(x + h, device))) - gn.to_numpy(op(put(x - h, device)))) * g / (2 * h)
+    )
     y = op(put(x, device))
     analytic = backward(put(g, device), y if takes_output else put(x, device))
     np.testing.assert_allclose(gn.to_numpy(analytic), numeric, rtol=1e-6, atol=1e-8)
@@ -91,7 +96,9 @@ def test_gradient_matches_finite_differences(name, device):
 def test_stable_at_large_magnitudes(name, dtype, device):
     """No overflow, NaN or inf for finite inputs up to 1e4 in magnitude."""
     op, ref = FORWARD[name]
-    x = np.array([-1e4, -710.0, -89.0, -88.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.0, 89.0, 710.0, 1e4], dtype)
+    x = np.array(
+        [-1e4, -710.0, -89.0, -88.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 88.0, 89.0, 710.0, 1e4], dtype
+    )
     y = gn.to_numpy(op(put(x, device)))
     assert np.all(np.isfinite(y))
     assert_close(y, ref(x), dtype)
@@ -153,7 +160,9 @@ def test_zero_dimensional_input():
 def test_leaky_relu_alpha_is_used_and_checked():
     x = np.array([-2.0, 3.0], np.float32)
     np.testing.assert_array_equal(gn.ops.leaky_relu(x, 0.25), [-0.5, 3.0])
-    np.testing.assert_array_equal(gn.ops.leaky_relu_backward(np.ones(2, np.float32), x, 0.25), [0.25, 1.0])
+    np.testing.assert_array_equal(
+        gn.ops.leaky_relu_backward(np.ones(2, np.float32), x, 0.25), [0.25, 1.0]
+    )
     with pytest.raises(ValueError, match="finite alpha"):
         gn.ops.leaky_relu(x, float("nan"))
 

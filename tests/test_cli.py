@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from gpunet.kernels import _cuda
 
 import gpunet as gn
 from gpunet import cli, ptxas
-from gpunet.kernels import _cuda
 
 
 def _row(out, name):

@@ -8,9 +8,9 @@ for the process) and shared by the tests that look at it.
 import re
 
 import pytest
+from gpunet.kernels import _cuda
 
 from gpunet import ptxas
-from gpunet.kernels import _cuda
 
 ARCHS = ("sm_80", "sm_90")
 CATALOGUE = ptxas.catalogue()

@@ -14,7 +14,9 @@ def test_load_digits():
     assert X.shape == (1797, 64) and X.dtype == np.float32
     assert y.shape == (1797,) and y.dtype == np.int64
     assert X.min() == 0 and X.max() == 16 and np.all(X == np.round(X))
-    np.testing.assert_array_equal(np.bincount(y), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    np.testing.assert_array_equal(
+        np.bincount(y), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    )
     np.testing.assert_array_equal(y[:10], np.arange(10))
 
 

@@ -4,9 +4,9 @@ edge shapes, in-place scratch, and float64 finite-difference gradients."""
 import numpy as np
 import pytest
 from conftest import DEVICES, put
+from gpunet.kernels import dense as D
 
 import gpunet as gn
-from gpunet.kernels import dense as D
 
 ACTIVATIONS = list(D.EPILOGUES)
 # (batch, in_features, out_features) at the edges of the tile and chunk sizes.
@@ -41,8 +41,8 @@ def test_forward_and_backward_match_references(shape, activation, dtype):
 
     dx, dW, db, dz = np.empty_like(x), np.empty_like(W), np.empty_like(b), np.empty_like(g)
     D.dense_backward_cpu(g, x, W, y, dx, dW, db, dz, activation, 0.2)
-    for got, want, k in zip((dx, dW, db), D.dense_backward_ref(g, x, W, y, activation, 0.2),
-                            (n_out, batch, batch)):
+    want_all = D.dense_backward_ref(g, x, W, y, activation, 0.2)
+    for got, want, k in zip((dx, dW, db), want_all, (n_out, batch, batch), strict=True):
         assert got.dtype == dtype
         rtol, atol = tolerance(dtype, k)
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
@@ -54,7 +54,7 @@ def test_grad_out_can_be_the_scratch():
     want = D.dense_backward_ref(g, x, W, y, "tanh")
     dx, dW, db = np.empty_like(x), np.empty_like(W), np.empty_like(b)
     D.dense_backward_cpu(g, x, W, y, dx, dW, db, g, "tanh")
-    for got, ref in zip((dx, dW, db), want):
+    for got, ref in zip((dx, dW, db), want, strict=True):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 
@@ -108,7 +108,7 @@ def test_cuda_matches_references(shape, activation):
     db, dz = cuda.device_array_like(d["b"]), cuda.device_array_like(d["g"])
     D.dense_backward_cuda(d["g"], d["x"], d["W"], y, dx, dW, db, dz, activation)
     want = D.dense_backward_ref(g, x, W, y_host, activation)
-    for got, ref, k in zip((dx, dW, db), want, (n_out, batch, batch)):
+    for got, ref, k in zip((dx, dW, db), want, (n_out, batch, batch), strict=True):
         rtol, atol = tolerance(np.float32, k)
         np.testing.assert_allclose(got.copy_to_host(), ref, rtol=rtol, atol=atol)
 
@@ -118,10 +118,14 @@ def test_cuda_matches_references(shape, activation):
 def test_ops_dense_on_each_device(device, activation):
     x, W, b, g = make((5, 17, 3), np.float32)
     y = gn.ops.dense(put(x, device), put(W, device), put(b, device), activation, 0.1)
-    np.testing.assert_allclose(gn.to_numpy(y), D.dense_ref(x, W, b, activation, 0.1), rtol=1e-5, atol=1e-5)
-    grads = gn.ops.dense_backward(put(g, device), put(x, device), put(W, device), y, activation, 0.1)
+    np.testing.assert_allclose(
+        gn.to_numpy(y), D.dense_ref(x, W, b, activation, 0.1), rtol=1e-5, atol=1e-5
+    )
+    grads = gn.ops.dense_backward(
+        put(g, device), put(x, device), put(W, device), y, activation, 0.1
+    )
     want = D.dense_backward_ref(g, x, W, gn.to_numpy(y), activation, 0.1)
-    for got, ref in zip(grads, want):
+    for got, ref in zip(grads, want, strict=True):
         np.testing.assert_allclose(gn.to_numpy(got), ref, rtol=1e-5, atol=1e-5)
 
 

@@ -65,7 +65,10 @@ def test_gpunet_device_variable_asking_for_cuda_fails_clearly():
     env = dict(os.environ, GPUNET_DEVICE="cuda")
     result = subprocess.run(
         [sys.executable, "-c", "import gpunet as gn; gn.get_device()"],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0
     assert "DeviceError" in result.stderr and "CUDA was requested" in result.stderr

@@ -3,14 +3,13 @@ and CUDA, stability for large logits, and float64 finite-difference gradients.""
 
 import numpy as np
 import pytest
-
 from gpunet.kernels import losses as L
 
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def grid(cpu_cases, cuda_cases):
-    """(backend, dtype, shape) cases: everything on the CPU, a few (the simulator is slow) on CUDA."""
+    """(backend, dtype, shape) cases: all on the CPU, a few on CUDA (the simulator is slow)."""
     return [("cpu", *c) for c in cpu_cases] + [
         pytest.param("cuda", *c, marks=pytest.mark.cuda) for c in cuda_cases
     ]
@@ -64,8 +63,11 @@ def check(loss, grad, ref_loss, ref_grad, dtype):
 @pytest.mark.parametrize("kind", ["labels", "soft", "onehot"])
 def test_softmax_cross_entropy(kind, backend, dtype, shape):
     z, targets = cases(dtype, shape)
-    check(*run(backend, "softmax_cross_entropy", z, targets[kind]),
-          *L.softmax_cross_entropy_ref(z, targets[kind]), dtype)
+    check(
+        *run(backend, "softmax_cross_entropy", z, targets[kind]),
+        *L.softmax_cross_entropy_ref(z, targets[kind]),
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -120,12 +122,18 @@ def test_gradient_matches_finite_differences(name):
         up, down = pred.copy(), pred.copy()
         up[idx] += h
         down[idx] -= h
-        numeric[idx] = (run("cpu", name, up, target)[0] - run("cpu", name, down, target)[0]) / (2 * h)
+        numeric[idx] = (run("cpu", name, up, target)[0] - run("cpu", name, down, target)[0]) / (
+            2 * h
+        )
     np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_input_gives_nan_loss(backend):
     assert np.isnan(run(backend, "mse", np.zeros(0), np.zeros(0))[0])
-    assert np.isnan(run(backend, "softmax_cross_entropy", np.zeros((0, 3)), np.zeros(0, np.int64))[0])
-    assert np.isnan(run(backend, "softmax_cross_entropy", np.zeros((2, 0)), np.zeros(2, np.int64))[0])
+    assert np.isnan(
+        run(backend, "softmax_cross_entropy", np.zeros((0, 3)), np.zeros(0, np.int64))[0]
+    )
+    assert np.isnan(
+        run(backend, "softmax_cross_entropy", np.zeros((2, 0)), np.zeros(2, np.int64))[0]
+    )

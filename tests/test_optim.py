@@ -3,7 +3,6 @@ several steps, on the CPU and CUDA."""
 
 import numpy as np
 import pytest
-
 from gpunet.kernels import optim as O
 
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
@@ -12,8 +11,11 @@ SGD_SETTINGS = [
     dict(momentum=0.9, weight_decay=0.0, nesterov=False),
     dict(momentum=0.9, weight_decay=1e-2, nesterov=True),
 ]
-ADAM_SETTINGS = [dict(weight_decay=0.0, decoupled=False), dict(weight_decay=0.1, decoupled=False),
-                 dict(weight_decay=0.1, decoupled=True)]
+ADAM_SETTINGS = [
+    dict(weight_decay=0.0, decoupled=False),
+    dict(weight_decay=0.1, decoupled=False),
+    dict(weight_decay=0.1, decoupled=True),
+]
 
 
 def device_arrays(backend, *arrays):
@@ -30,7 +32,9 @@ def host(backend, a):
 
 def steps(n, size, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.standard_normal(size).astype(dtype), [rng.standard_normal(size).astype(dtype) for _ in range(n)]
+    return rng.standard_normal(size).astype(dtype), [
+        rng.standard_normal(size).astype(dtype) for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -78,4 +82,6 @@ def test_large_updates_use_the_parallel_kernel():
     p0, (g,) = steps(1, O.PARALLEL_THRESHOLD + 3, np.float32)
     p, buf = p0.copy(), np.zeros_like(p0)
     O.sgd_cpu(p, g, buf, 0.5, momentum=0.9)
-    np.testing.assert_allclose(p, O.sgd_ref(p0, g, np.zeros_like(p0), 0.5, momentum=0.9)[0], rtol=1e-6)
+    np.testing.assert_allclose(
+        p, O.sgd_ref(p0, g, np.zeros_like(p0), 0.5, momentum=0.9)[0], rtol=1e-6
+    )

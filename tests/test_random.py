@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from conftest import DEVICES
+from gpunet.kernels import rng
 
 import gpunet as gn
-from gpunet.kernels import rng
 
 
 @pytest.mark.parametrize("device", DEVICES)

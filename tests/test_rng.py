@@ -7,9 +7,8 @@ import math
 import numba
 import numpy as np
 import pytest
-from numba import cuda
-
 from gpunet.kernels import rng
+from numba import cuda
 
 # Random123 tests/kat_vectors, "philox4x32 10" lines: counter, key, output.
 PHILOX_KAT = [

@@ -3,13 +3,13 @@ numerical gradients, stability, and each CUDA block size."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, assert_close, put
+from conftest import DEVICES, put
+from gpunet.kernels import softmax as S
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import gpunet as gn
-from gpunet.kernels import softmax as S
 
 FORWARD = {
     "softmax": (gn.ops.softmax, S.softmax_ref, gn.ops.softmax_backward, S.softmax_backward_ref),
@@ -46,13 +46,17 @@ def test_forward_and_backward_match_references(name, dtype, device):
         expected = ref(x)
         assert gn.to_numpy(y).shape == expected.shape
         rtol = 2e-6 if dtype == np.float32 else 1e-13
-        np.testing.assert_allclose(gn.to_numpy(y), expected, rtol=rtol, atol=rtol * tolerance_scale(x))
+        np.testing.assert_allclose(
+            gn.to_numpy(y), expected, rtol=rtol, atol=rtol * tolerance_scale(x)
+        )
         g = random_input(shape, dtype, seed=1, scale=1.0)
         y_host = gn.to_numpy(y)
         dx = gn.to_numpy(backward(put(g, device), y))
         # The backward subtracts a row sum of grad_out: its rounding sets the scale.
         row_sum = float(np.abs(g).sum(axis=-1).max(initial=0))
-        np.testing.assert_allclose(dx, backward_ref(g, y_host), rtol=rtol, atol=rtol * max(1.0, row_sum))
+        np.testing.assert_allclose(
+            dx, backward_ref(g, y_host), rtol=rtol, atol=rtol * max(1.0, row_sum)
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -83,7 +87,9 @@ def test_stable_for_inputs_up_to_1e4(name, dtype, device):
     x = np.array([[1e4, -1e4, 0.0, 9999.0], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 1e4, 1e4]], dtype)
     y = gn.to_numpy(op(put(x, device)))
     assert np.all(np.isfinite(y))
-    np.testing.assert_allclose(y, ref(x), rtol=1e-6, atol=1e-6 * 1e4 if name == "log_softmax" else 1e-7)
+    np.testing.assert_allclose(
+        y, ref(x), rtol=1e-6, atol=1e-6 * 1e4 if name == "log_softmax" else 1e-7
+    )
 
 
 def test_softmax_rows_sum_to_one_and_log_softmax_is_its_log():
@@ -122,7 +128,9 @@ def test_out_argument_and_in_place(device):
     np.testing.assert_allclose(gn.to_numpy(buf), S.softmax_ref(x), rtol=2e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("n, threads", [(1, 32), (128, 32), (129, 128), (512, 128), (513, 512), (10**5, 512)])
+@pytest.mark.parametrize(
+    "n, threads", [(1, 32), (128, 32), (129, 128), (512, 128), (513, 512), (10**5, 512)]
+)
 def test_cuda_threads_per_row(n, threads):
     assert S.row_threads(n) == threads
 
