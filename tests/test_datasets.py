@@ -67,3 +67,47 @@ def test_missing_files_are_named(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
         gn.datasets.load_mnist(tmp_path)
+
+
+@pytest.fixture
+def mnist_server(tmp_path):
+    """A local HTTP server serving generated MNIST files: (url, their MD5s, the data)."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    written = make_mnist(served, compress=True)
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in served.iterdir()}
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", md5, written
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_mnist_downloads_verifies_and_caches(tmp_path, mnist_server):
+    url, md5, written = mnist_server
+    cache = tmp_path / "cache"
+    (X, y), (_, y_test) = gn.datasets.fetch_mnist(cache, url=url, md5=md5, progress=False)
+    np.testing.assert_array_equal(y, written["train"][1])
+    np.testing.assert_array_equal(y_test, written["t10k"][1])
+    assert sorted(p.name for p in cache.iterdir()) == sorted(md5)
+    # Cached: a second call needs no server.
+    (X2, _), _ = gn.datasets.fetch_mnist(cache, url="http://127.0.0.1:9/", md5=md5, progress=False)
+    np.testing.assert_array_equal(X2, X)
+
+
+def test_fetch_mnist_refuses_a_bad_checksum(tmp_path, mnist_server):
+    url, md5, _ = mnist_server
+    wrong = dict(md5, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="expected MD5 0{32}"):
+        gn.datasets.fetch_mnist(cache, url=url, md5=wrong, progress=False)
+    assert "t10k-labels-idx1-ubyte.gz" not in [p.name for p in cache.iterdir()]
+    assert not [p for p in cache.iterdir() if p.suffix == ".part"]

@@ -1,4 +1,4 @@
-"""Data sets: the bundled 8x8 digits, and MNIST read from its IDX files.
+"""Data sets: the bundled 8x8 digits, and MNIST read from (or fetched as) IDX files.
 
 ``load_digits()`` needs no network: the 1797 8x8 images of the UCI "Optical
 Recognition of Handwritten Digits" data set (E. Alpaydin and C. Kaynak, 1998;
@@ -8,11 +8,15 @@ CC BY 4.0) ship with gpunet, compressed (about 45 KB).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.resources
 import os
 import struct
+import tempfile
+import urllib.request
 
 import numpy as np
+from tqdm import tqdm
 
 #: The IDX type code for unsigned bytes (the third byte of the magic number).
 _IDX_UBYTE = 0x08
@@ -73,3 +77,59 @@ def load_mnist(path):
         X = images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255)
         splits.append((X, labels.astype(np.int64)))
     return tuple(splits)
+
+
+#: Where fetch_mnist downloads from by default, and the MD5 of each file there.
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+
+
+def _md5(path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url, target, md5, progress):
+    """Download ``url`` to ``target`` through a temporary file, kept only if its MD5 is ``md5``."""
+    fd, partial = tempfile.mkstemp(dir=os.path.dirname(target), suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            name = os.path.basename(target)
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=name, disable=not progress
+            ) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        got = _md5(partial)
+        if got != md5:
+            raise ValueError(f"{url}: expected MD5 {md5}, got {got}; the download was discarded")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def fetch_mnist(cache_dir, *, url=MNIST_URL, md5=None, progress=True):
+    """Download the four MNIST files into ``cache_dir`` (unless already there
+    with the right checksum), then return ``load_mnist(cache_dir)``.
+
+    ``md5`` maps file names to checksums (default: MNIST_MD5); a file whose
+    checksum differs is refused with ValueError and not kept.
+    """
+    md5 = MNIST_MD5 if md5 is None else md5
+    os.makedirs(cache_dir, exist_ok=True)
+    for name, checksum in md5.items():
+        target = os.path.join(cache_dir, name)
+        if not (os.path.exists(target) and _md5(target) == checksum):
+            _download(url.rstrip("/") + "/" + name, target, checksum, progress)
+    return load_mnist(cache_dir)
