@@ -99,15 +99,16 @@ def _epilogue_kernel(forward):
 
 def _grad_kernel(backward):
     @numba.njit(parallel=True, **_CPU_OPTIONS)
-    def grad(g, y, c, dz, db, chunk):
-        """dz = backward(g, y, c) and db = column sums of dz, in one pass:
-        each parallel task owns ``chunk`` columns over all rows."""
+    def grad(g, y, c, dz, db, chunk, accumulate):
+        """dz = backward(g, y, c) and db = (db +) column sums of dz, in one
+        pass: each parallel task owns ``chunk`` columns over all rows."""
         n_chunks = (g.shape[1] + chunk - 1) // chunk
         for t in numba.prange(n_chunks):
             lo = t * chunk
             hi = min(lo + chunk, g.shape[1])
-            for j in range(lo, hi):
-                db[j] = 0
+            if not accumulate:
+                for j in range(lo, hi):
+                    db[j] = 0
             for i in range(g.shape[0]):
                 for j in range(lo, hi):
                     d = backward(g[i, j], y[i, j], c)
@@ -135,10 +136,11 @@ TILE, TILE_K, THREADS = 64, 16, 16
 PER = TILE // THREADS
 
 
-def _gemm_kernel(name, trans_a, trans_b, epilogue):
+def _gemm_kernel(name, trans_a, trans_b, epilogue, accumulate=False):
     """out (M, N) = epilogue(op(a) @ op(b) + bias, c), op transposing when asked.
 
-    With ``epilogue`` None, the bias and ``c`` are ignored: a plain product.
+    With ``epilogue`` None, the bias and ``c`` are ignored: a plain product,
+    added to ``out`` when ``accumulate``.
     """
     has_epilogue = epilogue is not None
     epilogue = epilogue or _identity
@@ -189,6 +191,8 @@ def _gemm_kernel(name, trans_a, trans_b, epilogue):
                 if i < m and j < n:
                     if has_epilogue:
                         out[i, j] = epilogue(acc[p, q] + bias[j], c)
+                    elif accumulate:
+                        out[i, j] += acc[p, q]
                     else:
                         out[i, j] = acc[p, q]
 
@@ -198,18 +202,18 @@ def _gemm_kernel(name, trans_a, trans_b, epilogue):
 def _grad_cuda_kernel(name, backward):
     @_cuda.kernel(
         f"dense.{name}_grad",
-        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}, {t}[:, ::1], {t}[::1])"),
+        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}, {t}[:, ::1], {t}[::1], boolean)"),
     )
-    def grad(g, y, c, dz, db):
+    def grad(g, y, c, dz, db, accumulate):
         """One thread per column: dz = backward(g, y, c) down the column, and
-        its sum into db (a warp's reads of a row are contiguous)."""
+        its sum into db, or added to it (a warp's reads of a row are contiguous)."""
         for j in range(cuda.grid(1), g.shape[1], cuda.gridsize(1)):
             total = g.dtype.type(0)
             for i in range(g.shape[0]):
                 d = backward(g[i, j], y[i, j], c)
                 dz[i, j] = d
                 total += d
-            db[j] = total
+            db[j] = db[j] + total if accumulate else total
 
     return grad
 
@@ -228,6 +232,7 @@ _GRAD_CUDA = {
     for name, (_, backward) in _CUDA_EPILOGUES.items()
 }
 _WEIGHT_GRAD_CUDA = _gemm_kernel("matmul_tn", True, False, None)  # x.T @ dz
+_WEIGHT_GRAD_ADD_CUDA = _gemm_kernel("matmul_tn_add", True, False, None, accumulate=True)
 _INPUT_GRAD_CUDA = _gemm_kernel("matmul_nt", False, True, None)  # dz @ W.T
 
 
@@ -246,15 +251,23 @@ def dense_cpu(x, W, b, out, activation=None, alpha=0.01):
     return out
 
 
-def dense_backward_cpu(grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01):
+def dense_backward_cpu(
+    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False
+):
     """Gradients of y = dense_cpu(x, W, b, activation) for ``grad_out`` = d loss / d y.
 
     Fills dx (batch, in_features), dW (in_features, out_features) and db
-    (out_features,). ``dz`` (batch, out_features) is scratch for d loss / d
-    (x @ W + b) and may be ``grad_out`` itself (overwritten).
+    (out_features,), or with ``accumulate`` adds to dW and db (parameter
+    gradients summed over several backward passes). ``dz`` (batch,
+    out_features) is scratch for d loss / d (x @ W + b) and may be ``grad_out``
+    itself (overwritten).
     """
-    _GRAD[activation](grad_out, y, _constant(y.dtype, activation, alpha), dz, db, GRAD_CHUNK)
-    np.matmul(x.T, dz, out=dW)
+    c = _constant(y.dtype, activation, alpha)
+    _GRAD[activation](grad_out, y, c, dz, db, GRAD_CHUNK, accumulate)
+    if accumulate:
+        dW += x.T @ dz
+    else:
+        np.matmul(x.T, dz, out=dW)
     np.matmul(dz, W.T, out=dx)
 
 
@@ -272,11 +285,14 @@ def dense_cuda(x, W, b, out, activation=None, alpha=0.01):
     return out
 
 
-def dense_backward_cuda(grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01):
+def dense_backward_cuda(
+    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False
+):
     """dense_backward_cpu on device arrays (same arguments)."""
     c = _constant(y.dtype, activation, alpha)
     if grad_out.shape[1]:
         blocks, threads = _cuda.grid_1d(grad_out.shape[1])
-        _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db)
-    _launch_gemm(_WEIGHT_GRAD_CUDA, x, dz, db, c, dW)
+        _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db, accumulate)
+    weight_grad = _WEIGHT_GRAD_ADD_CUDA if accumulate else _WEIGHT_GRAD_CUDA
+    _launch_gemm(weight_grad, x, dz, db, c, dW)
     _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)

@@ -155,3 +155,36 @@ def test_ops_dense_refuses_mixed_devices():
     x, W, b, _ = make((2, 3, 4), np.float32)
     with pytest.raises(gn.DeviceError, match="x on cpu, W on cuda"):
         gn.ops.dense(x, gn.to_device(W, "cuda"), b)
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_accumulate_adds_parameter_gradients(backend):
+    """Two backward passes with accumulate=True give the sum of their dW and db;
+    dx is always overwritten."""
+    x, W, b, g = make((5, 17, 3), np.float32)
+    y = D.dense_ref(x, W, b, "sigmoid")
+    g2 = g[::-1].copy()
+    ref1 = D.dense_backward_ref(g, x, W, y, "sigmoid")
+    ref2 = D.dense_backward_ref(g2, x, W, y, "sigmoid")
+    if backend == "cpu":
+        arrays = [a.copy() for a in (x, W, y)]
+        dW, db = np.full_like(W, 0.5), np.full_like(b, 0.5)
+        dx, dz = np.empty_like(x), np.empty_like(g)
+        for grad_out in (g, g2):
+            D.dense_backward_cpu(
+                grad_out.copy(), *arrays, dx, dW, db, dz, "sigmoid", accumulate=True
+            )
+    else:
+        from numba import cuda
+
+        arrays = [cuda.to_device(a) for a in (x, W, y)]
+        dW, db = cuda.to_device(np.full_like(W, 0.5)), cuda.to_device(np.full_like(b, 0.5))
+        dx, dz = cuda.device_array_like(x), cuda.device_array_like(g)
+        for grad_out in (g, g2):
+            D.dense_backward_cuda(
+                cuda.to_device(grad_out), *arrays, dx, dW, db, dz, "sigmoid", accumulate=True
+            )
+        dx, dW, db = dx.copy_to_host(), dW.copy_to_host(), db.copy_to_host()
+    np.testing.assert_allclose(dW, 0.5 + ref1[1] + ref2[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db, 0.5 + ref1[2] + ref2[2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, ref2[0], rtol=1e-5, atol=1e-5)
