@@ -266,10 +266,14 @@ def dense_backward(grad_out, x, W, y, activation=None, alpha=0.01):
             f"dense_backward: expected grad_out of shape {(x.shape[0], W.shape[1])}, "
             f"got {grad_out.shape}"
         )
-    kind, (g, y) = _inputs("dense_backward", ("grad_out", "y"), (grad_out, y))
-    dispatch.placement("dense_backward", grad_out=grad_out, x=x, W=W)
-    _check_dtypes("dense_backward", ("grad_out", "x", "W"), (g, x, W))
-    x, W = (_contiguous("dense_backward", n, kind, a) for n, a in (("x", x), ("W", W)))
+    if y.shape != grad_out.shape:
+        raise ValueError(f"dense_backward: expected y of shape {grad_out.shape}, got {y.shape}")
+    names, arrays = ("grad_out", "y", "x", "W"), (grad_out, y, x, W)
+    kind = dispatch.placement("dense_backward", **dict(zip(names, arrays, strict=True)))
+    _check_dtypes("dense_backward", names, arrays)
+    g, y, x, W = (
+        _contiguous("dense_backward", n, kind, a) for n, a in zip(names, arrays, strict=True)
+    )
     dx, dW = _empty(kind, x.shape, x.dtype), _empty(kind, W.shape, W.dtype)
     db, dz = _empty(kind, (W.shape[1],), W.dtype), _empty(kind, g.shape, g.dtype)
     dispatch.kernel_for("dense_backward", kind)(g, x, W, y, dx, dW, db, dz, activation, alpha)

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -147,16 +147,14 @@ def leaky_relu_backward_scalar(g, x, alpha):
 
 # --- CPU kernels ----------------------------------------------------------------------
 
-_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
-
 
 def _cpu_forward(f):
-    @numba.njit(**_CPU_OPTIONS)
+    @numba.njit(**CPU_OPTIONS)
     def serial(x, c, out):
         for i in range(x.size):
             out[i] = f(x[i], c)
 
-    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(x, c, out):
         for i in numba.prange(x.size):
             out[i] = f(x[i], c)
@@ -165,12 +163,12 @@ def _cpu_forward(f):
 
 
 def _cpu_backward(f):
-    @numba.njit(**_CPU_OPTIONS)
+    @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
-    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(g, s, c, out):
         for i in numba.prange(g.size):
             out[i] = f(g[i], s[i], c)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _cuda
 from . import activations as act
+from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -83,11 +84,9 @@ EPILOGUES = {
     "tanh": (act.tanh_scalar, act.tanh_backward_scalar),
 }
 
-_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
-
 
 def _epilogue_kernel(forward):
-    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    @numba.njit(parallel=True, **CPU_OPTIONS)
     def epilogue(y, b, c):
         """y[i, j] = forward(y[i, j] + b[j], c), in place, rows in parallel."""
         for i in numba.prange(y.shape[0]):
@@ -98,7 +97,7 @@ def _epilogue_kernel(forward):
 
 
 def _grad_kernel(backward):
-    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    @numba.njit(parallel=True, **CPU_OPTIONS)
     def grad(g, y, c, dz, db, chunk, accumulate):
         """dz = backward(g, y, c) and db = (db +) column sums of dz, in one
         pass: each parallel task owns ``chunk`` columns over all rows."""

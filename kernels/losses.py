@@ -26,9 +26,10 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
+from ._cpu import CPU_OPTIONS
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
 from .softmax import (
-    _FASTMATH,
+    ROW_OPTIONS,
     _block_reduce,
     _exp_shifted_row,
     _row_max,
@@ -102,10 +103,8 @@ def _bce_scalar(exp):
 
 # --- CPU kernels ----------------------------------------------------------------------
 
-_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 
-
-@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy")
+@numba.njit(parallel=True, **ROW_OPTIONS)
 def _cross_entropy_labels_cpu(z, labels, grad):
     """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
     rows, n = z.shape
@@ -125,7 +124,7 @@ def _cross_entropy_labels_cpu(z, labels, grad):
     return losses
 
 
-@numba.njit(parallel=True, fastmath=_FASTMATH, error_model="numpy")
+@numba.njit(parallel=True, **ROW_OPTIONS)
 def _cross_entropy_targets_cpu(z, t, grad):
     rows, n = z.shape
     losses = np.empty(rows)
@@ -145,7 +144,7 @@ def _cross_entropy_targets_cpu(z, t, grad):
 
 
 def _elementwise_cpu(scalar):
-    @numba.njit(parallel=True, **_CPU_OPTIONS)
+    @numba.njit(parallel=True, **CPU_OPTIONS)
     def kernel(p, t, grad, scale):
         """grad = d_term * scale; returns the float64 sum of the loss terms."""
         one = p.dtype.type(1)

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from . import _cuda
-from ._cpu import PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -83,11 +83,9 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 
 # --- CPU kernels ----------------------------------------------------------------------
 
-_CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
-
 
 def _cpu_sgd(parallel):
-    @numba.njit(parallel=parallel, **_CPU_OPTIONS)
+    @numba.njit(parallel=parallel, **CPU_OPTIONS)
     def sgd(p, g, buf, lr, momentum, weight_decay, nesterov, first):
         for i in numba.prange(p.size):
             p[i], buf[i] = _sgd_scalar(
@@ -98,7 +96,7 @@ def _cpu_sgd(parallel):
 
 
 def _cpu_adam(parallel):
-    @numba.njit(parallel=parallel, **_CPU_OPTIONS)
+    @numba.njit(parallel=parallel, **CPU_OPTIONS)
     def adam(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
         for i in numba.prange(p.size):
             p[i], m[i], v[i] = _adam_scalar(

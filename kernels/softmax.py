@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
+from ._cpu import CPU_OPTIONS
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -63,8 +64,11 @@ def log_softmax_backward_ref(grad_out, y):
 PARALLEL_THRESHOLD = 1 << 16
 
 # Reassociation lets LLVM vectorise the row reductions; no 'nnan'/'ninf', so
-# NaN and infinity keep their IEEE meaning.
+# NaN and infinity keep their IEEE meaning. The row helpers below are inlined
+# by Numba, which keeps only the calling kernel's flags: the kernels carry them.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+#: Options for kernels that reduce over rows (the CPU defaults plus reassociation).
+ROW_OPTIONS = {**CPU_OPTIONS, "fastmath": _FASTMATH}
 
 
 #: Independent running maxima in ``_row_max``: enough for LLVM to keep them in
@@ -72,7 +76,7 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _MAX_LANES = 16
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _row_max(x):
     """The largest entry of a non-empty row (NaN entries are skipped here and
     poison the sum that follows)."""
@@ -91,7 +95,7 @@ def _row_max(x):
     return m
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _exp_shifted_row(x, m, out):
     """out = exp(x - m); returns its sum."""
     s = x.dtype.type(0)
@@ -102,7 +106,7 @@ def _exp_shifted_row(x, m, out):
     return s
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _softmax_row(x, out):
     s = _exp_shifted_row(x, _row_max(x), out)
     r = x.dtype.type(1) / s
@@ -110,7 +114,7 @@ def _softmax_row(x, out):
         out[j] *= r
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _log_softmax_row(x, out):
     m = _row_max(x)
     s = x.dtype.type(0)
@@ -121,7 +125,7 @@ def _log_softmax_row(x, out):
         out[j] = x[j] - shift
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _softmax_backward_row(g, y, out):
     dot = g.dtype.type(0)
     for j in range(g.size):
@@ -130,7 +134,7 @@ def _softmax_backward_row(g, y, out):
         out[j] = y[j] * (g[j] - dot)
 
 
-@numba.njit(fastmath=_FASTMATH, inline="always")
+@numba.njit(inline="always")
 def _log_softmax_backward_row(g, y, out):
     total = g.dtype.type(0)
     for j in range(g.size):
@@ -141,16 +145,15 @@ def _log_softmax_backward_row(g, y, out):
 
 def _cpu_rows(row_fn, n_in):
     """Serial and row-parallel kernels applying ``row_fn`` to every row."""
-    options = {"fastmath": _FASTMATH, "error_model": "numpy"}
     if n_in == 1:
 
-        @numba.njit(**options)
+        @numba.njit(**ROW_OPTIONS)
         def serial(x, out):
             if x.shape[1]:
                 for r in range(x.shape[0]):
                     row_fn(x[r], out[r])
 
-        @numba.njit(parallel=True, **options)
+        @numba.njit(parallel=True, **ROW_OPTIONS)
         def parallel(x, out):
             if x.shape[1]:
                 for r in numba.prange(x.shape[0]):
@@ -158,12 +161,12 @@ def _cpu_rows(row_fn, n_in):
 
     else:
 
-        @numba.njit(**options)
+        @numba.njit(**ROW_OPTIONS)
         def serial(g, y, out):
             for r in range(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
 
-        @numba.njit(parallel=True, **options)
+        @numba.njit(parallel=True, **ROW_OPTIONS)
         def parallel(g, y, out):
             for r in numba.prange(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
