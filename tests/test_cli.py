@@ -32,7 +32,7 @@ def test_info_passes_every_op(capsys):
     if gn.cuda_status()[0] == 0:
         assert f"CUDA is unavailable: {gn.cuda_status()[1]}" in out
     assert f"self-check on {gn.get_device()}" in out
-    ops = list(cli._public_ops(gn.ops)) + ["rng.uniform"]
+    ops = list(cli.info._public_ops(gn.ops)) + ["rng.uniform"]
     assert "softmax" in ops and "relu_backward" in ops
     for name in ops:
         row = _row(out, name)
@@ -40,12 +40,11 @@ def test_info_passes_every_op(capsys):
 
 
 def test_info_fails_when_an_op_disagrees_or_has_no_reference(capsys, monkeypatch):
-    references = cli._references()
+    references = cli.info._references()
     wrong_relu = {**references, "relu": lambda x: references["relu"](x) + 1e-3}
-    monkeypatch.setattr(
-        cli, "_public_ops", lambda ops: {"relu": ops.relu, "tanh": ops.tanh, "mystery": ops.relu}
-    )
-    monkeypatch.setattr(cli, "_references", lambda: wrong_relu)
+    ops = {"relu": gn.ops.relu, "tanh": gn.ops.tanh, "mystery": gn.ops.relu}
+    monkeypatch.setattr(cli.info, "_public_ops", lambda module: ops)
+    monkeypatch.setattr(cli.info, "_references", lambda: wrong_relu)
     assert cli.main(["info"]) == 1
     out = capsys.readouterr().out
     assert _row(out, "relu")[1:3] == ["FAIL", "1.00e-03"]
@@ -69,7 +68,7 @@ def test_info_kernels_lists_every_kernel(capsys):
     for spec in ptxas.catalogue():
         for signature in spec.signatures:
             label = ptxas.signature_label(signature)
-            for arch in cli.KERNEL_ARCHS:
+            for arch in cli.info.KERNEL_ARCHS:
                 assert re.search(
                     rf"^\s+{re.escape(spec.name)}\s+{label}\s+{arch}\s+\d+\s+\d+\s+\d+\s+0\s+0$",
                     out,
@@ -79,7 +78,7 @@ def test_info_kernels_lists_every_kernel(capsys):
 
 @pytest.mark.skipif(not _cuda.SIMULATOR, reason="checks the message under the CUDA simulator")
 def test_info_kernels_needs_the_real_numba_cuda(capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_print_self_check", lambda gn: 0)
+    monkeypatch.setattr(cli.info, "_print_self_check", lambda gn: 0)
     assert cli.main(["info", "--kernels"]) == 1
     assert "not the CUDA simulator" in capsys.readouterr().out
 

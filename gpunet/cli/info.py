@@ -1,21 +1,10 @@
-"""The ``gpunet`` command line: ``gpunet <command> ...`` (also ``python -m gpunet``).
-
-Commands:
-
-- ``info``: versions, threads, devices and why CUDA is unavailable when it is,
-  then a self-check running every op of ``gn.ops`` (and the RNG) once on the
-  current device against its numpy reference; ``--kernels`` adds ptxas's
-  registers, memory and spills for every CUDA kernel.
-
-Each command is a ``_add_<command>(subparsers)`` that declares its arguments
-and sets ``run`` to a function taking the parsed arguments and returning the
-exit status.
-"""
+"""``gpunet info``: versions, threads and devices, then a self-check running
+every op of ``gn.ops`` (and the RNG) once on the current device against its
+numpy reference; ``--kernels`` adds ptxas's registers, memory and spills for
+every CUDA kernel."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.metadata
 import inspect
 import platform
 import re
@@ -24,6 +13,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
+from ._output import format_seconds, format_table, package_version
 
 #: Shape of the self-check's inputs: small (the CUDA simulator runs it too) and
 #: not a multiple of the warp size.
@@ -34,56 +25,7 @@ CHECK_TOLERANCE = (1e-5, 1e-6)
 KERNEL_ARCHS = ("sm_80", "sm_90")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="gpunet", description="Neural networks on Numba kernels, for CUDA GPUs and CPUs."
-    )
-    parser.add_argument("--version", action="version", version=f"gpunet {_version('gpunet')}")
-    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
-    _add_info(subparsers)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-# --- output helpers -------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _table(header: tuple[str, ...], rows: list[tuple], indent: str = "  ") -> str:
-    """Rows as aligned columns: text left-aligned, numbers right-aligned."""
-    cells = [tuple(str(c) for c in row) for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    numeric = [
-        bool(rows) and all(isinstance(row[i], (int, float)) for row in rows)
-        for i in range(len(header))
-    ]
-    lines = []
-    for row in cells:
-        cells_widths = zip(row, widths, numeric, strict=True)
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in cells_widths]
-        lines.append(indent + "  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def _seconds(t: float) -> str:
-    if t < 1e-3:
-        return f"{t * 1e6:.1f} us"
-    if t < 1:
-        return f"{t * 1e3:.2f} ms"
-    return f"{t:.2f} s"
-
-
-# --- info -----------------------------------------------------------------------------
-
-
-def _add_info(subparsers) -> None:
+def add_parser(subparsers) -> None:
     info = subparsers.add_parser(
         "info",
         help="versions, devices and a self-check of every op",
@@ -111,21 +53,21 @@ def _run_info(args) -> int:
 
 def _cuda_toolkit() -> str:
     """The CUDA runtime's version, else the CUDA wheels' version, else "unknown"."""
-    from .kernels import _cuda
+    from ..kernels import _cuda
 
     if _cuda.HAVE_NUMBA_CUDA and not _cuda.SIMULATOR:
         try:
             from numba.cuda.cudadrv.runtime import runtime
 
-            major, minor = runtime.get_version()
+            major, minor = runtime.getversion()
             if major > 0:
                 return f"{major}.{minor} (CUDA runtime)"
         except Exception:  # no loadable runtime library: fall back to the wheels
             pass
     for dist in ("cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12"):
-        version = _version(dist)
-        if version != "not installed":
-            return f"{version} ({dist} wheel)"
+        found = package_version(dist)
+        if found != "not installed":
+            return f"{found} ({dist} wheel)"
     return "unknown"
 
 
@@ -133,21 +75,21 @@ def _print_environment(gn) -> None:
     import numba
 
     count, reason = gn.cuda_status()
-    ptxas = _version("nvidia-cuda-nvcc")
+    ptxas = package_version("nvidia-cuda-nvcc")
     versions = [
         ("gpunet", gn.__version__),
         ("Python", f"{platform.python_version()} ({sys.executable})"),
         ("numpy", np.__version__),
         ("numba", f"{numba.__version__} ({numba.get_num_threads()} threads)"),
-        ("numba-cuda", _version("numba-cuda")),
+        ("numba-cuda", package_version("numba-cuda")),
         ("CUDA toolkit", _cuda_toolkit()),
         ("ptxas", ptxas if ptxas == "not installed" else f"{ptxas} (nvidia-cuda-nvcc wheel)"),
     ]
     print("gpunet info")
-    print(_table(("package", "version"), versions))
+    print(format_table(("package", "version"), versions))
     print()
     print("devices")
-    print(_table(("device", "name"), [(str(d), d.name) for d in gn.devices()]))
+    print(format_table(("device", "name"), [(str(d), d.name) for d in gn.devices()]))
     if count == 0:
         print(f"  CUDA is unavailable: {reason}")
     print(f"  current device: {gn.get_device()}")
@@ -158,7 +100,7 @@ def _print_environment(gn) -> None:
 
 def _references() -> dict[str, Callable]:
     """``name -> name_ref`` for every reference in the kernel modules."""
-    from . import ptxas
+    from .. import ptxas
 
     refs = {}
     for module in ptxas.kernel_modules():
@@ -228,7 +170,7 @@ def _flat(result):
 
 def _timed(fn, device):
     """Call ``fn()``; return (its result, seconds), waiting for the GPU to finish."""
-    from .kernels import _cuda
+    from ..kernels import _cuda
 
     start = time.perf_counter()
     result = fn()
@@ -259,7 +201,7 @@ def _check(fn, expected, device):
 
 def _self_checks(gn):
     """(name, callable returning (passed, max error, first, time)) for each op."""
-    from .kernels import rng as _rng
+    from ..kernels import rng as _rng
 
     device = gn.get_device()
     refs = _references()
@@ -312,10 +254,9 @@ def _print_self_check(gn) -> int:
             errors.append(f"  {name}: {type(exc).__name__}: {exc}")
             rows.append((name, "ERROR", "-", "-", "-"))
             continue
-        rows.append(
-            (name, "PASS" if passed else "FAIL", f"{error:.2e}", _seconds(seconds), _seconds(first))
-        )
-    print(_table(("op", "result", "max error", "time", "first call"), rows))
+        result = "PASS" if passed else "FAIL"
+        rows.append((name, result, f"{error:.2e}", format_seconds(seconds), format_seconds(first)))
+    print(format_table(("op", "result", "max error", "time", "first call"), rows))
     print("  (time: one call after a warm-up; first call: includes JIT compilation or cache load)")
     for line in errors:
         print(line)
@@ -329,8 +270,8 @@ def _print_self_check(gn) -> int:
 
 def _print_kernels() -> int:
     """Print ptxas's report for every kernel; return the number of failures."""
-    from . import ptxas
-    from .kernels import _cuda
+    from .. import ptxas
+    from ..kernels import _cuda
 
     print()
     print(f"CUDA kernels (ptxas for {', '.join(KERNEL_ARCHS)})")
@@ -382,7 +323,7 @@ def _print_kernels() -> int:
         "spill st B",
         "spill ld B",
     )
-    print(_table(header, rows))
+    print(format_table(header, rows))
     print(f"  (registers per thread; shared memory per block; {time.perf_counter() - start:.1f} s)")
     for line in errors:
         print(line)

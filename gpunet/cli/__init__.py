@@ -1,0 +1,35 @@
+"""The ``gpunet`` command line: ``gpunet <command> ...`` (also ``python -m gpunet``).
+
+Commands, one module each:
+
+- ``info``: versions, threads, devices and why CUDA is unavailable when it is,
+  then a self-check running every op of ``gn.ops`` once on the current device
+  against its numpy reference; ``--kernels`` adds ptxas's report.
+
+Each command module has ``add_parser(subparsers)``, which declares the
+command's arguments and sets ``run`` to a function taking the parsed arguments
+and returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import info
+from ._output import package_version
+
+COMMANDS = (info,)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="gpunet", description="Neural networks on Numba kernels, for CUDA GPUs and CPUs."
+    )
+    version = f"gpunet {package_version('gpunet')}"
+    parser.add_argument("--version", action="version", version=version)
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
