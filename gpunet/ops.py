@@ -10,6 +10,9 @@ host/GPU mix DeviceError.
 Backward ops take ``grad_out`` (d loss / d output) and what the forward op saw
 or made: the input ``x`` for step, relu and leaky_relu; the output ``y`` for
 sigmoid, tanh, softmax and log_softmax. They return d loss / d input.
+
+Loss ops return ``(loss, grad)``: the mean loss as a 0-d array on the
+prediction's device (``float(loss)`` reads it) and d loss / d prediction.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import numpy as np
 from . import dispatch
 from .kernels import _cuda, activations
 from .kernels import dense as _dense
+from .kernels import losses as _losses
+from .kernels import metrics as _metrics
 from .kernels import softmax as _softmax
 
 _FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
@@ -284,3 +289,99 @@ dispatch.register("dense", "cpu", _dense.dense_cpu)
 dispatch.register("dense", "cuda", _dense.dense_cuda)
 dispatch.register("dense_backward", "cpu", _dense.dense_backward_cpu)
 dispatch.register("dense_backward", "cuda", _dense.dense_backward_cuda)
+
+
+# --- losses ---------------------------------------------------------------------------
+
+
+def _float_target(op, kind, pred, target):
+    """``target`` shaped and typed like ``pred`` (cast on the host, checked on a GPU)."""
+    if target.shape != pred.shape:
+        raise ValueError(
+            f"{op}: expected target of shape {pred.shape} like pred, got {target.shape}"
+        )
+    if kind == "cpu" and target.dtype != pred.dtype:
+        if target.dtype.kind not in "biuf":
+            raise TypeError(f"{op}: expected a numeric target, got dtype {target.dtype}")
+        return np.ascontiguousarray(target, pred.dtype)
+    _check_dtypes(op, ("pred", "target"), (pred, target))
+    return _contiguous(op, "target", kind, target)
+
+
+def _class_target(op, kind, logits, target):
+    """Class indices (batch,) as int64, or rows (batch, C) like ``logits``."""
+    if target.ndim == 2:
+        return _float_target(op, kind, logits, target)
+    if target.shape != logits.shape[:1]:
+        raise ValueError(
+            f"{op}: expected target of shape ({logits.shape[0]},) (class indices) or "
+            f"{logits.shape} (one-hot or probabilities), got {target.shape}"
+        )
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected integer class indices, got dtype {target.dtype}")
+    if kind == "cpu":
+        return np.ascontiguousarray(target, np.int64)
+    if target.dtype != np.int64:
+        raise TypeError(
+            f"{op}: expected class indices of dtype int64 on the GPU, got {target.dtype}"
+        )
+    return _contiguous(op, "target", kind, target)
+
+
+def _loss_operands(op, pred, target):
+    """Check a loss's inputs before any kernel runs; return (kind, pred, target)
+    as the kernels take them. Used by the ops below and by ``gn.losses``."""
+    kind = dispatch.placement(op, pred=pred, target=target)
+    _check_dtypes(op, ("pred",), (pred,))
+    if op == "softmax_cross_entropy":
+        if pred.ndim != 2:
+            raise ValueError(f"{op}: expected 2-D logits (batch, classes), got shape {pred.shape}")
+        target = _class_target(op, kind, pred, target)
+    else:
+        target = _float_target(op, kind, pred, target)
+    return kind, _contiguous(op, "pred", kind, pred), target
+
+
+def _loss(op, pred, target):
+    kind, pred, target = _loss_operands(op, pred, target)
+    grad, loss = _empty(kind, pred.shape, pred.dtype), _empty(kind, (1,), pred.dtype)
+    dispatch.kernel_for(op, kind)(pred, target, grad, loss)
+    return _cuda.scalar_view(loss), grad
+
+
+def softmax_cross_entropy(logits, target):
+    """Mean cross-entropy of softmax(logits) over the batch, and its gradient.
+
+    logits (batch, C) float32/float64; target: class indices (batch,) of an
+    integer dtype (int64 on a GPU), or rows (batch, C) of one-hot vectors or
+    probabilities. Returns (loss 0-d, grad (batch, C)); an index outside
+    [0, C) makes the loss NaN.
+    """
+    return _loss("softmax_cross_entropy", logits, target)
+
+
+def mse(pred, target):
+    """Mean over all elements of 1/2 (pred - target)^2, and its gradient
+    (pred - target) / n. Returns (loss 0-d, grad shaped like pred)."""
+    return _loss("mse", pred, target)
+
+
+def binary_cross_entropy(logits, target):
+    """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1],
+    computed stably from the logits, and its gradient (sigmoid(z) - t) / n."""
+    return _loss("binary_cross_entropy", logits, target)
+
+
+def binary_cross_entropy_probs(probs, target):
+    """Binary cross-entropy of probabilities in [0, 1], as PyTorch's BCELoss
+    (logarithms clamped at -100). Prefer binary_cross_entropy on logits."""
+    return _loss("binary_cross_entropy_probs", probs, target)
+
+
+for _name in ("softmax_cross_entropy", "mse", "binary_cross_entropy", "binary_cross_entropy_probs"):
+    dispatch.register(_name, "cpu", getattr(_losses, f"{_name}_cpu"))
+    dispatch.register(_name, "cuda", getattr(_losses, f"{_name}_cuda"))
+
+for _name in ("argmax_hits", "binary_hits"):
+    dispatch.register(_name, "cpu", getattr(_metrics, f"{_name}_cpu"))
+    dispatch.register(_name, "cuda", getattr(_metrics, f"{_name}_cuda"))

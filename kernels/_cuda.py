@@ -13,6 +13,8 @@ import dataclasses
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 try:
     from numba import cuda
 
@@ -99,3 +101,56 @@ def as_device_array(x):
     if SIMULATOR or cuda.devicearray.is_cuda_ndarray(x):
         return x
     return cuda.as_cuda_array(x)
+
+
+_scratch: dict[tuple, object] = {}
+
+
+def scratch(name: str, n: int, dtype):
+    """A cached 1-D device array of at least ``n`` elements of ``dtype`` for
+    launchers' temporaries (per-block partial sums and the like), so that a
+    training step allocates no device memory after its first.
+
+    One array per (``name``, dtype, current GPU); it grows when a larger one
+    is asked for. Kernels on one stream run in order, so a launcher may reuse
+    it on every call, but two temporaries live at once need two names.
+    """
+    key = (name, str(dtype), _current_gpu())
+    found = _scratch.get(key)
+    if found is None or found.size < n:
+        found = cuda.device_array(max(n, 1), dtype)
+        _scratch[key] = found
+    return found[:n]
+
+
+def _current_gpu() -> int:
+    return 0 if SIMULATOR else cuda.get_current_device().id
+
+
+if HAVE_NUMBA_CUDA:
+    _DeviceArray = (
+        cuda.devicearray.FakeCUDAArray if SIMULATOR else cuda.cudadrv.devicearray.DeviceNDArray
+    )
+
+    class DeviceScalar(_DeviceArray):
+        """A 0-d device array that ``float()`` reads (a copy to the host)."""
+
+        def __float__(self) -> float:
+            return float(self.copy_to_host())
+
+        def item(self):
+            """The value as a Python scalar."""
+            return self.copy_to_host().item()
+
+        def __repr__(self) -> str:
+            return f"DeviceScalar({self.copy_to_host()!r})"
+
+
+def scalar_view(buffer):
+    """A 0-d array viewing the 1-element array ``buffer``, on its device:
+    a numpy 0-d array on the host, a :class:`DeviceScalar` on a GPU."""
+    if isinstance(buffer, np.ndarray):
+        return buffer.reshape(())
+    if SIMULATOR:
+        return DeviceScalar(buffer._ary.reshape(()))
+    return DeviceScalar(shape=(), strides=(), dtype=buffer.dtype, gpu_data=buffer.gpu_data)

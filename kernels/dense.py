@@ -257,7 +257,8 @@ def dense_backward_cpu(
 
     Fills dx (batch, in_features), dW (in_features, out_features) and db
     (out_features,), or with ``accumulate`` adds to dW and db (parameter
-    gradients summed over several backward passes). ``dz`` (batch,
+    gradients summed over several backward passes). ``dx`` may be None (the
+    first layer needs no input gradient), which skips its product. ``dz`` (batch,
     out_features) is scratch for d loss / d (x @ W + b) and may be ``grad_out``
     itself (overwritten).
     """
@@ -267,7 +268,8 @@ def dense_backward_cpu(
         dW += x.T @ dz
     else:
         np.matmul(x.T, dz, out=dW)
-    np.matmul(dz, W.T, out=dx)
+    if dx is not None:
+        np.matmul(dz, W.T, out=dx)
 
 
 def _launch_gemm(kernel, a, b, bias, c, out):
@@ -294,4 +296,5 @@ def dense_backward_cuda(
         _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db, accumulate)
     weight_grad = _WEIGHT_GRAD_ADD_CUDA if accumulate else _WEIGHT_GRAD_CUDA
     _launch_gemm(weight_grad, x, dz, db, c, dW)
-    _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)
+    if dx is not None:
+        _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)

@@ -14,6 +14,9 @@ float64 on the CPU and in the data's dtype per thread on the GPU.
 - mse(pred, target): loss = mean(1/2 (pred - target)**2), grad = (pred - target) / n.
 - binary_cross_entropy(logits, target): loss = mean(max(z, 0) - z t + log1p(exp(-|z|))),
   grad = (sigmoid(z) - t) / n.
+- binary_cross_entropy_probs(probs, target), on probabilities as PyTorch's
+  BCELoss: loss = -mean(t max(log p, -100) + (1 - t) max(log(1 - p), -100)),
+  grad = (p - t) / max(p (1 - p), 1e-12 rounded to float32) / n.
 
 Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 """
@@ -79,6 +82,15 @@ def binary_cross_entropy_ref(logits, target):
     return float(np.sum(loss) / n), ((sig - t) / n).astype(logits.dtype)
 
 
+def binary_cross_entropy_probs_ref(probs, target):
+    p, t = probs.astype(np.float64), target.astype(np.float64)
+    n = max(p.size, 1)
+    with np.errstate(divide="ignore"):
+        loss = -(t * np.maximum(np.log(p), -100) + (1 - t) * np.maximum(np.log1p(-p), -100))
+    grad = (p - t) / np.maximum(p * (1 - p), float(np.float32(1e-12))) / n
+    return float(np.sum(loss) / n), grad.astype(probs.dtype)
+
+
 # --- scalar math: (loss term, gradient term) of one element ---------------------------
 
 
@@ -99,6 +111,16 @@ def _bce_scalar(exp):
         return loss, (s if z >= 0 else e * s) - t
 
     return bce
+
+
+@numba.njit(inline="always")
+def _bce_probs_scalar(p, t, one):
+    # float32 constants: they keep float32 math float32 and widen for float64
+    floor = -one * np.float32(100)
+    log_p = math.log(p) if p > 0 else floor
+    log_q = math.log1p(-p) if p < one else floor
+    loss = -(t * max(log_p, floor) + (one - t) * max(log_q, floor))
+    return loss, (p - t) / max(p * (one - p), one * np.float32(1e-12))
 
 
 # --- CPU kernels ----------------------------------------------------------------------
@@ -160,6 +182,7 @@ def _elementwise_cpu(scalar):
 
 _MSE_CPU = _elementwise_cpu(_mse_scalar)
 _BCE_CPU = _elementwise_cpu(_bce_scalar(vmath.exp))
+_BCE_PROBS_CPU = _elementwise_cpu(_bce_probs_scalar)
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -257,6 +280,7 @@ _CROSS_ENTROPY_LABELS = {t: _cross_entropy_cuda(t, True) for t in (32, 128, 512)
 _CROSS_ENTROPY_TARGETS = {t: _cross_entropy_cuda(t, False) for t in (32, 128, 512)}
 _MSE_CUDA = _elementwise_cuda("mse", _mse_scalar)
 _BCE_CUDA = _elementwise_cuda("binary_cross_entropy", _bce_scalar(math.exp))
+_BCE_PROBS_CUDA = _elementwise_cuda("binary_cross_entropy_probs", _bce_probs_scalar)
 
 
 # --- launchers ------------------------------------------------------------------------
@@ -294,6 +318,10 @@ def binary_cross_entropy_cpu(logits, target, grad, loss_out):
     _elementwise_cpu_launch(_BCE_CPU, logits, target, grad, loss_out)
 
 
+def binary_cross_entropy_probs_cpu(probs, target, grad, loss_out):
+    _elementwise_cpu_launch(_BCE_PROBS_CPU, probs, target, grad, loss_out)
+
+
 def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
     """As softmax_cross_entropy_cpu, on device arrays."""
     batch, n = logits.shape
@@ -302,7 +330,7 @@ def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
         return
     threads = row_threads(n)
     kernels = _CROSS_ENTROPY_LABELS if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS
-    losses = cuda.device_array(batch, logits.dtype)
+    losses = _cuda.scratch("losses.rows", batch, logits.dtype)
     scale = logits.dtype.type(1 / batch)
     kernels[threads][min(batch, 65535), threads](logits, labels, scale, grad, losses)
     _sum_kernel[1, _SUM_THREADS](losses, scale, loss_out)
@@ -312,7 +340,7 @@ def _elementwise_cuda_launch(kernel, p, t, grad, loss_out):
     n = p.size
     scale = p.dtype.type(1 / n) if n else p.dtype.type(math.nan)
     blocks, threads = grid_1d(max(n, 1))
-    partials = cuda.device_array(blocks, p.dtype)
+    partials = _cuda.scratch("losses.partials", blocks, p.dtype)
     kernel[blocks, threads](p.ravel(), t.ravel(), scale, grad.ravel(), partials)
     _sum_kernel[1, _SUM_THREADS](partials, scale, loss_out)
 
@@ -323,3 +351,7 @@ def mse_cuda(pred, target, grad, loss_out):
 
 def binary_cross_entropy_cuda(logits, target, grad, loss_out):
     _elementwise_cuda_launch(_BCE_CUDA, logits, target, grad, loss_out)
+
+
+def binary_cross_entropy_probs_cuda(probs, target, grad, loss_out):
+    _elementwise_cuda_launch(_BCE_PROBS_CUDA, probs, target, grad, loss_out)

@@ -14,6 +14,8 @@ while AdamW first scales p by (1 - lr * weight_decay):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
+``zero_cuda`` fills a device array with zeros (``zero_grad``).
+
 Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 """
 
@@ -147,6 +149,12 @@ def _adam_kernel(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
         )
 
 
+@_cuda.kernel("optim.zero", float_signatures("void({t}[::1])"))
+def _zero_kernel(a):
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        a[i] = 0
+
+
 # --- launchers ------------------------------------------------------------------------
 
 
@@ -209,3 +217,11 @@ def adam_cuda(
         _adam_kernel[blocks, threads](
             p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled)
         )
+
+
+def zero_cuda(a):
+    """a[...] = 0 for a C-contiguous float device array."""
+    flat = a.ravel()
+    if flat.size:
+        blocks, threads = grid_1d(flat.size)
+        _zero_kernel[blocks, threads](flat)

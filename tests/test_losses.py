@@ -92,10 +92,12 @@ def test_cross_entropy_is_stable_for_huge_logits(backend, dtype):
 
 
 @pytest.mark.parametrize("backend, dtype, shape", ELEMENTWISE_CASES)
-@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy", "binary_cross_entropy_probs"])
 def test_elementwise_losses(name, backend, dtype, shape):
     rng = np.random.default_rng(1)
     pred = (rng.standard_normal(shape) * 3).astype(dtype)
+    if name == "binary_cross_entropy_probs":
+        pred = rng.uniform(0.001, 0.999, shape).astype(dtype)
     target = rng.random(shape).astype(dtype)
     check(*run(backend, name, pred, target), *getattr(L, f"{name}_ref")(pred, target), dtype)
 
@@ -108,10 +110,23 @@ def test_binary_cross_entropy_is_stable_for_huge_logits(backend):
     assert loss == pytest.approx(25.0, rel=1e-6) and np.all(np.isfinite(grad))
 
 
-@pytest.mark.parametrize("name", ["softmax_cross_entropy", "mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_binary_cross_entropy_probs_clamps_like_torch(backend):
+    p = np.array([0.0, 1.0, 0.0, 1.0], np.float32)
+    t = np.array([0.0, 1.0, 1.0, 0.0], np.float32)
+    loss, grad = run(backend, "binary_cross_entropy_probs", p, t)
+    assert loss == pytest.approx(50.0)  # two certain hits cost 0, two misses 100 each
+    assert np.all(np.isfinite(grad)) and grad[2] < 0 < grad[3]
+
+
+@pytest.mark.parametrize(
+    "name", ["softmax_cross_entropy", "mse", "binary_cross_entropy", "binary_cross_entropy_probs"]
+)
 def test_gradient_matches_finite_differences(name):
     rng = np.random.default_rng(3)
     pred = rng.standard_normal((3, 4))
+    if name == "binary_cross_entropy_probs":
+        pred = rng.uniform(0.05, 0.95, (3, 4))
     target = rng.random((3, 4))
     if name == "softmax_cross_entropy":
         target /= target.sum(axis=1, keepdims=True)

@@ -155,8 +155,35 @@ def _dense_case(name, op, refs, rng):
     return [g, x, W, y, "tanh"], refs["dense_backward"]
 
 
+def _loss_case(name, op, refs, rng):
+    """Losses: scores of CHECK_SHAPE against class indices, values or 0/1 targets;
+    the reference's float64 loss is rounded to float32 like the kernels'."""
+    pred = (rng.standard_normal(CHECK_SHAPE) * 3).astype(np.float32)
+    if name == "softmax_cross_entropy":
+        target = rng.integers(0, CHECK_SHAPE[1], CHECK_SHAPE[0])
+    elif name == "mse":
+        target = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    else:
+        target = (rng.random(CHECK_SHAPE) < 0.5).astype(np.float32)
+    if name == "binary_cross_entropy_probs":
+        pred = rng.uniform(0.01, 0.99, CHECK_SHAPE).astype(np.float32)
+
+    def ref(pred, target):
+        loss, grad = refs[name](pred, target)
+        return np.float32(loss), grad
+
+    return [pred, target], ref
+
+
 #: Ops whose arguments are not arrays of one shape: name -> case builder.
-_SHAPED_CASES = {"dense": _dense_case, "dense_backward": _dense_case}
+_SHAPED_CASES = {
+    "dense": _dense_case,
+    "dense_backward": _dense_case,
+    "softmax_cross_entropy": _loss_case,
+    "mse": _loss_case,
+    "binary_cross_entropy": _loss_case,
+    "binary_cross_entropy_probs": _loss_case,
+}
 
 
 def _flat(result):
@@ -164,7 +191,7 @@ def _flat(result):
     import gpunet as gn
 
     if isinstance(result, tuple):
-        return np.concatenate([gn.to_numpy(r).ravel() for r in result])
+        return np.concatenate([np.ravel(gn.to_numpy(r)) for r in result])
     return result
 
 
