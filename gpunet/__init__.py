@@ -5,7 +5,7 @@ move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
 new arrays go.
 """
 
-from . import data, datasets, dispatch, ops, random
+from . import data, datasets, dispatch, losses, nn, ops, optim, random, training
 from ._device import (
     Device,
     DeviceError,
@@ -18,6 +18,7 @@ from ._device import (
     to_numpy,
 )
 from .random import manual_seed
+from .serialization import load
 
 __version__ = "0.1.0"
 
@@ -31,10 +32,15 @@ __all__ = [
     "devices",
     "dispatch",
     "get_device",
+    "load",
+    "losses",
     "manual_seed",
+    "nn",
     "ops",
+    "optim",
     "random",
     "set_device",
     "to_device",
     "to_numpy",
+    "training",
 ]

@@ -1,0 +1,503 @@
+"""Layers and models with explicit backpropagation.
+
+``forward(x)`` computes a layer's output and keeps what ``backward`` needs;
+``backward(grad_out)`` returns d loss / d input and adds the parameters'
+gradients into their ``.grad``. No autograd tape: a training step reads
+
+    logits = model.forward(xb)
+    loss, grad = loss_fn(logits, yb)
+    model.backward(grad)
+    opt.step()
+    opt.zero_grad()
+
+Layers own their outputs: ``forward`` returns an array that the next
+``forward`` with the same batch shape overwrites (so training allocates
+nothing per step). Copy it (``gn.to_numpy``, ``.copy()``) to keep it;
+``model.predict`` returns a fresh numpy array.
+
+Arrays are (batch, features), float32 by default or float64, on the device
+the layer lives on (the current device when it was made; ``to(device)``
+moves it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import dispatch, ops
+from . import random as _random
+from ._device import Device, _resolve, get_device, to_device, to_numpy
+from .kernels import _cuda
+from .kernels import dense as _dense
+from .kernels import optim as _optim
+from .training import Model
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _float_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"expected dtype float32 or float64, got {dtype}")
+    return dtype
+
+
+def _zeros(shape, dtype, device: Device):
+    """A new array of zeros on ``device``."""
+    if device.type == "cpu":
+        return np.zeros(shape, dtype)
+    with _cuda.cuda.gpus[device.index]:
+        a = _cuda.cuda.device_array(shape, dtype)
+        dispatch.kernel_for("zero", "cuda")(a)
+    return a
+
+
+def _device_of(x) -> Device:
+    if isinstance(x, np.ndarray):
+        return Device("cpu")
+    return Device("cuda", 0 if _cuda.SIMULATOR else _cuda.cuda.get_current_device().id)
+
+
+class Parameter:
+    """A learnable array: ``data``, and ``grad`` (d loss / d data) of the same
+    shape, dtype and device.
+
+    ``zero_grad()`` is lazy: it marks the gradient as zero, the next backward
+    pass writes it instead of adding to it, and reading ``grad`` before then
+    gives zeros.
+    """
+
+    def __init__(self, data, name: str = ""):
+        self.name = name
+        self.data = data
+        self._grad = None
+        self._grad_is_zero = True
+
+    @property
+    def device(self) -> Device:
+        return _device_of(self.data)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def grad(self):
+        """d loss / d data, summed over backward passes since ``zero_grad()``."""
+        if self._grad is None:
+            self._grad = _zeros(self.data.shape, self.data.dtype, self.device)
+        elif self._grad_is_zero:
+            if isinstance(self._grad, np.ndarray):
+                self._grad.fill(0)
+            else:
+                dispatch.kernel_for("zero", "cuda")(self._grad)
+        self._grad_is_zero = False
+        return self._grad
+
+    def zero_grad(self) -> None:
+        """Make the gradient zero (lazily, see the class docstring)."""
+        self._grad_is_zero = True
+
+    def _grad_for_backward(self):
+        """(gradient array, accumulate?) for a backward pass that then owns it."""
+        accumulate = not self._grad_is_zero
+        if self._grad is None:
+            self._grad = ops._empty(self.device.type, self.data.shape, self.data.dtype)
+        self._grad_is_zero = False
+        return self._grad, accumulate
+
+    def to(self, device) -> Parameter:
+        """Move data and gradient to ``device`` (in place); returns self."""
+        device = _resolve(device)
+        if device != self.device:
+            self.data = to_device(to_numpy(self.data), device)
+            if self._grad is not None:
+                self._grad = to_device(to_numpy(self._grad), device)
+        return self
+
+    def __repr__(self) -> str:
+        dtype = np.dtype(self.dtype).name
+        return f"Parameter({self.name or 'unnamed'}, shape={self.shape}, {dtype}, {self.device})"
+
+
+class Layer:
+    """Base class: ``forward``, ``backward``, ``parameters``, ``train``/``eval``, ``to``."""
+
+    def __init__(self):
+        self.training = True
+        self._outputs = {}
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        raise NotImplementedError
+
+    __call__ = forward
+
+    def parameters(self) -> list[Parameter]:
+        """The layer's learnable parameters (none for activations)."""
+        return []
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every array the layer needs to be rebuilt (name -> host copy)."""
+        return {name: to_numpy(p.data).copy() for name, p in self._named_parameters()}
+
+    def load_state_dict(self, arrays: dict) -> None:
+        """Set the layer's arrays from ``state_dict()``-shaped host arrays."""
+        for name, p in self._named_parameters():
+            if name not in arrays:
+                raise ValueError(f"{type(self).__name__}: missing array {name!r}")
+            value = np.asarray(arrays[name])
+            if value.shape != p.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: expected {name} of shape {p.shape}, got {value.shape}"
+                )
+            p.data = to_device(np.ascontiguousarray(value, p.dtype), p.device)
+
+    def _named_parameters(self) -> list[tuple[str, Parameter]]:
+        return []
+
+    def train(self, mode: bool = True) -> Layer:
+        """Training mode (True) or evaluation mode (False); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> Layer:
+        """Evaluation mode; returns self."""
+        return self.train(False)
+
+    def to(self, device) -> Layer:
+        """Move the layer's arrays to ``device``; returns self."""
+        for p in self.parameters():
+            p.to(device)
+        self._outputs.clear()
+        return self
+
+    def config(self) -> dict:
+        """The constructor's arguments, JSON-serialisable (for saving and repr)."""
+        return {}
+
+    def _output(self, name, kind, shape, dtype):
+        """The layer's own array ``name`` of this shape, reused while the shape holds."""
+        key = (name, kind, shape, dtype)
+        found = self._outputs.get(key)
+        if found is None:
+            for old in [k for k in self._outputs if k[0] == name]:
+                del self._outputs[old]
+            found = self._outputs[key] = ops._empty(kind, shape, dtype)
+        return found
+
+    def _check_input(self, x, features, dtype):
+        if not hasattr(x, "shape") or len(x.shape) != 2:
+            raise ValueError(
+                f"{type(self).__name__}: expected a 2-D input (batch, {features}), "
+                f"got {getattr(x, 'shape', type(x).__name__)}"
+            )
+        if x.shape[1] != features:
+            raise ValueError(
+                f"{type(self).__name__}: expected input of shape (batch, {features}), got {x.shape}"
+            )
+        if x.dtype != dtype:
+            raise TypeError(f"{type(self).__name__}: expected a {dtype} input, got {x.dtype}")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+#: Initialisations: name -> the bound of the uniform distribution U(-a, a).
+INITS = {
+    "he": lambda fan_in, fan_out: math.sqrt(6.0 / fan_in),
+    "glorot": lambda fan_in, fan_out: math.sqrt(6.0 / (fan_in + fan_out)),
+}
+
+
+class Dense(Layer):
+    """y = act(x @ weight + bias), the bias and activation fused into the product.
+
+    x (batch, in_features) -> y (batch, out_features). ``weight`` is
+    (in_features, out_features), ``bias`` (out_features,). ``activation``:
+    None, "relu", "leaky_relu" (slope ``alpha``), "sigmoid" or "tanh".
+    ``init``: "he" (uniform, bound sqrt(6 / in_features); the default for relu
+    and leaky_relu) or "glorot" (uniform, bound sqrt(6 / (in + out)); the
+    default otherwise); the bias starts at zero. ``seed`` draws the weights
+    from gpunet's counter-based generator (the same weights on every device);
+    None takes them from the default generator (``gn.manual_seed``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str | None = None,
+        dtype="float32",
+        *,
+        alpha: float = 0.01,
+        init: str | None = None,
+        seed: int | None = None,
+        device=None,
+    ):
+        super().__init__()
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"Dense: expected a positive integer {name}, got {n!r}")
+        if activation not in _dense.EPILOGUES:
+            names = ", ".join(repr(a) for a in _dense.EPILOGUES)
+            raise ValueError(f"Dense: expected activation in ({names}), got {activation!r}")
+        self.alpha = ops._check_alpha("Dense", alpha)
+        if init is None:
+            init = "he" if activation in ("relu", "leaky_relu") else "glorot"
+        if init not in INITS:
+            raise ValueError(f"Dense: expected init 'he' or 'glorot', got {init!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.activation, self.init = activation, init
+        dtype = _float_dtype(dtype)
+        device = get_device() if device is None else _resolve(device)
+        generator = _random.default_generator if seed is None else _random.Generator(seed)
+        bound = INITS[init](self.in_features, self.out_features)
+        u = generator.uniform((self.in_features, self.out_features), dtype=np.float64, device="cpu")
+        weight = ((2 * u - 1) * bound).astype(dtype)
+        self.weight = Parameter(to_device(weight, device), "weight")
+        self.bias = Parameter(_zeros(self.out_features, dtype, device), "bias")
+        self._x = self._y = None
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight, self.bias]
+
+    def _named_parameters(self):
+        return [("weight", self.weight), ("bias", self.bias)]
+
+    def forward(self, x):
+        """(batch, in_features) -> (batch, out_features), on the layer's device."""
+        W, b = self.weight.data, self.bias.data
+        self._check_input(x, self.in_features, W.dtype)
+        kind = dispatch.placement("Dense.forward", x=x, weight=W)
+        x = ops._contiguous("Dense.forward", "x", kind, x)
+        y = self._output("y", kind, (x.shape[0], self.out_features), W.dtype)
+        dispatch.kernel_for("dense", kind)(x, W, b, y, self.activation, self.alpha)
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        """d loss / d x for ``grad_out`` = d loss / d y of the last forward;
+        adds d loss / d weight and d loss / d bias into the parameters' grad.
+        With ``input_grad=False`` (the first layer) skips d loss / d x and returns None."""
+        if self._y is None:
+            raise RuntimeError("Dense.backward called before forward")
+        x, y, W = self._x, self._y, self.weight.data
+        if tuple(grad_out.shape) != tuple(y.shape):
+            raise ValueError(
+                f"Dense.backward: expected grad_out of shape {y.shape}, got {grad_out.shape}"
+            )
+        if grad_out.dtype != y.dtype:
+            raise TypeError(f"Dense.backward: expected a {y.dtype} grad_out, got {grad_out.dtype}")
+        kind = dispatch.placement("Dense.backward", grad_out=grad_out, weight=W)
+        g = ops._contiguous("Dense.backward", "grad_out", kind, grad_out)
+        dx = self._output("dx", kind, x.shape, x.dtype) if input_grad else None
+        dz = self._output("dz", kind, y.shape, y.dtype)
+        dW, accumulate_w = self.weight._grad_for_backward()
+        db, accumulate_b = self.bias._grad_for_backward()
+        if accumulate_w != accumulate_b:  # one cleared, the other not: clear explicitly
+            dW, db = self.weight.grad, self.bias.grad
+            accumulate_w = True
+        dispatch.kernel_for("dense_backward", kind)(
+            g, x, W, y, dx, dW, db, dz, self.activation, self.alpha, accumulate_w
+        )
+        return dx
+
+    def config(self) -> dict:
+        config = {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "activation": self.activation,
+            "dtype": np.dtype(self.weight.dtype).name,
+        }
+        if self.activation == "leaky_relu":
+            config["alpha"] = self.alpha
+        return config
+
+
+class _Activation(Layer):
+    """An elementwise activation layer over gn.ops ``op`` and ``op_backward``;
+    ``saves`` is what the backward needs: the input "x" or the output "y"."""
+
+    op: str
+    saves: str
+
+    def __init__(self):
+        super().__init__()
+        self._saved = None
+
+    def _args(self):
+        return ()
+
+    def forward(self, x):
+        kind = dispatch.placement(f"{type(self).__name__}.forward", x=x)
+        y = self._output("y", kind, tuple(x.shape), x.dtype)
+        getattr(ops, self.op)(x, *self._args(), out=y)
+        self._saved = x if self.saves == "x" else y
+        return y
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        if not input_grad:
+            return None
+        kind = dispatch.placement(f"{type(self).__name__}.backward", grad_out=grad_out)
+        dx = self._output("dx", kind, tuple(self._saved.shape), self._saved.dtype)
+        return getattr(ops, f"{self.op}_backward")(grad_out, self._saved, *self._args(), out=dx)
+
+
+class ReLU(_Activation):
+    """max(x, 0)."""
+
+    op, saves = "relu", "x"
+
+
+class LeakyReLU(_Activation):
+    """x if x > 0 else alpha * x."""
+
+    op, saves = "leaky_relu", "x"
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        self.alpha = ops._check_alpha("LeakyReLU", alpha)
+
+    def _args(self):
+        return (self.alpha,)
+
+    def config(self) -> dict:
+        return {"alpha": self.alpha}
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(-x))."""
+
+    op, saves = "sigmoid", "y"
+
+
+class Tanh(_Activation):
+    """tanh(x)."""
+
+    op, saves = "tanh", "y"
+
+
+class Softmax(_Activation):
+    """softmax over the last axis. To train a classifier, prefer logits with
+    gn.losses.SoftmaxCrossEntropy, which fuses and stabilises the pair."""
+
+    op, saves = "softmax", "y"
+
+
+class Step(_Activation):
+    """1 where x > 0, else 0; its gradient is zero everywhere."""
+
+    op, saves = "step", "x"
+
+
+#: Layer classes by name, for loading saved models.
+LAYERS = {cls.__name__: cls for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step)}
+
+
+class Sequential(Model, Layer):
+    """Layers applied in order; backward runs them in reverse.
+
+    Also the model: ``fit``, ``evaluate``, ``predict`` and ``save`` come from
+    :class:`gpunet.training.Model`; ``gn.load`` reads a saved model back.
+    """
+
+    def __init__(self, *layers: Layer):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: expected layers, got {type(layer).__name__} at {i}")
+        self.layers = list(layers)
+        devices = {str(p.device) for p in self.parameters()}
+        if len(devices) > 1:
+            raise ValueError(
+                f"Sequential: layers live on different devices ({', '.join(sorted(devices))}); "
+                "move them with .to(device)"
+            )
+        dtypes = {np.dtype(p.dtype).name for p in self.parameters()}
+        if len(dtypes) > 1:
+            raise TypeError(f"Sequential: layers mix dtypes ({', '.join(sorted(dtypes))})")
+
+    def forward(self, x):
+        """The last layer's output for ``x`` (owned by the model: see the module docstring)."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        """Backpropagate ``grad_out`` = d loss / d output through every layer,
+        adding into each parameter's grad; returns d loss / d input (None with
+        ``input_grad=False``, which also skips the first layer's input product)."""
+        g = grad_out
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = self.layers[i].backward(g, input_grad=input_grad or i > 0)
+        return g
+
+    def parameters(self) -> list[Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.state_dict().items()
+        }
+
+    def load_state_dict(self, arrays: dict) -> None:
+        for i, layer in enumerate(self.layers):
+            prefix = f"{i}."
+            layer.load_state_dict(
+                {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+            )
+
+    def train(self, mode: bool = True) -> Sequential:
+        self.training = bool(mode)
+        for layer in self.layers:
+            layer.train(mode)
+        return self
+
+    def to(self, device) -> Sequential:
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    @property
+    def device(self) -> Device:
+        """Where the parameters live (the current device for a model without any)."""
+        params = self.parameters()
+        return params[0].device if params else get_device()
+
+    @property
+    def dtype(self) -> np.dtype:
+        params = self.parameters()
+        return np.dtype(params[0].dtype) if params else np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __repr__(self) -> str:
+        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
+        count = sum(int(np.prod(p.shape)) for p in self.parameters())
+        return "Sequential(\n" + "\n".join(lines) + f"\n)  # {count:,} parameters on {self.device}"
+
+
+dispatch.register("zero", "cuda", _optim.zero_cuda)
