@@ -1,0 +1,788 @@
+"""Restricted Boltzmann machines: contrastive divergence, free energy, pseudo-likelihood.
+
+Shapes: W (H, V), the weights as scikit-learn's ``components_`` (hidden units
+by visible units); b (V,) visible and c (H,) hidden biases; data v (n, V);
+hidden states h (m, H). Arrays are C-contiguous float32 or float64, one dtype
+throughout. Visible units are Bernoulli (p(v=1|h) = sigmoid(h @ W + b)) or
+Gaussian with unit variance (v | h ~ N(h @ W + b, 1)); hidden units are
+Bernoulli (p(h=1|v) = sigmoid(v @ W.T + c)).
+
+One CD-k update of a batch v (n rows) with a chain of m hidden rows:
+
+- positive phase: hp = sigmoid(v @ W.T + c);
+- chain start: the persistent chain h (m = its rows, PCD), or a sample of hp
+  (m = n, CD-k);
+- k Gibbs steps: v- ~ p(v | h), hn = sigmoid(v- @ W.T + c), and h ~ hn
+  except after the last step of CD-k (PCD samples there too: the new chain);
+- gradients: dW = hp.T @ v / n - hn.T @ v- / m, db = mean(v) - mean(v-),
+  dc = mean(hp) - mean(hn);
+- update with momentum and weight decay (on W only): vel = momentum * vel +
+  lr * (grad - decay * W), then W += vel; biases alike without decay.
+
+Random numbers come from the Philox stream of ``rng`` at ``(seed, offset)``,
+so the same seed gives the same samples on CPU and CUDA. A draw of ``count``
+values uses words ``offset .. offset + count - 1`` (Gaussian values take two
+words each, ``2 * count``) and moves ``offset`` on to the next multiple of 4.
+Value ``i`` of a draw uses word ``offset + i`` (``offset + 2i`` and
+``offset + 2i + 1`` for a Gaussian: Box-Muller from the two uniforms), with
+row-major ``i`` over the sampled matrix. One update draws, in order: (CD-k
+only) the chain start (n, H); then per Gibbs step the visible sample (m, V)
+and, where the chain is sampled, the hidden sample (m, H).
+
+Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import uint64
+
+from . import _cuda
+from . import activations as act
+from ._cpu import CPU_OPTIONS
+from ._cuda import cuda, float_signatures
+from .rng import philox_block, uint32_to_unit_float32, uniform_ref
+
+#: Activations and sampling of the conditional kernels.
+IDENTITY, SIGMOID = 0, 1
+NO_SAMPLE, BERNOULLI, GAUSSIAN = 0, 1, 2
+
+# --- references (the executable spec) -------------------------------------------------
+
+
+def aligned_words(words):
+    """Words a draw of ``words`` words moves the offset by: rounded up to 4."""
+    return (int(words) + 3) // 4 * 4
+
+
+def cd_words(n, m, n_visible, n_hidden, k, persistent, gaussian):
+    """Stream words one CD-k update of ``n`` rows with an ``m``-row chain draws."""
+    visible = aligned_words(m * n_visible * (2 if gaussian else 1))
+    hidden = aligned_words(m * n_hidden)
+    samples = k if persistent else k - 1
+    return (0 if persistent else aligned_words(n * n_hidden)) + k * visible + samples * hidden
+
+
+def draw_ref(shape, seed, offset, gaussian=False):
+    """Uniform float32 values for sampling a matrix of ``shape`` at ``offset``:
+    (array of shape ``shape``, or ``shape + (2,)`` for a Gaussian; next offset)."""
+    count = int(np.prod(shape)) * (2 if gaussian else 1)
+    u = uniform_ref(count, seed, offset, np.float32)
+    return u.reshape(tuple(shape) + ((2,) if gaussian else ())), offset + aligned_words(count)
+
+
+def _sigmoid64(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _softplus64(z):
+    return np.logaddexp(0.0, z)
+
+
+def sample_ref(mean, u, sampling):
+    """Samples from uniforms ``u`` (from :func:`draw_ref`): Bernoulli, 1 where
+    u < mean; Gaussian, mean + sqrt(-2 log(1 - u0)) cos(2 pi u1)."""
+    if sampling == BERNOULLI:
+        return (u < mean).astype(np.float64)
+    u = u.astype(np.float64)
+    return mean + np.sqrt(-2.0 * np.log1p(-u[..., 0])) * np.cos(2.0 * np.pi * u[..., 1])
+
+
+def hidden_ref(v, W, c):
+    """p(h=1 | v) = sigmoid(v @ W.T + c), in float64: (n, V) -> (n, H)."""
+    return _sigmoid64(v.astype(np.float64) @ W.astype(np.float64).T + c)
+
+
+def visible_ref(h, W, b, gaussian=False):
+    """The mean of p(v | h): sigmoid(h @ W + b), or h @ W + b for Gaussian units."""
+    z = h.astype(np.float64) @ W.astype(np.float64) + b
+    return z if gaussian else _sigmoid64(z)
+
+
+def cd_gradient_ref(v, W, b, c, chain, seed, offset, k=1, persistent=True, gaussian=False):
+    """The CD-k (``persistent`` False) or PCD-k gradient for batch ``v`` (n, V).
+
+    ``chain`` (m, H) is the persistent chain (ignored by CD-k). Returns
+    ``(dW, db, dc, new_chain, next_offset)`` in float64; ``new_chain`` is the
+    sampled chain for PCD and ``chain`` unchanged for CD-k.
+    """
+    n = v.shape[0]
+    v = v.astype(np.float64)
+    hp = hidden_ref(v, W, c)
+    if persistent:
+        h = chain.astype(np.float64)
+    else:
+        u, offset = draw_ref(hp.shape, seed, offset)
+        h = sample_ref(hp, u, BERNOULLI)
+    m = h.shape[0]
+    sampling = GAUSSIAN if gaussian else BERNOULLI
+    for step in range(k):
+        u, offset = draw_ref((m, W.shape[1]), seed, offset, gaussian)
+        vn = sample_ref(visible_ref(h, W, b, gaussian), u, sampling)
+        hn = hidden_ref(vn, W, c)
+        if persistent or step < k - 1:
+            u, offset = draw_ref(hn.shape, seed, offset)
+            h = sample_ref(hn, u, BERNOULLI)
+    dW = hp.T @ v / n - hn.T @ vn / m
+    db = v.mean(axis=0) - vn.mean(axis=0)
+    dc = hp.mean(axis=0) - hn.mean(axis=0)
+    return dW, db, dc, (h if persistent else chain), offset
+
+
+def update_ref(params, velocities, grads, lr, momentum=0.0, decay=0.0):
+    """New (params, velocities) after one step: vel = momentum * vel + lr *
+    (grad - decay * param), param += vel; the decay applies to the first
+    parameter (the weights) only. Float64."""
+    new_params, new_velocities = [], []
+    for i, (p, vel, g) in enumerate(zip(params, velocities, grads, strict=True)):
+        p = p.astype(np.float64)
+        vel = momentum * vel.astype(np.float64) + lr * (g - (decay * p if i == 0 else 0.0))
+        new_params.append(p + vel)
+        new_velocities.append(vel)
+    return new_params, new_velocities
+
+
+def free_energy_ref(v, W, b, c, gaussian=False):
+    """F(v) = -v . b - sum softplus(v @ W.T + c) (Bernoulli visible units), or
+    |v - b|^2 / 2 - sum softplus(...) (Gaussian); (n, V) -> (n,), float64."""
+    v = v.astype(np.float64)
+    hidden = _softplus64(v @ W.astype(np.float64).T + c).sum(axis=1)
+    visible = 0.5 * ((v - b) ** 2).sum(axis=1) if gaussian else -(v @ b.astype(np.float64))
+    return visible - hidden
+
+
+def pseudo_likelihood_ref(v, W, b, c, index):
+    """scikit-learn's pseudo-likelihood: with v' = v but unit ``index[i]`` of
+    row i replaced by 1 - v, -V * softplus(F(v) - F(v')); (n, V) -> (n,)."""
+    flipped = v.astype(np.float64).copy()
+    rows = np.arange(v.shape[0])
+    flipped[rows, index] = 1.0 - flipped[rows, index]
+    delta = free_energy_ref(flipped, W, b, c) - free_energy_ref(v, W, b, c)
+    return -v.shape[1] * _softplus64(-delta)
+
+
+# --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
+
+
+@numba.njit(inline="always")
+def softplus(x, one):
+    """log(1 + exp(x)) without overflow."""
+    return max(x, one - one) + math.log1p(math.exp(-abs(x)))
+
+
+@numba.njit(inline="always")
+def cos_2pi(u, one, two_pi):
+    """cos(2 pi u) for u in [0, 1), in u's dtype: reduced by symmetry to
+    cos(t) with t in [0, pi/2], then its Taylor series to t**20 (error below
+    1e-16). Plain arithmetic: libdevice's cosf would pull a float64 slow path
+    for huge arguments into float32 kernels."""
+    half = one / (one + one)
+    y = abs(u if u < half else u - one)
+    sign = one
+    if y > half * half:
+        y = half - y
+        sign = -one
+    t = two_pi * y
+    t2 = t * t
+    term = one
+    total = one
+    k = one - one
+    for _ in range(10):
+        k += one + one
+        term = -term * t2 / ((k - one) * k)
+        total += term
+    return sign * total
+
+
+@numba.njit(inline="always")
+def box_muller(u0, u1, one, two_pi):
+    """A standard normal value from two uniforms in [0, 1) (Box-Muller);
+    ``one`` and ``two_pi`` carry the dtype."""
+    return math.sqrt(-(one + one) * math.log(one - u0)) * cos_2pi(u1, one, two_pi)
+
+
+# --- CPU kernels ----------------------------------------------------------------------
+# The epoch runs inside one compiled function: at batch size 10 a call from
+# Python would cost more than the batch's work. Its matrix products are np.dot,
+# which Numba hands to BLAS; everything between them is fused row passes.
+
+_philox_block_cpu = numba.njit(forceinline=True)(philox_block.py_func)
+_TWO_PI = 2.0 * math.pi
+
+
+@numba.njit(**CPU_OPTIONS)
+def _draw_cpu(u, seed, offset):
+    """Fill ``u`` (float32, 1-D) with the draw at ``offset`` (a multiple of 4);
+    return the offset after it."""
+    first = uint64(offset) // uint64(4)
+    full = u.size // 4
+    for t in range(full):
+        w0, w1, w2, w3 = _philox_block_cpu(seed, first + uint64(t))
+        u[4 * t] = uint32_to_unit_float32(w0)
+        u[4 * t + 1] = uint32_to_unit_float32(w1)
+        u[4 * t + 2] = uint32_to_unit_float32(w2)
+        u[4 * t + 3] = uint32_to_unit_float32(w3)
+    rest = u.size - 4 * full
+    if rest:
+        w0, w1, w2, _ = _philox_block_cpu(seed, first + uint64(full))
+        u[4 * full] = uint32_to_unit_float32(w0)
+        if rest > 1:
+            u[4 * full + 1] = uint32_to_unit_float32(w1)
+        if rest > 2:
+            u[4 * full + 2] = uint32_to_unit_float32(w2)
+    return uint64(offset) + uint64(4 * ((u.size + 3) // 4))
+
+
+@numba.njit(**CPU_OPTIONS)
+def _epilogue_cpu(z, bias, activation, scale, out, store, sampling, samples, u):
+    """x = activation(z + bias) row by row; out = scale * x where ``store``;
+    samples drawn from x with the uniforms ``u`` (see the module docstring).
+    ``out`` and ``samples`` may be ``z`` itself."""
+    one = z.dtype.type(1)
+    zero = one - one
+    two_pi = z.dtype.type(_TWO_PI)
+    cols = z.shape[1]
+    for i in range(z.shape[0]):
+        for j in range(cols):
+            x = z[i, j] + bias[j]
+            if activation == SIGMOID:
+                x = act.sigmoid_scalar(x, one)
+            if store:
+                out[i, j] = scale * x
+            if sampling == BERNOULLI:
+                samples[i, j] = one if u[i * cols + j] < x else zero
+            elif sampling == GAUSSIAN:
+                w = 2 * (i * cols + j)
+                samples[i, j] = x + box_muller(u[w], u[w + 1], one, two_pi)
+
+
+@numba.njit(**CPU_OPTIONS)
+def _step_cpu(param, velocity, grad, lr, momentum, decay):
+    """velocity = momentum * velocity + lr * (grad - decay * param); param +=
+    velocity, over flat arrays."""
+    for i in range(param.size):
+        d = momentum * velocity[i] + lr * (grad[i] - decay * param[i])
+        velocity[i] = d
+        param[i] += d
+
+
+@numba.njit(**CPU_OPTIONS)
+def _cd_epoch_cpu(
+    X,
+    bounds,
+    W,
+    b,
+    c,
+    vW,
+    vb,
+    vc,
+    chain,
+    seed,
+    offset,
+    lr,
+    momentum,
+    decay,
+    k,
+    persistent,
+    gaussian,
+):
+    """CD-k / PCD-k updates of W, b, c (and velocities) over the batches
+    X[bounds[t]:bounds[t + 1]]; returns the stream offset after them."""
+    n_hidden, n_visible = W.shape
+    dtype = W.dtype
+    one = dtype.type(1)
+    zero = one - one
+    rows = 0
+    for t in range(bounds.size - 1):
+        rows = max(rows, bounds[t + 1] - bounds[t])
+    chain_rows = chain.shape[0] if persistent else rows
+    words = 2 if gaussian else 1
+    T = np.empty((rows + chain_rows, n_hidden), dtype)  # hidden statistics, scaled
+    S = np.empty((rows + chain_rows, n_visible), dtype)  # visible states
+    G = np.empty((n_hidden, n_visible), dtype)
+    gb = np.empty(n_visible, dtype)
+    gc = np.empty(n_hidden, dtype)
+    hs = chain if persistent else np.empty((rows, n_hidden), dtype)
+    u = np.empty(max(rows * n_hidden, chain_rows * max(n_visible * words, n_hidden)), np.float32)
+    vis_activation = IDENTITY if gaussian else SIGMOID
+    vis_sampling = GAUSSIAN if gaussian else BERNOULLI
+    for t in range(bounds.size - 1):
+        n = bounds[t + 1] - bounds[t]
+        m = chain.shape[0] if persistent else n
+        inv_n, inv_m = one / dtype.type(n), one / dtype.type(m)
+        v = X[bounds[t] : bounds[t + 1]]
+        Tp, Tn, Sp, Sn, h = T[:n], T[n : n + m], S[:n], S[n : n + m], hs[:m]
+        np.dot(v, W.T, Tp)
+        if persistent:
+            _epilogue_cpu(Tp, c, SIGMOID, inv_n, Tp, True, NO_SAMPLE, h, u)
+        else:
+            draw = u[: n * n_hidden]
+            offset = _draw_cpu(draw, seed, offset)
+            _epilogue_cpu(Tp, c, SIGMOID, inv_n, Tp, True, BERNOULLI, h, draw)
+        Sp[:, :] = v
+        for step in range(k):
+            np.dot(h, W, Sn)
+            draw = u[: m * n_visible * words]
+            offset = _draw_cpu(draw, seed, offset)
+            _epilogue_cpu(Sn, b, vis_activation, one, Sn, False, vis_sampling, Sn, draw)
+            np.dot(Sn, W.T, Tn)
+            scale = -inv_m if step == k - 1 else one
+            if persistent or step < k - 1:
+                draw = u[: m * n_hidden]
+                offset = _draw_cpu(draw, seed, offset)
+                _epilogue_cpu(Tn, c, SIGMOID, scale, Tn, True, BERNOULLI, h, draw)
+            else:
+                _epilogue_cpu(Tn, c, SIGMOID, scale, Tn, True, NO_SAMPLE, h, draw)
+        np.dot(T[: n + m].T, S[: n + m], G)
+        for j in range(n_hidden):
+            gc[j] = zero
+        for j in range(n_visible):
+            gb[j] = zero
+        for r in range(n + m):
+            for j in range(n_hidden):
+                gc[j] += T[r, j]
+        for r in range(n):
+            for j in range(n_visible):
+                gb[j] += S[r, j] * inv_n
+        for r in range(n, n + m):
+            for j in range(n_visible):
+                gb[j] -= S[r, j] * inv_m
+        _step_cpu(W.ravel(), vW.ravel(), G.ravel(), lr, momentum, decay)
+        _step_cpu(b, vb, gb, lr, momentum, zero)
+        _step_cpu(c, vc, gc, lr, momentum, zero)
+    return offset
+
+
+@numba.njit(**CPU_OPTIONS)
+def _free_energy_cpu(v, z, b, gaussian, out):
+    """out[i] = F(v[i]) from z = v @ W.T + c (see free_energy_ref)."""
+    one = z.dtype.type(1)
+    half = one / (one + one)
+    for i in range(v.shape[0]):
+        visible = one - one
+        for j in range(v.shape[1]):
+            if gaussian:
+                d = v[i, j] - b[j]
+                visible += half * d * d
+            else:
+                visible -= v[i, j] * b[j]
+        hidden = one - one
+        for j in range(z.shape[1]):
+            hidden += softplus(z[i, j], one)
+        out[i] = visible - hidden
+
+
+@numba.njit(**CPU_OPTIONS)
+def _pseudo_likelihood_cpu(v, z, W, b, index, out):
+    """out[i] = pseudo-likelihood of v[i] with unit index[i] flipped, from
+    z = v @ W.T + c (see pseudo_likelihood_ref)."""
+    one = z.dtype.type(1)
+    for i in range(v.shape[0]):
+        f = index[i]
+        d = one - (v[i, f] + v[i, f])
+        delta = -d * b[f]  # F(v') - F(v)
+        for j in range(z.shape[1]):
+            delta -= softplus(z[i, j] + d * W[j, f], one) - softplus(z[i, j], one)
+        out[i] = -z.dtype.type(v.shape[1]) * softplus(-delta, one)
+
+
+# --- CUDA kernels ---------------------------------------------------------------------
+# The conditionals and the weight update are tiled products like dense.py's:
+# each block computes a TILE x TILE output tile from shared-memory tiles TILE_K
+# deep, each thread PER x PER outputs strided by THREADS (contiguous stores
+# across a warp). Shared memory per block: 2 * TILE * TILE_K values (8 KiB in
+# float32). Each output draws its own random words, so no thread waits on another.
+
+TILE, TILE_K, THREADS = 64, 16, 16
+PER = TILE // THREADS
+
+
+@numba.njit(inline="always")
+def _uniform_at(seed, word):
+    """The float32 uniform of stream word ``word`` (uint64)."""
+    w0, w1, w2, w3 = philox_block(seed, word // uint64(4))
+    lane = word % uint64(4)
+    w = w0 if lane == 0 else (w1 if lane == 1 else (w2 if lane == 2 else w3))
+    return uint32_to_unit_float32(w)
+
+
+@numba.njit(inline="always")
+def _uniform_pair_at(seed, word):
+    """The float32 uniforms of the even stream word ``word`` and the next one."""
+    w0, w1, w2, w3 = philox_block(seed, word // uint64(4))
+    if word % uint64(4) == 0:
+        return uint32_to_unit_float32(w0), uint32_to_unit_float32(w1)
+    return uint32_to_unit_float32(w2), uint32_to_unit_float32(w3)
+
+
+def _conditional_kernel(name, transpose_w):
+    """z = a[row0 : row0 + rows] @ (w.T if transpose_w else w) + bias, then the
+    epilogue of ``_epilogue_cpu`` (activation, scaled store, sampling)."""
+
+    @_cuda.kernel(
+        f"rbm.{name}",
+        float_signatures(
+            "void({t}[:, ::1], int64, int64, {t}[:, ::1], {t}[::1], int64, {t}, "
+            "{t}[:, ::1], boolean, int64, {t}[:, ::1], uint64, uint64)"
+        ),
+    )
+    def conditional(
+        a, row0, rows, w, bias, activation, scale, out, store, sampling, samples, seed, offset
+    ):
+        n = bias.size
+        k_total = a.shape[1]
+        tile_a = cuda.shared.array((TILE, TILE_K), a.dtype)
+        tile_b = cuda.shared.array((TILE_K, TILE), a.dtype)
+        acc = cuda.local.array((PER, PER), a.dtype)
+        one = a.dtype.type(1)
+        zero = a.dtype.type(0)
+        two_pi = a.dtype.type(_TWO_PI)
+        for p in range(PER):
+            for q in range(PER):
+                acc[p, q] = zero
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * THREADS + tx
+        i0, j0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+        for k0 in range(0, k_total, TILE_K):
+            for e in range(tid, TILE * TILE_K, THREADS * THREADS):
+                i, kk = e // TILE_K, e % TILE_K
+                gi, gk = i0 + i, k0 + kk
+                tile_a[i, kk] = a[row0 + gi, gk] if gi < rows and gk < k_total else zero
+            for e in range(tid, TILE_K * TILE, THREADS * THREADS):
+                kk, j = e // TILE, e % TILE
+                gk, gj = k0 + kk, j0 + j
+                if gk < k_total and gj < n:
+                    tile_b[kk, j] = w[gj, gk] if transpose_w else w[gk, gj]
+                else:
+                    tile_b[kk, j] = zero
+            cuda.syncthreads()
+            for kk in range(TILE_K):
+                for p in range(PER):
+                    av = tile_a[ty + p * THREADS, kk]
+                    for q in range(PER):
+                        acc[p, q] += av * tile_b[kk, tx + q * THREADS]
+            cuda.syncthreads()
+        for p in range(PER):
+            i = i0 + ty + p * THREADS
+            for q in range(PER):
+                j = j0 + tx + q * THREADS
+                if i < rows and j < n:
+                    x = acc[p, q] + bias[j]
+                    if activation == SIGMOID:
+                        x = act.sigmoid_scalar_cuda(x, one)
+                    if store:
+                        out[i, j] = scale * x
+                    index = uint64(i * n + j)
+                    if sampling == BERNOULLI:
+                        samples[i, j] = one if _uniform_at(seed, offset + index) < x else zero
+                    elif sampling == GAUSSIAN:
+                        u0, u1 = _uniform_pair_at(seed, offset + uint64(2) * index)
+                        samples[i, j] = x + box_muller(u0, u1, one, two_pi)
+
+    return conditional
+
+
+_HIDDEN_CUDA = _conditional_kernel("hidden", True)  # a (rows, V) @ W.T
+_VISIBLE_CUDA = _conditional_kernel("visible", False)  # a (rows, H) @ W
+
+
+@_cuda.kernel(
+    "rbm.update_weights",
+    float_signatures(
+        "void({t}[:, ::1], {t}[:, ::1], int64, int64, {t}[:, ::1], {t}[:, ::1], int64, "
+        "{t}[:, ::1], {t}[:, ::1], {t}, {t}, {t})"
+    ),
+)
+def _update_weights_kernel(tp, x, row0, n, tn, sn, m, w, vel, lr, momentum, decay):
+    """g = tp[:n].T @ x[row0 : row0 + n] + tn[:m].T @ sn[:m] (the scaled
+    statistics give the mean gradient), then vel = momentum * vel + lr * (g -
+    decay * w) and w += vel, as each output is written."""
+    n_hidden, n_visible = w.shape
+    k_total = n + m
+    tile_a = cuda.shared.array((TILE, TILE_K), w.dtype)
+    tile_b = cuda.shared.array((TILE_K, TILE), w.dtype)
+    acc = cuda.local.array((PER, PER), w.dtype)
+    zero = w.dtype.type(0)
+    for p in range(PER):
+        for q in range(PER):
+            acc[p, q] = zero
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    tid = ty * THREADS + tx
+    i0, j0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+    for k0 in range(0, k_total, TILE_K):
+        for e in range(tid, TILE * TILE_K, THREADS * THREADS):
+            i, kk = e // TILE_K, e % TILE_K
+            gi, gk = i0 + i, k0 + kk
+            if gi < n_hidden and gk < n:
+                tile_a[i, kk] = tp[gk, gi]
+            elif gi < n_hidden and gk < k_total:
+                tile_a[i, kk] = tn[gk - n, gi]
+            else:
+                tile_a[i, kk] = zero
+        for e in range(tid, TILE_K * TILE, THREADS * THREADS):
+            kk, j = e // TILE, e % TILE
+            gk, gj = k0 + kk, j0 + j
+            if gj < n_visible and gk < n:
+                tile_b[kk, j] = x[row0 + gk, gj]
+            elif gj < n_visible and gk < k_total:
+                tile_b[kk, j] = sn[gk - n, gj]
+            else:
+                tile_b[kk, j] = zero
+        cuda.syncthreads()
+        for kk in range(TILE_K):
+            for p in range(PER):
+                av = tile_a[ty + p * THREADS, kk]
+                for q in range(PER):
+                    acc[p, q] += av * tile_b[kk, tx + q * THREADS]
+        cuda.syncthreads()
+    for p in range(PER):
+        i = i0 + ty + p * THREADS
+        for q in range(PER):
+            j = j0 + tx + q * THREADS
+            if i < n_hidden and j < n_visible:
+                d = momentum * vel[i, j] + lr * (acc[p, q] - decay * w[i, j])
+                vel[i, j] = d
+                w[i, j] += d
+
+
+@_cuda.kernel(
+    "rbm.update_biases",
+    float_signatures(
+        "void({t}[:, ::1], {t}[:, ::1], int64, int64, {t}[:, ::1], {t}[:, ::1], int64, "
+        "{t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t})"
+    ),
+)
+def _update_biases_kernel(tp, x, row0, n, tn, sn, m, b, c, vb, vc, lr, momentum):
+    """One thread per bias: dc = column sums of tp[:n] and tn[:m] (scaled
+    statistics), db = mean of x[row0 : row0 + n] - mean of sn[:m]; then the
+    momentum step (no decay)."""
+    n_hidden = c.size
+    zero = b.dtype.type(0)
+    for col in range(cuda.grid(1), n_hidden + b.size, cuda.gridsize(1)):
+        if col < n_hidden:
+            g = zero
+            for r in range(n):
+                g += tp[r, col]
+            for r in range(m):
+                g += tn[r, col]
+            d = momentum * vc[col] + lr * g
+            vc[col] = d
+            c[col] += d
+        else:
+            j = col - n_hidden
+            pos = zero
+            for r in range(n):
+                pos += x[row0 + r, j]
+            neg = zero
+            for r in range(m):
+                neg += sn[r, j]
+            g = pos / b.dtype.type(n) - neg / b.dtype.type(m)
+            d = momentum * vb[j] + lr * g
+            vb[j] = d
+            b[j] += d
+
+
+@_cuda.kernel(
+    "rbm.free_energy",
+    float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[::1], boolean, {t}[::1])"),
+)
+def _free_energy_kernel(v, z, b, gaussian, out):
+    """One thread per row: out[i] = F(v[i]) from z = v @ W.T + c."""
+    one = z.dtype.type(1)
+    half = z.dtype.type(0.5)
+    for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
+        visible = one - one
+        for j in range(v.shape[1]):
+            if gaussian:
+                d = v[i, j] - b[j]
+                visible += half * d * d
+            else:
+                visible -= v[i, j] * b[j]
+        hidden = one - one
+        for j in range(z.shape[1]):
+            hidden += softplus(z[i, j], one)
+        out[i] = visible - hidden
+
+
+@_cuda.kernel(
+    "rbm.pseudo_likelihood",
+    float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}[::1], int64[::1], {t}[::1])"),
+)
+def _pseudo_likelihood_kernel(v, z, w, b, index, out):
+    """One thread per row: the pseudo-likelihood of v[i] with unit index[i]
+    flipped, from z = v @ W.T + c."""
+    one = z.dtype.type(1)
+    for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
+        f = index[i]
+        d = one - (v[i, f] + v[i, f])
+        delta = -d * b[f]
+        for j in range(z.shape[1]):
+            delta -= softplus(z[i, j] + d * w[j, f], one) - softplus(z[i, j], one)
+        out[i] = -z.dtype.type(v.shape[1]) * softplus(-delta, one)
+
+
+# --- launchers ------------------------------------------------------------------------
+# Shared arguments: ``hidden`` picks p(h | v) (a (rows, V) -> (rows, H)) or the
+# visible side (a (rows, H) -> (rows, V)); ``out`` receives ``scale *
+# activation(z)``, ``samples`` the draw from it (either may be None); ``seed``
+# and ``offset`` (a multiple of 4) place the draw in the stream. Each returns
+# the offset after its draw. Callers check shapes and dtypes.
+
+
+def _draw_words(rows, cols, sampling):
+    if sampling == NO_SAMPLE:
+        return 0
+    return aligned_words(rows * cols * (2 if sampling == GAUSSIAN else 1))
+
+
+def conditional_cpu(
+    a, W, bias, hidden, activation, out=None, scale=1.0, sampling=NO_SAMPLE, samples=None,
+    seed=0, offset=0,
+):  # fmt: skip
+    """activation(a @ W.T + bias) or activation(a @ W + bias): a BLAS product,
+    then one fused pass for the bias, activation, scaled store and sampling."""
+    z = a @ (W.T if hidden else W)
+    u = np.empty(0, np.float32)
+    words = (2 if sampling == GAUSSIAN else 1) * z.size if sampling != NO_SAMPLE else 0
+    if words:
+        u = np.empty(words, np.float32)
+        _draw_cpu(u, np.uint64(seed), np.uint64(offset))
+    _epilogue_cpu(
+        z, bias, activation, z.dtype.type(scale), z if out is None else out, out is not None,
+        sampling, z if samples is None else samples, u,
+    )  # fmt: skip
+    return offset + _draw_words(z.shape[0], z.shape[1], sampling)
+
+
+def cd_epoch_cpu(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
+    """CD-k (PCD-k when ``persistent``) updates over the batches
+    X[bounds[t]:bounds[t + 1]], all inside one compiled call.
+
+    ``params`` (W, b, c) and ``velocities`` (same shapes) are updated in place,
+    ``chain`` (m, H) too when ``persistent``; ``bounds`` is int64, starting at
+    0, batches no longer than ``chain``'s rows for PCD. Returns the offset
+    after the epoch's draws.
+    """
+    W, b, c = params
+    vW, vb, vc = velocities
+    t = W.dtype.type
+    end = _cd_epoch_cpu(
+        X, bounds, W, b, c, vW, vb, vc, chain, np.uint64(seed), np.uint64(offset), t(lr),
+        t(momentum), t(decay), int(k), bool(persistent), bool(gaussian),
+    )  # fmt: skip
+    return int(end)
+
+
+def free_energy_cpu(v, z, b, gaussian, out):
+    """out (n,) = free energies of v (n, V) given z = v @ W.T + c (n, H)."""
+    _free_energy_cpu(v, z, b, bool(gaussian), out)
+    return out
+
+
+def pseudo_likelihood_cpu(v, z, W, b, index, out):
+    """out (n,) = pseudo-likelihoods of v (n, V), unit index[i] (int64) of row
+    i flipped, given z = v @ W.T + c (n, H)."""
+    _pseudo_likelihood_cpu(v, z, W, b, index, out)
+    return out
+
+
+def _launch_conditional(kernel, a, row0, rows, W, bias, activation, scale, out, sampling,
+                        samples, seed, offset, dummy):  # fmt: skip
+    if rows and bias.size:
+        grid = ((bias.size + TILE - 1) // TILE, (rows + TILE - 1) // TILE)
+        kernel[grid, (THREADS, THREADS)](
+            a, row0, rows, W, bias, activation, scale, dummy if out is None else out,
+            out is not None, sampling, dummy if samples is None else samples, np.uint64(seed),
+            np.uint64(offset),
+        )  # fmt: skip
+    return offset + _draw_words(rows, bias.size, sampling)
+
+
+def _dummy(dtype):
+    return cuda.device_array((1, 1), dtype)
+
+
+def conditional_cuda(
+    a, W, bias, hidden, activation, out=None, scale=1.0, sampling=NO_SAMPLE, samples=None,
+    seed=0, offset=0,
+):  # fmt: skip
+    """conditional_cpu on device arrays: one tiled product with the bias,
+    activation, scaled store and sampling applied as each output is written."""
+    kernel = _HIDDEN_CUDA if hidden else _VISIBLE_CUDA
+    dtype = np.dtype(W.dtype)
+    return _launch_conditional(
+        kernel, a, 0, a.shape[0], W, bias, activation, dtype.type(scale), out, sampling,
+        samples, seed, offset, _dummy(dtype),
+    )  # fmt: skip
+
+
+def cd_epoch_cuda(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
+    """cd_epoch_cpu on device arrays (``bounds`` stays a host array): per batch,
+    the positive phase, two tiled products per Gibbs step, and the fused
+    weight and bias updates, all on the GPU (3 + 2k launches)."""
+    W, b, c = params
+    vW, vb, vc = velocities
+    n_hidden, n_visible = W.shape
+    dtype = np.dtype(W.dtype)
+    t = dtype.type
+    rows = int(np.max(np.diff(bounds))) if len(bounds) > 1 else 0
+    chain_rows = chain.shape[0] if persistent else rows
+    tp = cuda.device_array((max(rows, 1), n_hidden), dtype)
+    tn = cuda.device_array((max(chain_rows, 1), n_hidden), dtype)
+    sn = cuda.device_array((max(chain_rows, 1), n_visible), dtype)
+    hs = chain if persistent else cuda.device_array((max(rows, 1), n_hidden), dtype)
+    dummy = _dummy(dtype)
+    lr, momentum, decay = t(lr), t(momentum), t(decay)
+    vis_activation = IDENTITY if gaussian else SIGMOID
+    vis_sampling = GAUSSIAN if gaussian else BERNOULLI
+    bias_blocks, bias_threads = _cuda.grid_1d(n_hidden + n_visible)
+    weight_grid = ((n_visible + TILE - 1) // TILE, (n_hidden + TILE - 1) // TILE)
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        n = stop - start
+        m = chain.shape[0] if persistent else n
+        offset = _launch_conditional(
+            _HIDDEN_CUDA, X, start, n, W, c, SIGMOID, t(1 / n), tp,
+            NO_SAMPLE if persistent else BERNOULLI, hs, seed, offset, dummy,
+        )  # fmt: skip
+        for step in range(k):
+            offset = _launch_conditional(
+                _VISIBLE_CUDA, hs, 0, m, W, b, vis_activation, t(1), None, vis_sampling, sn,
+                seed, offset, dummy,
+            )  # fmt: skip
+            sample = persistent or step < k - 1
+            offset = _launch_conditional(
+                _HIDDEN_CUDA, sn, 0, m, W, c, SIGMOID, t(-1 / m if step == k - 1 else 1), tn,
+                BERNOULLI if sample else NO_SAMPLE, hs, seed, offset, dummy,
+            )  # fmt: skip
+        _update_biases_kernel[bias_blocks, bias_threads](
+            tp, X, start, n, tn, sn, m, b, c, vb, vc, lr, momentum
+        )
+        _update_weights_kernel[weight_grid, (THREADS, THREADS)](
+            tp, X, start, n, tn, sn, m, W, vW, lr, momentum, decay
+        )
+    return offset
+
+
+def free_energy_cuda(v, z, b, gaussian, out):
+    """free_energy_cpu on device arrays: one thread per row."""
+    if v.shape[0]:
+        blocks, threads = _cuda.grid_1d(v.shape[0])
+        _free_energy_kernel[blocks, threads](v, z, b, bool(gaussian), out)
+    return out
+
+
+def pseudo_likelihood_cuda(v, z, W, b, index, out):
+    """pseudo_likelihood_cpu on device arrays (``index`` a device int64 array)."""
+    if v.shape[0]:
+        blocks, threads = _cuda.grid_1d(v.shape[0])
+        _pseudo_likelihood_kernel[blocks, threads](v, z, W, b, index, out)
+    return out
