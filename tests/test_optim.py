@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from gpunet.kernels import optim as O
 
+import gpunet as gn
+
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 SGD_SETTINGS = [
     dict(momentum=0.0, weight_decay=0.0, nesterov=False),
@@ -85,3 +87,137 @@ def test_large_updates_use_the_parallel_kernel():
     np.testing.assert_allclose(
         p, O.sgd_ref(p0, g, np.zeros_like(p0), 0.5, momentum=0.9)[0], rtol=1e-6
     )
+
+
+# --- optimizer and schedule classes ---------------------------------------------------
+
+
+def _params(device="cpu", dtype=np.float32, seed=2):
+    """Two parameters with gradients set as a backward pass would leave them."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for shape in [(3, 4), (4,)]:
+        p = gn.nn.Parameter(gn.to_device(rng.standard_normal(shape).astype(dtype), device))
+        p.grad  # materialise zeros, then write a gradient  # noqa: B018
+        params.append(p)
+    return params
+
+
+def _set_grads(params, grads):
+    for p, g in zip(params, grads, strict=True):
+        p.zero_grad()
+        g_dev = gn.to_device(g, p.device)
+        if isinstance(p.grad, np.ndarray):
+            p.grad[...] = g
+        else:
+            p.grad.copy_to_device(g_dev)
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+@pytest.mark.parametrize(
+    "make, reference",
+    [
+        (
+            lambda ps: gn.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+            "sgd",
+        ),
+        (lambda ps: gn.optim.Adam(ps, lr=0.01, weight_decay=0.1), "adam"),
+        (lambda ps: gn.optim.AdamW(ps, lr=0.01), "adamw"),
+    ],
+)
+def test_optimizer_classes_follow_their_rules(make, reference, device):
+    params = _params(device)
+    start = [gn.to_numpy(p.data).astype(np.float64) for p in params]
+    opt = make(params)
+    rng = np.random.default_rng(5)
+    refs = [(s, np.zeros(s.size), np.zeros(s.size)) for s in start]
+    for step in range(1, 4):
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+        _set_grads(params, grads)
+        opt.step()
+        new = []
+        for (p, m, v), g in zip(refs, grads, strict=True):
+            flat = g.ravel()
+            if reference == "sgd":
+                p2, m2 = O.sgd_ref(
+                    p.ravel(), flat, m, 0.1, 0.9, 0.01, nesterov=True, first=step == 1
+                )
+                new.append((p2.reshape(p.shape), m2, v))
+            else:
+                decoupled = reference == "adamw"
+                wd = 0.01 if decoupled else 0.1
+                p2, m2, v2 = O.adam_ref(
+                    p.ravel(), flat, m, v, step, 0.01, (0.9, 0.999), 1e-8, wd, decoupled
+                )
+                new.append((p2.reshape(p.shape), m2, v2))
+        refs = new
+    for p, (ref, _, _) in zip(params, refs, strict=True):
+        np.testing.assert_allclose(gn.to_numpy(p.data), ref, rtol=2e-6, atol=2e-6)
+
+
+def test_zero_grad_clears_every_gradient():
+    params = _params()
+    _set_grads(params, [np.ones(p.shape, np.float32) for p in params])
+    gn.optim.SGD(params, lr=0.1).zero_grad()
+    for p in params:
+        np.testing.assert_array_equal(p.grad, np.zeros(p.shape, np.float32))
+
+
+def test_a_zeroed_gradient_leaves_sgd_parameters_alone():
+    params = _params()
+    before = [p.data.copy() for p in params]
+    opt = gn.optim.SGD(params, lr=0.1)
+    opt.zero_grad()
+    opt.step()
+    for p, b in zip(params, before, strict=True):
+        np.testing.assert_array_equal(p.data, b)
+
+
+def test_adamw_defaults_match_pytorch():
+    opt = gn.optim.AdamW(_params())
+    assert (opt.lr, opt.betas, opt.eps, opt.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 1e-2)
+    adam = gn.optim.Adam(_params())
+    assert (adam.lr, adam.weight_decay) == (1e-3, 0.0)
+    assert "Adam(2 parameters, lr=0.001" in repr(adam)
+
+
+def test_schedules_set_the_learning_rate_each_epoch():
+    opt = gn.optim.SGD(_params(), lr=1.0)
+    step = gn.optim.StepLR(opt, step_size=2, gamma=0.5)
+    assert [step.step() for _ in range(5)] == [1.0, 0.5, 0.5, 0.25, 0.25]
+    assert opt.lr == step.get_last_lr() == 0.25
+    opt = gn.optim.SGD(_params(), lr=1.0)
+    cosine = gn.optim.CosineAnnealingLR(opt, T_max=4, eta_min=0.1)
+    lrs = [cosine.step() for _ in range(5)]
+    half = 0.1 + 0.9 * (1 + np.cos(np.pi / 4)) / 2
+    np.testing.assert_allclose(lrs, [half, 0.55, 0.1 + 0.9 - (half - 0.1), 0.1, 0.1])
+
+
+def test_bad_optimizer_arguments_are_rejected():
+    with pytest.raises(ValueError, match="empty parameter list"):
+        gn.optim.SGD([], lr=0.1)
+    with pytest.raises(TypeError, match="gn.nn.Parameter"):
+        gn.optim.SGD([np.zeros(3)], lr=0.1)
+    params = _params()
+    with pytest.raises(ValueError, match="same parameter twice"):
+        gn.optim.SGD([params[0], params[0]], lr=0.1)
+    with pytest.raises(ValueError, match="lr to be a number >= 0"):
+        gn.optim.SGD(params, lr=-1)
+    with pytest.raises(ValueError, match="Nesterov momentum needs momentum > 0"):
+        gn.optim.SGD(params, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        gn.optim.Adam(params, betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="step_size"):
+        gn.optim.StepLR(gn.optim.SGD(params, lr=0.1), step_size=0)
+
+
+@pytest.mark.cuda
+def test_moving_a_parameter_after_the_first_step_is_an_error():
+    params = _params("cuda")
+    opt = gn.optim.SGD(params, lr=0.1, momentum=0.9)
+    opt.step()
+    params[0].to("cpu")
+    before = gn.to_numpy(params[1].data).copy()
+    with pytest.raises(ValueError, match="moved from cuda:0 to cpu"):
+        opt.step()
+    np.testing.assert_array_equal(gn.to_numpy(params[1].data), before)  # nothing half-updated
