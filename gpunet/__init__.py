@@ -5,7 +5,7 @@ move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
 new arrays go.
 """
 
-from . import data, datasets, dispatch, losses, nn, ops, optim, random, training
+from . import data, datasets, dispatch, losses, nn, ops, optim, plot, random, training
 from ._device import (
     Device,
     DeviceError,
@@ -18,6 +18,7 @@ from ._device import (
     to_numpy,
 )
 from .random import manual_seed
+from .rbm import RBM
 from .serialization import load
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "DeviceError",
+    "RBM",
     "cuda_status",
     "data",
     "datasets",
@@ -38,6 +40,7 @@ __all__ = [
     "nn",
     "ops",
     "optim",
+    "plot",
     "random",
     "set_device",
     "to_device",
