@@ -48,10 +48,13 @@ class History:
 
 
 class Callback:
-    """Hooks ``fit`` calls; ``self.model`` is the model being trained. Setting
-    ``model.stop_training = True`` ends training after the current epoch."""
+    """Hooks ``fit`` calls; ``self.model`` is the model being trained, and
+    ``self.params`` what ``fit`` was asked to do: ``epochs``, ``steps`` (per
+    epoch), ``verbose`` and ``metrics`` (the names each epoch's logs will hold).
+    Setting ``model.stop_training = True`` ends training after the current epoch."""
 
     model = None
+    params: dict = {}
 
     def on_train_begin(self, logs: dict) -> None:
         pass
@@ -66,10 +69,16 @@ class Callback:
         pass
 
 
+#: The names ``fit`` can log (``lr`` aside).
+_KNOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for
-    ``patience`` epochs. ``mode``: "min", "max" or "auto" (max for names with
-    "acc", else min). ``restore_best_weights`` puts the best epoch's weights back."""
+    ``patience`` epochs in a row (the first epoch without improvement when
+    ``patience`` is 0); a NaN never counts as an improvement. ``mode``: "min",
+    "max" or "auto" (max for names with "acc", else min). With
+    ``restore_best_weights`` the model ends training with the best epoch's weights."""
 
     def __init__(
         self,
@@ -90,8 +99,19 @@ class EarlyStopping(Callback):
     def on_train_begin(self, logs):
         self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
         self.best_weights = None
+        metrics = self.params.get("metrics")
+        if metrics is not None and self.monitor in _KNOWN_METRICS and self.monitor not in metrics:
+            self._missing(metrics)  # before training; other callbacks may add other names
+
+    def _missing(self, names):
+        raise KeyError(
+            f"EarlyStopping: monitors {self.monitor!r}, but the epoch's logs hold "
+            f"{sorted(names)}; pass validation data to monitor a val_ metric"
+        )
 
     def _improved(self, value):
+        if math.isnan(value):
+            return False
         if self.best is None:
             return True
         if self.mode == "min":
@@ -100,18 +120,15 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, epoch, logs):
         if self.monitor not in logs:
-            raise KeyError(
-                f"EarlyStopping: monitors {self.monitor!r}, but the epoch's logs hold "
-                f"{sorted(logs)}; pass validation data to monitor a val_ metric"
-            )
-        value = logs[self.monitor]
+            self._missing(logs)
+        value = float(logs[self.monitor])
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -162,11 +179,13 @@ def _features(X, dtype, what="X"):
 
 def _targets(y, n, loss, dtype, what="y"):
     y = to_numpy(y)
-    if len(y) != n:
-        raise ValueError(f"expected {what} with {n} rows like X, got {len(y)}")
+    if y.ndim == 0 or len(y) != n:
+        raise ValueError(f"expected {what} with {n} rows like X, got shape {y.shape}")
     if isinstance(loss, _losses.SoftmaxCrossEntropy) and y.ndim == 1:
         if y.dtype.kind not in "iu":
             raise TypeError(f"expected integer class labels in {what}, got dtype {y.dtype}")
+        if n and y.min() < 0:
+            raise ValueError(f"expected class labels >= 0 in {what}, got {y.min()}")
         return np.ascontiguousarray(y, np.int64)
     if y.dtype.kind not in "biuf":
         raise TypeError(f"expected numeric {what}, got dtype {y.dtype}")
@@ -270,8 +289,19 @@ def _outputs_per_sample(loss_fn, out):
     return loss_fn.hits_per_sample(out) if loss_fn.hits_kind is not None else 1
 
 
+def _check_labels(out, y):
+    """Class labels must index the model's outputs (else the loss would be NaN)."""
+    classes = out.shape[1]
+    if y.ndim == 1 and len(y) and y.max() >= classes:
+        raise ValueError(
+            f"expected class labels in [0, {classes}) for a model with {classes} outputs, "
+            f"got label {y.max()}"
+        )
+
+
 def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
-    """One pass over ``order`` (indices, or None for in order); returns the metrics."""
+    """One pass over ``order`` (indices, or None for in order); returns the metrics.
+    Labels are checked against the first batch's output before any update."""
     n = len(batches)
     steps = math.ceil(n / batch_size)
     sizes = np.array([min(batch_size, n - s * batch_size) for s in range(steps)], np.float64)
@@ -285,6 +315,8 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
         )
         xb, yb = batches.take(rows)
         out = model.forward(xb)
+        if step == 0:
+            _check_labels(out, batches.arrays[1])
         grad = loss_fn.into(out, yb, losses[step : step + 1])
         if loss_fn.hits_kind is not None:
             loss_fn.hits(out, yb, hits[step : step + 1])
@@ -293,7 +325,7 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
             model.backward(grad, input_grad=False)
             optimizer.step()
             optimizer.zero_grad()
-        if progress is not None:
+        if progress is not None and not progress.disable:
             progress.update(1)
             now = time.perf_counter()
             if now - last_refresh > REFRESH_SECONDS or step == steps - 1:
@@ -349,8 +381,7 @@ class Model:
         per epoch, 2 one line per epoch.
         """
         loss_fn = _losses.get(loss)
-        self.optimizer = self._optimizer(optimizer)
-        self.loss = loss_fn
+        optimizer = self._optimizer(optimizer)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"expected a non-negative integer epochs, got {epochs!r}")
         batch_size = _check_batch_size(batch_size)
@@ -378,12 +409,19 @@ class Model:
             validation_data = (Xv, _targets(validation_data[1], len(Xv), loss_fn, dtype, "y_val"))
         if len(X) == 0:
             raise ValueError("fit needs at least one training sample")
-        callbacks = list(callbacks)
+        callbacks = [] if callbacks is None else list(callbacks)
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"expected gn.training.Callback objects, got {callback!r}")
-            callback.model = self
+        steps = math.ceil(len(X) / batch_size)
+        metrics = ["loss"] + (["accuracy"] if loss_fn.hits_kind is not None else [])
+        if validation_data is not None:
+            metrics += [f"val_{name}" for name in metrics]
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose, "metrics": metrics + ["lr"]}
+        for callback in callbacks:
+            callback.model, callback.params = self, params
 
+        self.optimizer, self.loss = optimizer, loss_fn
         history = History()
         batches = _Batches(self.device, [X, y], batch_size)
         rng = np.random.default_rng(seed)
@@ -395,7 +433,6 @@ class Model:
                 callback.on_epoch_begin(epoch, {})
             started = time.perf_counter()
             order = rng.permutation(len(X)) if shuffle else None
-            steps = math.ceil(len(X) / batch_size)
             with tqdm(
                 total=steps,
                 desc=f"epoch {epoch + 1}/{epochs}",
