@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -29,8 +30,11 @@ def save(model: nn.Sequential, path) -> None:
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"expected a gn.nn.Sequential, got {type(model).__name__}")
     for i, layer in enumerate(model.layers):
-        if type(layer).__name__ not in nn.LAYERS:
-            raise TypeError(f"cannot save layer {i}: {type(layer).__name__} is not a gpunet layer")
+        if nn.LAYERS.get(type(layer).__name__) is not type(layer):
+            raise TypeError(
+                f"cannot save layer {i}: {type(layer).__module__}.{type(layer).__qualname__} "
+                "is not a gpunet layer"
+            )
     architecture = {
         "format": FORMAT,
         "version": VERSION,
@@ -44,29 +48,25 @@ def save(model: nn.Sequential, path) -> None:
 
 
 def load(path, device=None) -> nn.Sequential:
-    """The model saved at ``path``, on ``device`` (default: the current device).
+    """The model saved at ``path``, on ``device`` (default: the current device),
+    in evaluation mode. As ``save`` does, ".npz" is appended to a ``path``
+    that does not exist without it.
 
     Raises ValueError naming the problem for a file that is not a gpunet model
     (not an npz archive, truncated, no architecture, another format or version,
-    missing or misshapen arrays); no pickle is ever loaded.
+    unknown layers, missing, unexpected or misshapen arrays, object arrays);
+    no pickle is ever loaded.
     """
     device = get_device() if device is None else _resolve(device)
     name = os.fspath(path)
-    try:
-        with np.load(name, allow_pickle=False) as archive:
-            if ARCHITECTURE not in archive.files:
-                raise ValueError(
-                    f"{name}: not a gpunet model (no {ARCHITECTURE} entry; it holds "
-                    f"{', '.join(archive.files[:5]) or 'nothing'})"
-                )
-            architecture = _architecture(name, archive[ARCHITECTURE])
-            arrays = {k: archive[k] for k in archive.files if k != ARCHITECTURE}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ValueError(f"{name}: not a readable gpunet model file ({exc})") from exc
+    if not os.path.exists(name) and not name.endswith(".npz") and os.path.exists(name + ".npz"):
+        name += ".npz"
+    entry, arrays = _read(name)
+    architecture = _architecture(name, entry)
     layers = []
     for i, spec in enumerate(architecture["layers"]):
+        if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+            raise ValueError(f"{name}: layer {i} is not a {{'class', 'config'}} object: {spec!r}")
         cls = nn.LAYERS.get(spec.get("class"))
         if cls is None:
             raise ValueError(f"{name}: layer {i} has unknown class {spec.get('class')!r}")
@@ -75,8 +75,59 @@ def load(path, device=None) -> nn.Sequential:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: layer {i} ({spec['class']}) cannot be built: {exc}") from exc
     model = nn.Sequential(*layers)
+    expected = model.state_dict()
+    unexpected = sorted(set(arrays) - set(expected))
+    if unexpected:
+        raise ValueError(f"{name}: arrays that no layer holds: {', '.join(unexpected)}")
+    for key, value in expected.items():
+        if key not in arrays:
+            raise ValueError(f"{name}: missing array {key!r}")
+        found = arrays[key]
+        if found.shape != value.shape:
+            raise ValueError(
+                f"{name}: expected array {key!r} of shape {value.shape}, got {found.shape}"
+            )
+        if found.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: expected a numeric array {key!r}, got dtype {found.dtype}")
     model.load_state_dict(arrays)
     return model.eval()
+
+
+def _read(name):
+    """(architecture entry, {name: array}) from the archive at ``name``."""
+    with open(name, "rb") as file:  # missing files and the like raise as they are
+        magic = file.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise ValueError(f"{name}: not a gpunet model file (not an npz archive)")
+    key = None
+    try:
+        with np.load(name, allow_pickle=False) as archive:
+            if ARCHITECTURE not in archive.files:
+                raise _NotAModel(
+                    f"{name}: not a gpunet model (no {ARCHITECTURE} entry; it holds "
+                    f"{', '.join(archive.files[:5]) or 'nothing'})"
+                )
+            arrays = {}
+            for key in archive.files:
+                arrays[key] = archive[key]
+    except _NotAModel as exc:
+        raise ValueError(str(exc)) from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
+        where = "" if key is None else f" in array {key!r}"
+        raise ValueError(f"{name}: truncated or damaged npz archive{where} ({exc})") from exc
+    except ValueError as exc:
+        if key is not None and "pickle" in str(exc):
+            raise ValueError(
+                f"{name}: array {key!r} holds Python objects (pickled data), which gpunet "
+                "never loads"
+            ) from None
+        where = "" if key is None else f" in array {key!r}"
+        raise ValueError(f"{name}: truncated or damaged npz archive{where} ({exc})") from exc
+    return arrays.pop(ARCHITECTURE), arrays
+
+
+class _NotAModel(Exception):
+    """A readable archive that holds no gpunet model."""
 
 
 def _placement(cls, device):
@@ -84,11 +135,18 @@ def _placement(cls, device):
 
 
 def _architecture(name, entry) -> dict:
+    if entry.dtype.kind != "U" or entry.ndim != 0:
+        raise ValueError(
+            f"{name}: expected the {ARCHITECTURE} entry to be a JSON string, got a "
+            f"{entry.dtype} array of shape {entry.shape}"
+        )
     try:
         architecture = json.loads(str(entry))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{name}: the architecture entry is not valid JSON ({exc})") from exc
-    if not isinstance(architecture, dict) or architecture.get("format") != FORMAT:
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{name}: expected the architecture to be a JSON object, got {entry}")
+    if architecture.get("format") != FORMAT:
         raise ValueError(f"{name}: not a gpunet model (format {architecture.get('format')!r})")
     if architecture.get("version") != VERSION:
         raise ValueError(

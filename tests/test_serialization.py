@@ -1,0 +1,371 @@
+"""Saving and loading models: round trips (predictions, architecture, dtype,
+evaluation mode), the ".npz" suffix, loading a CUDA model onto the CPU, and
+clear errors for files that are not gpunet models, without ever unpickling."""
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet import nn
+from gpunet.serialization import ARCHITECTURE
+
+
+def model_with_every_layer(dtype="float32", device="cpu"):
+    model = nn.Sequential(
+        nn.Dense(5, 8, "leaky_relu", dtype, alpha=0.3, seed=1, device=device),
+        nn.LeakyReLU(0.2),
+        nn.Dense(8, 6, "tanh", dtype, seed=2, device=device),
+        nn.Sigmoid(),
+        nn.Dense(6, 6, "relu", dtype, seed=3, device=device),
+        nn.ReLU(),
+        nn.Tanh(),
+        nn.Dense(6, 4, dtype=dtype, seed=4, device=device),
+        nn.Softmax(),
+    )
+    rng = np.random.default_rng(0)
+    model.load_state_dict({k: rng.standard_normal(v.shape) for k, v in model.state_dict().items()})
+    return model
+
+
+def inputs(n=9, features=5, dtype=np.float32):
+    return np.random.default_rng(1).standard_normal((n, features)).astype(dtype)
+
+
+def saved(tmp_path, model=None, name="model.npz"):
+    path = tmp_path / name
+    (model or model_with_every_layer()).save(path)
+    return path
+
+
+def archive_contents(path):
+    """The architecture (a dict) and the arrays of a saved model."""
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    return json.loads(str(arrays.pop(ARCHITECTURE))), arrays
+
+
+def write(path, architecture, arrays):
+    np.savez(path, **{ARCHITECTURE: np.array(json.dumps(architecture))}, **arrays)
+    return path
+
+
+# --- round trips ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip(tmp_path, dtype):
+    model = model_with_every_layer(dtype).train()
+    path = saved(tmp_path, model)
+    loaded = gn.load(path, device="cpu")
+    assert isinstance(loaded, nn.Sequential)
+    assert repr(loaded) == repr(model)
+    assert loaded.training is False and all(not layer.training for layer in loaded)
+    assert loaded.dtype == np.dtype(dtype)
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for k in original:
+        assert restored[k].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(restored[k], original[k], err_msg=k)
+    x = inputs(dtype=dtype)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_round_trip_keeps_layer_settings(tmp_path):
+    loaded = gn.load(saved(tmp_path))
+    assert loaded[0].activation == "leaky_relu" and loaded[0].alpha == 0.3
+    assert isinstance(loaded[1], nn.LeakyReLU) and loaded[1].alpha == 0.2
+    assert [type(layer).__name__ for layer in loaded] == [
+        "Dense",
+        "LeakyReLU",
+        "Dense",
+        "Sigmoid",
+        "Dense",
+        "ReLU",
+        "Tanh",
+        "Dense",
+        "Softmax",
+    ]
+
+
+def test_round_trip_of_a_trained_model(tmp_path):
+    X, y = gn.datasets.load_digits()
+    X = (X[:200] / 16).astype(np.float32)
+    model = nn.Sequential(nn.Dense(64, 16, "relu", seed=0), nn.Dense(16, 10, seed=1))
+    model.fit(X, y[:200], loss="softmax_cross_entropy", optimizer="adam", epochs=1, verbose=0)
+    model.save(tmp_path / "digits")
+    loaded = gn.load(tmp_path / "digits.npz")
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert loaded.evaluate(X, y[:200], loss="softmax_cross_entropy") == model.evaluate(X, y[:200])
+
+
+def test_loading_leaves_the_default_generator_alone(tmp_path):
+    path = saved(tmp_path)
+    gn.manual_seed(3)
+    expected = gn.random.uniform(4, device="cpu")
+    gn.manual_seed(3)
+    gn.load(path)
+    np.testing.assert_array_equal(gn.random.uniform(4, device="cpu"), expected)
+
+
+@pytest.mark.parametrize("as_str", [True, False])
+def test_npz_suffix_is_appended_like_numpy(tmp_path, as_str):
+    model = model_with_every_layer()
+    path = tmp_path / "model"
+    model.save(str(path) if as_str else path)
+    assert (tmp_path / "model.npz").exists() and not path.exists()
+    np.save(tmp_path / "reference", np.zeros(1))
+    model.save(tmp_path / "again.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "again.npz",
+        "model.npz",
+        "reference.npy",
+    ]
+    for name in (path, tmp_path / "model.npz", str(path)):
+        np.testing.assert_array_equal(gn.load(name).predict(inputs()), model.predict(inputs()))
+
+
+def test_save_function_and_method_write_the_same(tmp_path):
+    model = model_with_every_layer()
+    model.save(tmp_path / "a.npz")
+    gn.serialization.save(model, tmp_path / "b.npz")
+    a, b = archive_contents(tmp_path / "a.npz"), archive_contents(tmp_path / "b.npz")
+    assert a[0] == b[0]
+    assert a[0]["format"] == "gpunet-model" and a[0]["version"] == 1
+    assert a[1].keys() == b[1].keys() == model.state_dict().keys()
+
+
+def test_model_without_parameters(tmp_path):
+    model = nn.Sequential(nn.ReLU(), nn.Tanh())
+    loaded = gn.load(saved(tmp_path, model))
+    x = inputs()
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.cuda
+def test_cuda_model_loads_on_the_cpu(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((8, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 8)
+    model = nn.Sequential(
+        nn.Dense(4, 6, "relu", seed=1, device="cuda"), nn.Dense(6, 3, seed=2, device="cuda")
+    )
+    model.fit(
+        X, y, loss="softmax_cross_entropy", optimizer="sgd", epochs=1, batch_size=8, verbose=0
+    )
+    path = saved(tmp_path, model)
+    loaded = gn.load(path, device="cpu")
+    assert loaded.device.type == "cpu"
+    assert all(isinstance(p.data, np.ndarray) for p in loaded.parameters())
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
+    np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-5, atol=1e-6)
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        gn.load(tmp_path / "nothing.npz")
+
+
+def test_truncated_file(tmp_path):
+    path = saved(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.npz.*truncated"):
+        gn.load(cut)
+
+
+def test_damaged_entry(tmp_path):
+    """A whole archive whose weight entry holds fewer bytes than its header says."""
+    architecture, arrays = archive_contents(saved(tmp_path))
+    buffer = io.BytesIO()
+    np.save(buffer, arrays["0.weight"])
+    path = tmp_path / "damaged.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(ARCHITECTURE + ".npy", _npy(np.array(json.dumps(architecture))))
+        for k, v in arrays.items():
+            archive.writestr(k + ".npy", _npy(v) if k != "0.weight" else buffer.getvalue()[:-8])
+    with pytest.raises(ValueError, match=r"damaged\.npz.*0\.weight"):
+        gn.load(path)
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"hello, not a model\n", b""])
+def test_file_that_is_not_a_zip(tmp_path, content):
+    path = tmp_path / "model.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"model\.npz.*not an npz archive"):
+        gn.load(path)
+
+
+def test_npy_file(tmp_path):
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an npz archive"):
+        gn.load(tmp_path / "array.npy")
+
+
+def test_foreign_npz(tmp_path):
+    np.savez(tmp_path / "data.npz", X=np.zeros(3), y=np.ones(2))
+    with pytest.raises(ValueError, match=r"data\.npz.*no gpunet\.json.*X, y"):
+        gn.load(tmp_path / "data.npz")
+
+
+def _changed(tmp_path, change):
+    architecture, arrays = archive_contents(saved(tmp_path))
+    result = change(architecture, arrays)
+    if result is not None:
+        architecture = result
+    return write(tmp_path / "changed.npz", architecture, arrays)
+
+
+def _set(key, value):
+    def change(architecture, arrays):
+        architecture[key] = value
+
+    return change
+
+
+def _layer(i, **spec):
+    def change(architecture, arrays):
+        architecture["layers"][i].update(spec)
+
+    return change
+
+
+def _drop(key):
+    def change(architecture, arrays):
+        del arrays[key]
+
+    return change
+
+
+def _reshape(key):
+    def change(architecture, arrays):
+        arrays[key] = arrays[key][:-1]
+
+    return change
+
+
+def _add(architecture, arrays):
+    arrays["9.weight"] = np.zeros((2, 2))
+
+
+def _strings(architecture, arrays):
+    arrays["0.bias"] = np.array(["a"] * len(arrays["0.bias"]))
+
+
+BAD_ARCHITECTURES = {
+    "other format": (_set("format", "keras-model"), "format 'keras-model'"),
+    "newer version": (_set("version", 2), "version 2"),
+    "no version": (_set("version", None), "version None"),
+    "other model": (_set("model", "Graph"), "unsupported model 'Graph'"),
+    "layers not a list": (_set("layers", "Dense"), "unsupported model"),
+    "not an object": (lambda a, arrays: ["Dense"], "JSON object"),
+    "unknown layer": (_layer(1, **{"class": "Conv2d"}), "layer 1 has unknown class 'Conv2d'"),
+    "layer not an object": (
+        lambda a, arrays: a["layers"].__setitem__(2, "Dense") or None,
+        "layer 2",
+    ),
+    "config not an object": (_layer(0, config=[5, 8]), "layer 0"),
+    "bad config": (
+        _layer(0, config={"in_features": "five", "out_features": 8}),
+        r"layer 0 \(Dense\) cannot be built",
+    ),
+    "config with a device": (
+        _layer(0, config={"in_features": 5, "out_features": 8, "device": "cuda"}),
+        r"layer 0 \(Dense\) cannot be built",
+    ),
+    "missing weight": (_drop("2.weight"), "missing array '2.weight'"),
+    "misshapen weight": (_reshape("4.weight"), r"'4\.weight' of shape \(6, 6\), got \(5, 6\)"),
+    "misshapen bias": (_reshape("7.bias"), r"'7\.bias' of shape \(4,\), got \(3,\)"),
+    "unexpected array": (_add, "9.weight"),
+    "string array": (_strings, "numeric array '0.bias'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARCHITECTURES))
+def test_bad_architecture_or_arrays(tmp_path, case):
+    change, match = BAD_ARCHITECTURES[case]
+    path = _changed(tmp_path, change)
+    with pytest.raises(ValueError, match=match) as info:
+        gn.load(path)
+    assert "changed.npz" in str(info.value)
+
+
+@pytest.mark.parametrize("entry", ["", "{not json", "[1, 2"])
+def test_architecture_that_is_not_json(tmp_path, entry):
+    _, arrays = archive_contents(saved(tmp_path))
+    np.savez(tmp_path / "bad.npz", **{ARCHITECTURE: np.array(entry)}, **arrays)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        gn.load(tmp_path / "bad.npz")
+
+
+def test_architecture_that_is_not_a_string(tmp_path):
+    _, arrays = archive_contents(saved(tmp_path))
+    np.savez(tmp_path / "bad.npz", **{ARCHITECTURE: np.arange(3)}, **arrays)
+    with pytest.raises(ValueError, match="JSON string"):
+        gn.load(tmp_path / "bad.npz")
+
+
+UNPICKLED = []
+
+
+def _unpickled():
+    UNPICKLED.append(True)
+    return "unpickled"
+
+
+class Trap:
+    """Records being unpickled: loading it would call ``_unpickled``."""
+
+    def __reduce__(self):
+        return (_unpickled, ())
+
+
+@pytest.mark.parametrize("where", [ARCHITECTURE, "0.weight"])
+def test_object_arrays_are_refused_without_unpickling(tmp_path, where):
+    architecture, arrays = archive_contents(saved(tmp_path))
+    entries = {ARCHITECTURE: np.array(json.dumps(architecture)), **arrays}
+    entries[where] = np.array([Trap(), Trap()], dtype=object)
+    np.savez(tmp_path / "pickled.npz", **entries)
+    UNPICKLED.clear()
+    with pytest.raises(ValueError, match=rf"pickled\.npz.*'{where}'.*pickled") as info:
+        gn.load(tmp_path / "pickled.npz")
+    assert UNPICKLED == []
+    assert "never loads" in str(info.value)
+
+
+class MyReLU(nn.ReLU):
+    pass
+
+
+class ReLU(nn.Layer):
+    """A foreign layer that shares a gpunet layer's name."""
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("layer", [MyReLU, ReLU, lambda: nn.Sequential(nn.ReLU())])
+def test_saving_a_foreign_layer_raises(tmp_path, layer):
+    model = nn.Sequential(nn.Dense(3, 2, seed=0), layer())
+    with pytest.raises(TypeError, match="layer 1.*not a gpunet layer"):
+        model.save(tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_something_else_raises(tmp_path):
+    with pytest.raises(TypeError, match="Sequential"):
+        gn.serialization.save(nn.Dense(3, 2), tmp_path / "model.npz")
