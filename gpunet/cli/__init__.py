@@ -5,6 +5,9 @@ Commands, one module each:
 - ``info``: versions, threads, devices and why CUDA is unavailable when it is,
   then a self-check running every op of ``gn.ops`` once on the current device
   against its numpy reference; ``--kernels`` adds ptxas's report.
+- ``rbm``: trains a restricted Boltzmann machine on the bundled digits,
+  prints the pseudo-likelihood per epoch, saves the filters (``--plot``) and
+  checks the features with a logistic regression when scikit-learn is there.
 
 Each command module has ``add_parser(subparsers)``, which declares the
 command's arguments and sets ``run`` to a function taking the parsed arguments
@@ -15,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import info
+from . import info, rbm
 from ._output import package_version
 
-COMMANDS = (info,)
+COMMANDS = (info, rbm)
 
 
 def main(argv: list[str] | None = None) -> int:
