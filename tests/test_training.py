@@ -453,8 +453,7 @@ def test_evaluate_needs_a_loss_before_fit():
     assert set(model.evaluate(X, y, loss="softmax_cross_entropy")) == {"loss", "accuracy"}
 
 
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("batch_size", [1, 7, 16, 256])
+@pytest.mark.parametrize("batch_size, training", [(1, True), (7, False), (16, True), (256, False)])
 def test_predict_is_a_forward_pass(batch_size, training):
     X, _ = small_problem(50)
     model = mlp(4, 8, 3).train(training)
