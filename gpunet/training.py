@@ -43,6 +43,8 @@ class History:
             self.history.setdefault(name, []).append(value)
 
     def __repr__(self) -> str:
+        if not self.epoch:
+            return "History(0 epochs)"
         last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.history.items())
         return f"History({len(self.epoch)} epochs; last: {last})"
 
@@ -134,7 +136,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs):
         if self.restore_best_weights and self.best_weights is not None:
-            self.model.load_state_dict(self.best_weights)
+            self.model.load_state_dict({k: v.copy() for k, v in self.best_weights.items()})
 
 
 class LearningRateScheduler(Callback):

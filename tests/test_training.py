@@ -119,7 +119,7 @@ def test_zero_epochs_gives_empty_history():
     assert history.history == {}
     assert history.epoch == []
     assert_same_weights(weights(model), before)
-    repr(history)
+    assert repr(history) == "History(0 epochs)"
 
 
 def test_validation_split_holds_out_the_last_rows():
@@ -306,6 +306,9 @@ def test_early_stopping_restore_best_weights(restore):
     best, last = script.states[1], script.states[-1]
     assert not np.array_equal(best["0.weight"], last["0.weight"])
     assert_same_weights(weights(model), best if restore else last)
+    if restore:
+        fit_quiet(model, X, y, epochs=1)
+        assert_same_weights(stop.best_weights, best)
 
 
 def test_early_stopping_on_val_loss_without_validation_data():
