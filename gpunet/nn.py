@@ -159,7 +159,7 @@ class Layer:
                 raise ValueError(
                     f"{type(self).__name__}: expected {name} of shape {p.shape}, got {value.shape}"
                 )
-            p.data = to_device(np.ascontiguousarray(value, p.dtype), p.device)
+            p.data = to_device(np.array(value, p.dtype, order="C"), p.device)
 
     def _named_parameters(self) -> list[tuple[str, Parameter]]:
         return []

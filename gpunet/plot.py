@@ -7,17 +7,15 @@ import math
 import numpy as np
 
 
-def _pyplot():
+def _figure(**kwargs):
+    """A matplotlib Figure drawn off-screen (no pyplot: the user's backend is left alone)."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
             "gn.plot needs matplotlib: pip install 'gpunet[plot]' (or matplotlib)"
         ) from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def filter_grid(filters, shape=None, columns=None):
@@ -54,14 +52,36 @@ def rbm_filters(rbm, path, shape=None, columns=None, title=None):
     writes: .png, .pdf, .svg). ``shape`` is a filter's (height, width),
     square by default. Returns ``path``."""
     grid = filter_grid(rbm.components_, shape, columns)
-    plt = _pyplot()
     height = 6 * grid.shape[0] / grid.shape[1]
-    fig, ax = plt.subplots(figsize=(6, max(height, 1)))
-    try:
-        ax.imshow(grid, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
-        ax.set_axis_off()
-        ax.set_title(title or f"{rbm.components_.shape[0]} RBM filters")
-        fig.savefig(path, bbox_inches="tight", dpi=100)
-    finally:
-        plt.close(fig)
+    fig = _figure(figsize=(6, max(height, 1)))
+    ax = fig.subplots()
+    ax.imshow(grid, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+    ax.set_axis_off()
+    ax.set_title(title or f"{rbm.components_.shape[0]} RBM filters")
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    return path
+
+
+def learning_curves(history, path, title=None):
+    """Save the per-epoch curves of a ``fit`` History at ``path``: the losses
+    (training and validation) on the left, the accuracies (when the loss is a
+    classification loss) on the right. Returns ``path``."""
+    logs = history.history
+    if not logs.get("loss"):
+        raise ValueError("expected a History with at least one epoch")
+    panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "accuracy" in logs else [])
+    fig = _figure(figsize=(5 * len(panels), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    epochs = np.asarray(history.epoch) + 1
+    for ax, (name, label) in zip(axes, panels, strict=True):
+        ax.plot(epochs, logs[name], marker=".", label="training")
+        if f"val_{name}" in logs:
+            ax.plot(epochs, logs[f"val_{name}"], marker=".", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
     return path

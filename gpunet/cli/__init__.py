@@ -5,6 +5,8 @@ Commands, one module each:
 - ``info``: versions, threads, devices and why CUDA is unavailable when it is,
   then a self-check running every op of ``gn.ops`` once on the current device
   against its numpy reference; ``--kernels`` adds ptxas's report.
+- ``train``: trains a multilayer perceptron (the bundled digits by default),
+  prints the test accuracy and saves the model.
 - ``rbm``: trains a restricted Boltzmann machine on the bundled digits,
   prints the pseudo-likelihood per epoch, saves the filters (``--plot``) and
   checks the features with a logistic regression when scikit-learn is there.
@@ -18,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import info, rbm
+from . import info, rbm, train
 from ._output import package_version
 
-COMMANDS = (info, rbm)
+COMMANDS = (info, train, rbm)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,99 @@
+"""``gpunet train``: the default digits run's pieces, a short run end to end
+(saved model, learning curves), options, and argument errors."""
+
+import re
+
+import numpy as np
+import pytest
+
+import gpunet as gn
+from gpunet import cli
+from gpunet.cli import train
+
+
+def test_short_run_saves_a_model_that_scores_like_the_report(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    model_path, plot_path = tmp_path / "digits.npz", tmp_path / "curves.png"
+    argv = ["train", "--epochs", "3", "--hidden", "32", "--verbose", "0"]
+    assert cli.main([*argv, "-o", str(model_path), "--plot", str(plot_path), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "digits, 1438 training and 359 test samples" in out
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out).group(1))
+    assert accuracy > 0.8
+    assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = gn.load(model_path)
+    assert [type(layer).__name__ for layer in model] == ["Dense", "Dense"]
+    assert model[0].weight.shape == (64, 32)
+    args = _parse(["--seed", "3"])
+    _, (X_test, y_test) = train.load_data(args)
+    assert np.mean(model.predict(X_test).argmax(axis=1) == y_test) == pytest.approx(
+        accuracy, abs=1e-4
+    )
+
+
+def _parse(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    train.add_parser(parser.add_subparsers())
+    return parser.parse_args(["train", *argv])
+
+
+def test_digits_split_is_stratified_and_seeded():
+    (X_train, y_train), (X_test, y_test) = train.load_data(_parse([]))
+    assert X_train.dtype == np.float32 and 0 <= X_train.min() and X_train.max() <= 1
+    assert len(X_train) + len(X_test) == 1797 and len(X_test) == 359
+    train_counts, test_counts = np.bincount(y_train), np.bincount(y_test)
+    np.testing.assert_allclose(test_counts / (train_counts + test_counts), 0.2, atol=0.01)
+    (_, y_again), _ = train.load_data(_parse([]))
+    np.testing.assert_array_equal(y_again, y_train)
+    (_, y_other), _ = train.load_data(_parse(["--seed", "1"]))
+    assert not np.array_equal(y_other, y_train)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine"])
+def test_options_build_what_they_name(optimizer, schedule):
+    args = _parse(
+        [
+            "--hidden",
+            "16",
+            "8",
+            "--activation",
+            "tanh",
+            "--optimizer",
+            optimizer,
+            "--lr",
+            "0.05",
+            "--schedule",
+            schedule,
+            "--dtype",
+            "float64",
+        ]
+    )
+    model = train.build_model(args, 64, 10)
+    assert [layer.config()["out_features"] for layer in model] == [16, 8, 10]
+    assert [layer.activation for layer in model] == ["tanh", "tanh", None]
+    assert model.dtype == np.float64
+    opt = train._optimizer(args, model.parameters())
+    assert type(opt).__name__ == {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[optimizer]
+    assert opt.lr == 0.05
+    assert len(train._callbacks(args)) == (0 if schedule == "none" else 1)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--hidden", "0"], "--hidden widths must be at least 1"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["train", *argv])
+
+
+def test_mnist_without_files_names_the_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)])
