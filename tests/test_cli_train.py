@@ -14,7 +14,7 @@ from gpunet.cli import train
 def test_short_run_saves_a_model_that_scores_like_the_report(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     model_path, plot_path = tmp_path / "digits.npz", tmp_path / "curves.png"
-    argv = ["train", "--epochs", "3", "--hidden", "32", "--verbose", "0"]
+    argv = ["train", "--epochs", "3", "--hidden", "32", "--lr", "0.01", "--verbose", "0"]
     assert cli.main([*argv, "-o", str(model_path), "--plot", str(plot_path), "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "digits, 1438 training and 359 test samples" in out
