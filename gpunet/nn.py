@@ -93,10 +93,7 @@ class Parameter:
         if self._grad is None:
             self._grad = _zeros(self.data.shape, self.data.dtype, self.device)
         elif self._grad_is_zero:
-            if isinstance(self._grad, np.ndarray):
-                self._grad.fill(0)
-            else:
-                dispatch.kernel_for("zero", "cuda")(self._grad)
+            dispatch.kernel_for("zero", self.device.type)(self._grad)
         self._grad_is_zero = False
         return self._grad
 
@@ -500,4 +497,5 @@ class Sequential(Model, Layer):
         return "Sequential(\n" + "\n".join(lines) + f"\n)  # {count:,} parameters on {self.device}"
 
 
+dispatch.register("zero", "cpu", _optim.zero_cpu)
 dispatch.register("zero", "cuda", _optim.zero_cuda)

@@ -14,7 +14,7 @@ while AdamW first scales p by (1 - lr * weight_decay):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-``zero_cuda`` fills a device array with zeros (``zero_grad``).
+``zero_cpu`` and ``zero_cuda`` fill an array with zeros (``zero_grad``).
 
 Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 """
@@ -217,6 +217,11 @@ def adam_cuda(
         _adam_kernel[blocks, threads](
             p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled)
         )
+
+
+def zero_cpu(a):
+    """a[...] = 0 for a float numpy array."""
+    a.fill(0)
 
 
 def zero_cuda(a):

@@ -221,3 +221,11 @@ def test_moving_a_parameter_after_the_first_step_is_an_error():
     with pytest.raises(ValueError, match="moved from cuda:0 to cpu"):
         opt.step()
     np.testing.assert_array_equal(gn.to_numpy(params[1].data), before)  # nothing half-updated
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(0,), (5,), (3, 700)])
+def test_zero_fills_with_zeros(backend, shape):
+    (a,) = device_arrays(backend, np.full(shape, 7.0, np.float32))
+    (O.zero_cpu if backend == "cpu" else O.zero_cuda)(a)
+    np.testing.assert_array_equal(host(backend, a), np.zeros(shape, np.float32))
