@@ -17,6 +17,7 @@ from ._device import (
     to_device,
     to_numpy,
 )
+from .gemm import get_gemm, set_gemm
 from .random import manual_seed
 from .rbm import RBM
 from .serialization import load
@@ -34,6 +35,7 @@ __all__ = [
     "devices",
     "dispatch",
     "get_device",
+    "get_gemm",
     "load",
     "losses",
     "manual_seed",
@@ -43,6 +45,7 @@ __all__ = [
     "plot",
     "random",
     "set_device",
+    "set_gemm",
     "to_device",
     "to_numpy",
     "training",

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from . import dispatch
+from . import dispatch, gemm
 from .kernels import _cuda, activations
 from .kernels import dense as _dense
 from .kernels import losses as _losses
@@ -286,9 +286,9 @@ def dense_backward(grad_out, x, W, y, activation=None, alpha=0.01):
 
 
 dispatch.register("dense", "cpu", _dense.dense_cpu)
-dispatch.register("dense", "cuda", _dense.dense_cuda)
+dispatch.register("dense", "cuda", gemm.dense_cuda)
 dispatch.register("dense_backward", "cpu", _dense.dense_backward_cpu)
-dispatch.register("dense_backward", "cuda", _dense.dense_backward_cuda)
+dispatch.register("dense_backward", "cuda", gemm.dense_backward_cuda)
 
 
 # --- losses ---------------------------------------------------------------------------

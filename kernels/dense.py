@@ -227,6 +227,22 @@ def _grad_cuda_kernel(name, backward):
     return grad
 
 
+def _epilogue_cuda_kernel(name, forward):
+    @_cuda.kernel(
+        f"dense.epilogue_{name}",
+        float_signatures("void({t}[:, ::1], {t}[::1], {t})"),
+    )
+    def epilogue(y, b, c):
+        """y[i, j] = forward(y[i, j] + b[j], c) in place, one thread per element
+        (for products computed elsewhere, e.g. by cuBLAS)."""
+        n = y.shape[1]
+        for e in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+            i, j = e // n, e % n
+            y[i, j] = forward(y[i, j] + b[j], c)
+
+    return epilogue
+
+
 _CUDA_EPILOGUES = dict(
     EPILOGUES,
     sigmoid=(act.sigmoid_scalar_cuda, act.sigmoid_backward_scalar),
@@ -239,6 +255,10 @@ _FORWARD_CUDA = {
 _GRAD_CUDA = {
     name: _grad_cuda_kernel(name or "linear", backward)
     for name, (_, backward) in _CUDA_EPILOGUES.items()
+}
+_EPILOGUE_CUDA = {
+    name: _epilogue_cuda_kernel(name or "linear", forward)
+    for name, (forward, _) in _CUDA_EPILOGUES.items()
 }
 _WEIGHT_GRAD_CUDA = _gemm_kernel("matmul_tn", True, False, None)  # x.T @ dz
 _WEIGHT_GRAD_ADD_CUDA = _gemm_kernel("matmul_tn_add", True, False, None, accumulate=True)
@@ -291,21 +311,37 @@ def _launch_gemm(kernel, a, b, bias, c, out):
         kernel[grid, (THREADS, THREADS)](a, b, bias, c, out)
 
 
-def dense_cuda(x, W, b, out, activation=None, alpha=0.01):
+def dense_cuda(x, W, b, out, activation=None, alpha=0.01, *, matmul=None):
     """dense_cpu on device arrays: one tiled product with the bias and
-    activation applied as each output is written. Returns ``out``."""
-    _launch_gemm(_FORWARD_CUDA[activation], x, W, b, _constant(out.dtype, activation, alpha), out)
+    activation applied as each output is written. Returns ``out``.
+
+    ``matmul(a, b, out, trans_a, trans_b, accumulate)``, when given, computes
+    the product instead (cuBLAS, say); the bias and activation then follow in
+    one elementwise pass."""
+    c = _constant(out.dtype, activation, alpha)
+    if matmul is None:
+        _launch_gemm(_FORWARD_CUDA[activation], x, W, b, c, out)
+    elif out.size:
+        matmul(x, W, out, False, False, False)
+        blocks, threads = _cuda.grid_1d(out.size)
+        _EPILOGUE_CUDA[activation][blocks, threads](out, b, c)
     return out
 
 
 def dense_backward_cuda(
-    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False
+    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False, *, matmul=None
 ):
-    """dense_backward_cpu on device arrays (same arguments)."""
+    """dense_backward_cpu on device arrays (same arguments); ``matmul`` as in dense_cuda."""
     c = _constant(y.dtype, activation, alpha)
     if grad_out.shape[1]:
         blocks, threads = _cuda.grid_1d(grad_out.shape[1])
         _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db, accumulate)
+    if matmul is not None:
+        if dW.size:
+            matmul(x, dz, dW, True, False, accumulate)
+        if dx is not None and dx.size:
+            matmul(dz, W, dx, False, True, False)
+        return
     weight_grad = _WEIGHT_GRAD_ADD_CUDA if accumulate else _WEIGHT_GRAD_CUDA
     _launch_gemm(weight_grad, x, dz, db, c, dW)
     if dx is not None:

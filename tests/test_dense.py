@@ -188,3 +188,71 @@ def test_accumulate_adds_parameter_gradients(backend):
     np.testing.assert_allclose(dW, 0.5 + ref1[1] + ref2[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(db, 0.5 + ref1[2] + ref2[2], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(dx, ref2[0], rtol=1e-5, atol=1e-5)
+
+
+# --- the CUDA product chosen by gn.set_gemm -------------------------------------------
+
+
+def host_matmul(a, b, out, trans_a, trans_b, accumulate):
+    """A stand-in for cuBLAS with its calling convention, computed on the host."""
+    A, B = a.copy_to_host(), b.copy_to_host()
+    product = (A.T if trans_a else A) @ (B.T if trans_b else B)
+    out.copy_to_device(out.copy_to_host() + product if accumulate else product)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_cuda_layer_with_an_outside_product(activation, accumulate):
+    """The path cuBLAS takes: product, then the epilogue kernel; backward products by matmul."""
+    from numba import cuda
+
+    shape = (5, 7, 33)
+    x, W, b, g = make(shape, np.float32)
+    dx, dW, db, dz = (cuda.device_array(a.shape, np.float32) for a in (x, W, b, g))
+    dW.copy_to_device(np.ones_like(W))
+    db.copy_to_device(np.ones_like(b))
+    y = cuda.device_array(g.shape, np.float32)
+    d = [cuda.to_device(a) for a in (x, W, b, g)]
+    D.dense_cuda(d[0], d[1], d[2], y, activation, matmul=host_matmul)
+    y_host = y.copy_to_host()
+    np.testing.assert_allclose(y_host, D.dense_ref(x, W, b, activation), rtol=1e-5, atol=1e-5)
+    D.dense_backward_cuda(
+        d[3], d[0], d[1], y, dx, dW, db, dz, activation, accumulate=accumulate, matmul=host_matmul
+    )
+    want = D.dense_backward_ref(g, x, W, y_host, activation)
+    extra = 1.0 if accumulate else 0.0
+    for got, ref in zip((dx, dW, db), (want[0], want[1] + extra, want[2] + extra), strict=True):
+        np.testing.assert_allclose(got.copy_to_host(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_set_gemm_validates_and_reports():
+    assert gn.get_gemm() == "auto"
+    with pytest.raises(ValueError, match="gemm mode"):
+        gn.set_gemm("mkl")
+    gn.set_gemm("numba")
+    try:
+        assert gn.get_gemm() == "numba"
+        assert not gn.gemm._use_cublas(4096, 4096, 4096)
+    finally:
+        gn.set_gemm("auto")
+    if not gn.gemm.cublas_available():
+        with pytest.raises(RuntimeError, match="cannot use cuBLAS"):
+            gn.set_gemm("cublas")
+        assert not gn.gemm._use_cublas(4096, 4096, 4096)
+
+
+@pytest.mark.requires_gpu
+@pytest.mark.parametrize("shape", [(33, 65, 31), (256, 784, 1024)])
+def test_cublas_and_numba_products_agree(shape):
+    pytest.importorskip("cupy")
+    x, W, b, g = make(shape, np.float32)
+    d = [gn.to_device(a, "cuda") for a in (x, W, b)]
+    results = []
+    for mode in ("numba", "cublas"):
+        gn.set_gemm(mode)
+        try:
+            results.append(gn.to_numpy(gn.ops.dense(*d, "tanh")))
+        finally:
+            gn.set_gemm("auto")
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,103 @@
+"""Which matrix product the CUDA dense kernels use.
+
+``gn.set_gemm("numba")`` keeps gpunet's own tiled kernel, which applies the
+bias and activation as it writes each output. ``gn.set_gemm("cublas")`` calls
+cuBLAS through CuPy (installed with the ``cuda12``/``cuda13`` extras) for the
+product, followed by one elementwise pass for the bias and activation.
+``"auto"`` (the default) takes cuBLAS when CuPy can reach the GPU and the
+product has at least ``AUTO_MIN_MACS`` multiply-adds, and the Numba kernel
+otherwise. The CPU always uses BLAS through numpy.
+
+cuBLAS runs in float32 without TF32 (CuPy's default), on the legacy default
+stream that Numba's kernels also use, so the two order correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .kernels import _cuda
+from .kernels import dense as _dense
+
+MODES = ("auto", "numba", "cublas")
+#: ``auto`` hands products of at least this many multiply-adds to cuBLAS.
+AUTO_MIN_MACS = 1 << 18
+
+_mode = "auto"
+
+
+def set_gemm(mode: str) -> None:
+    """Choose the CUDA matrix product: "auto", "numba" or "cublas" (see the module)."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"expected a gemm mode in {MODES}, got {mode!r}")
+    if mode == "cublas" and not cublas_available():
+        raise RuntimeError(f"cannot use cuBLAS: {_cupy_status()[1]}")
+    _mode = mode
+
+
+def get_gemm() -> str:
+    """The current mode set by :func:`set_gemm`."""
+    return _mode
+
+
+@functools.cache
+def _cupy_status() -> tuple[object, str]:
+    """(the cupy module, "") when CuPy can reach a GPU, else (None, why not)."""
+    if _cuda.SIMULATOR:
+        return None, "the CUDA simulator has no cuBLAS"
+    try:
+        import cupy
+    except ImportError:
+        return None, "CuPy is not installed (pip install 'gpunet[cuda12]' or 'gpunet[cuda13]')"
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy present, but no driver or device
+        return None, f"CuPy cannot reach a GPU ({exc})"
+    return cupy, ""
+
+
+def cublas_available() -> bool:
+    """True when cuBLAS can be used through CuPy here."""
+    return _cupy_status()[0] is not None
+
+
+def _use_cublas(m: int, n: int, k: int) -> bool:
+    if _mode == "numba":
+        return False
+    if _mode == "cublas":
+        return True
+    return m * n * k >= AUTO_MIN_MACS and cublas_available()
+
+
+def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
+    """out (=|+=) op(a) @ op(b) with cuBLAS, on C-contiguous device arrays (no copies)."""
+    cupy = _cupy_status()[0]
+    a, b, c = cupy.asarray(a), cupy.asarray(b), cupy.asarray(out)
+    cupy.cublas.gemm(
+        "T" if trans_a else "N",
+        "T" if trans_b else "N",
+        a,
+        b,
+        out=c,
+        alpha=1.0,
+        beta=1.0 if accumulate else 0.0,
+    )
+
+
+def dense_cuda(x, W, b, out, activation=None, alpha=0.01):
+    """The "dense" CUDA kernel with the product chosen by the gemm mode."""
+    m, k = x.shape
+    matmul = cublas_matmul if _use_cublas(m, W.shape[1], k) else None
+    return _dense.dense_cuda(x, W, b, out, activation, alpha, matmul=matmul)
+
+
+def dense_backward_cuda(
+    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False
+):
+    """The "dense_backward" CUDA kernel with the products chosen by the gemm mode."""
+    m, k = x.shape
+    matmul = cublas_matmul if _use_cublas(m, W.shape[1], k) else None
+    _dense.dense_backward_cuda(
+        grad_out, x, W, y, dx, dW, db, dz, activation, alpha, accumulate, matmul=matmul
+    )
