@@ -363,3 +363,36 @@ def test_host_input_to_a_cuda_model_names_the_devices():
         layer.forward(np.zeros((3, 4), np.float32))
     with pytest.raises(ValueError, match="different devices"):
         nn.Sequential(layer, nn.Dense(2, 2, device="cpu"))
+
+
+@pytest.mark.cuda
+def test_cuda_training_allocates_no_device_memory_after_the_first_step(monkeypatch):
+    from numba import cuda
+
+    x = put(inputs((4, 6)).astype(np.float32), "cuda")
+    y = put(np.array([0, 2, 1, 2]), "cuda")
+    model = nn.Sequential(
+        nn.Dense(6, 5, "relu", seed=1, device="cuda"), nn.Dense(5, 3, seed=2, device="cuda")
+    )
+    opt = gn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = gn.losses.SoftmaxCrossEntropy()
+
+    def step():
+        loss, grad = loss_fn(model.forward(x), y)
+        model.backward(grad)
+        opt.step()
+        opt.zero_grad()
+        return loss
+
+    step()
+    allocations = []
+    for name in ("device_array", "device_array_like", "to_device", "pinned_array"):
+        real = getattr(cuda, name)
+        monkeypatch.setattr(
+            cuda,
+            name,
+            lambda *a, _real=real, _name=name, **k: allocations.append(_name) or _real(*a, **k),
+        )
+    first = float(step())
+    assert float(step()) < first
+    assert allocations == []
