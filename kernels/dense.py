@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _cuda
 from . import activations as act
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -85,54 +85,39 @@ EPILOGUES = {
 }
 
 
-def _epilogue_kernel(forward, parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
+# Serial at every size: these passes sit between BLAS products (see _cpu.py).
+
+
+def _epilogue_kernel(forward):
+    @numba.njit(**CPU_OPTIONS)
     def epilogue(y, b, c):
-        """y[i, j] = forward(y[i, j] + b[j], c), in place, rows in parallel."""
-        for i in numba.prange(y.shape[0]):
+        """y[i, j] = forward(y[i, j] + b[j], c), in place."""
+        for i in range(y.shape[0]):
             for j in range(y.shape[1]):
                 y[i, j] = forward(y[i, j] + b[j], c)
 
     return epilogue
 
 
-def _grad_kernel(backward, parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def grad(g, y, c, dz, db, chunk, accumulate):
+def _grad_kernel(backward):
+    @numba.njit(**CPU_OPTIONS)
+    def grad(g, y, c, dz, db, accumulate):
         """dz = backward(g, y, c) and db = (db +) column sums of dz, in one
-        pass: each parallel task owns ``chunk`` columns over all rows."""
-        n_chunks = (g.shape[1] + chunk - 1) // chunk
-        for t in numba.prange(n_chunks):
-            lo = t * chunk
-            hi = min(lo + chunk, g.shape[1])
-            if not accumulate:
-                for j in range(lo, hi):
-                    db[j] = 0
-            for i in range(g.shape[0]):
-                for j in range(lo, hi):
-                    d = backward(g[i, j], y[i, j], c)
-                    dz[i, j] = d
-                    db[j] += d
+        row-major pass (db stays in cache; the inner loop vectorises)."""
+        if not accumulate:
+            for j in range(g.shape[1]):
+                db[j] = 0
+        for i in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                d = backward(g[i, j], y[i, j], c)
+                dz[i, j] = d
+                db[j] += d
 
     return grad
 
 
-#: activation -> (serial kernel, parallel kernel); the parallel one runs from
-#: PARALLEL_THRESHOLD outputs up (below it, waking threads costs more than it
-#: saves, and they would contend with BLAS's threads, which spin for a while
-#: after each product).
-_EPILOGUE = {
-    name: (_epilogue_kernel(forward, False), _epilogue_kernel(forward, True))
-    for name, (forward, _) in EPILOGUES.items()
-}
-_GRAD = {
-    name: (_grad_kernel(backward, False), _grad_kernel(backward, True))
-    for name, (_, backward) in EPILOGUES.items()
-}
-
-#: Columns per parallel task in the backward's first pass: a few cache lines
-#: of each row, so that the tasks' writes to dz and db never share a line.
-GRAD_CHUNK = 64
+_EPILOGUE = {name: _epilogue_kernel(forward) for name, (forward, _) in EPILOGUES.items()}
+_GRAD = {name: _grad_kernel(backward) for name, (_, backward) in EPILOGUES.items()}
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -276,9 +261,7 @@ def dense_cpu(x, W, b, out, activation=None, alpha=0.01):
     """out (batch, out_features) = act(x @ W + b): a BLAS product into ``out``,
     then the bias and activation in one fused pass. Returns ``out``."""
     np.matmul(x, W, out=out)
-    _EPILOGUE[activation][out.size >= PARALLEL_THRESHOLD](
-        out, b, _constant(out.dtype, activation, alpha)
-    )
+    _EPILOGUE[activation](out, b, _constant(out.dtype, activation, alpha))
     return out
 
 
@@ -295,7 +278,7 @@ def dense_backward_cpu(
     itself (overwritten).
     """
     c = _constant(y.dtype, activation, alpha)
-    _GRAD[activation][y.size >= PARALLEL_THRESHOLD](grad_out, y, c, dz, db, GRAD_CHUNK, accumulate)
+    _GRAD[activation](grad_out, y, c, dz, db, accumulate)
     if accumulate:
         dW += x.T @ dz
     else:

@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
 from .softmax import (
     ROW_OPTIONS,
@@ -126,59 +126,56 @@ def _bce_probs_scalar(p, t, one):
 # --- CPU kernels ----------------------------------------------------------------------
 
 
-def _cross_entropy_labels_cpu(parallel):
-    @numba.njit(parallel=parallel, **ROW_OPTIONS)
-    def kernel(z, labels, grad):
-        """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
-        rows, n = z.shape
-        losses = np.empty(rows)
-        for r in numba.prange(rows):
-            m = _row_max(z[r])
-            s = _exp_shifted_row(z[r], m, grad[r])
-            inv = z.dtype.type(1) / s
-            for j in range(n):
-                grad[r, j] *= inv
-            label = labels[r]
-            if 0 <= label < n:
-                losses[r] = m + math.log(s) - z[r, label]
-                grad[r, label] -= 1
-            else:
-                losses[r] = np.nan
-        return losses
-
-    return kernel
+# Serial at every size: losses follow the last layer's BLAS product (see _cpu.py).
 
 
-def _cross_entropy_targets_cpu(parallel):
-    @numba.njit(parallel=parallel, **ROW_OPTIONS)
-    def kernel(z, t, grad):
-        """Row losses (float64) and grad = softmax * mass - t (scaled by the launcher)."""
-        rows, n = z.shape
-        losses = np.empty(rows)
-        for r in numba.prange(rows):
-            m = _row_max(z[r])
-            s = _exp_shifted_row(z[r], m, grad[r])
-            mass = z.dtype.type(0)
-            dot = 0.0
-            for j in range(n):
-                mass += t[r, j]
-                dot += t[r, j] * z[r, j]
-            scale = mass / s
-            for j in range(n):
-                grad[r, j] = grad[r, j] * scale - t[r, j]
-            losses[r] = (m + math.log(s)) * mass - dot
-        return losses
-
-    return kernel
+@numba.njit(**ROW_OPTIONS)
+def _cross_entropy_labels_cpu(z, labels, grad):
+    """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
+    rows, n = z.shape
+    losses = np.empty(rows)
+    for r in range(rows):
+        m = _row_max(z[r])
+        s = _exp_shifted_row(z[r], m, grad[r])
+        inv = z.dtype.type(1) / s
+        for j in range(n):
+            grad[r, j] *= inv
+        label = labels[r]
+        if 0 <= label < n:
+            losses[r] = m + math.log(s) - z[r, label]
+            grad[r, label] -= 1
+        else:
+            losses[r] = np.nan
+    return losses
 
 
-def _elementwise_cpu(scalar, parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
+@numba.njit(**ROW_OPTIONS)
+def _cross_entropy_targets_cpu(z, t, grad):
+    """Row losses (float64) and grad = softmax * mass - t (scaled by the launcher)."""
+    rows, n = z.shape
+    losses = np.empty(rows)
+    for r in range(rows):
+        m = _row_max(z[r])
+        s = _exp_shifted_row(z[r], m, grad[r])
+        mass = z.dtype.type(0)
+        dot = 0.0
+        for j in range(n):
+            mass += t[r, j]
+            dot += t[r, j] * z[r, j]
+        scale = mass / s
+        for j in range(n):
+            grad[r, j] = grad[r, j] * scale - t[r, j]
+        losses[r] = (m + math.log(s)) * mass - dot
+    return losses
+
+
+def _elementwise_cpu(scalar):
+    @numba.njit(**CPU_OPTIONS)
     def kernel(p, t, grad, scale):
         """grad = d_term * scale; returns the float64 sum of the loss terms."""
         one = p.dtype.type(1)
         total = 0.0
-        for i in numba.prange(p.size):
+        for i in range(p.size):
             term, d = scalar(p[i], t[i], one)
             grad[i] = d * scale
             total += term
@@ -187,16 +184,9 @@ def _elementwise_cpu(scalar, parallel):
     return kernel
 
 
-def _serial_and_parallel(factory, *args):
-    """(serial kernel, parallel kernel): launchers index it by size >= PARALLEL_THRESHOLD."""
-    return factory(*args, False), factory(*args, True)
-
-
-_CROSS_ENTROPY_LABELS_CPU = _serial_and_parallel(_cross_entropy_labels_cpu)
-_CROSS_ENTROPY_TARGETS_CPU = _serial_and_parallel(_cross_entropy_targets_cpu)
-_MSE_CPU = _serial_and_parallel(_elementwise_cpu, _mse_scalar)
-_BCE_CPU = _serial_and_parallel(_elementwise_cpu, _bce_scalar(vmath.exp))
-_BCE_PROBS_CPU = _serial_and_parallel(_elementwise_cpu, _bce_probs_scalar)
+_MSE_CPU = _elementwise_cpu(_mse_scalar)
+_BCE_CPU = _elementwise_cpu(_bce_scalar(vmath.exp))
+_BCE_PROBS_CPU = _elementwise_cpu(_bce_probs_scalar)
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -308,8 +298,8 @@ def softmax_cross_entropy_cpu(logits, labels, grad, loss_out):
     if batch == 0 or n == 0:
         loss_out[0] = np.nan
         return
-    kernels = _CROSS_ENTROPY_LABELS_CPU if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS_CPU
-    losses = kernels[logits.size >= PARALLEL_THRESHOLD](logits, labels, grad)
+    kernel = _cross_entropy_labels_cpu if labels.ndim == 1 else _cross_entropy_targets_cpu
+    losses = kernel(logits, labels, grad)
     grad *= grad.dtype.type(1 / batch)
     loss_out[0] = losses.sum() / batch
 
@@ -319,7 +309,6 @@ def _elementwise_cpu_launch(kernel, p, t, grad, loss_out):
     if n == 0:
         loss_out[0] = np.nan
         return
-    kernel = kernel[n >= PARALLEL_THRESHOLD]
     loss_out[0] = kernel(p.ravel(), t.ravel(), grad.reshape(-1), p.dtype.type(1 / n)) / n
 
 

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 
 from . import _cuda
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -86,42 +86,21 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 # --- CPU kernels ----------------------------------------------------------------------
 
 
-def _cpu_sgd(parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def sgd(p, g, buf, lr, momentum, weight_decay, nesterov, first):
-        for i in numba.prange(p.size):
-            p[i], buf[i] = _sgd_scalar(
-                p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first
-            )
-
-    return sgd
+# Serial at every size: updates follow the backward's BLAS products (see _cpu.py).
 
 
-def _cpu_adam(parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def adam(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
-        for i in numba.prange(p.size):
-            p[i], m[i], v[i] = _adam_scalar(
-                p[i],
-                g[i],
-                m[i],
-                v[i],
-                b1,
-                c1,
-                b2,
-                c2,
-                eps,
-                weight_decay,
-                decay,
-                step_size,
-                sqrt_bias2,
-            )
-
-    return adam
+@numba.njit(**CPU_OPTIONS)
+def _sgd_cpu(p, g, buf, lr, momentum, weight_decay, nesterov, first):
+    for i in range(p.size):
+        p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first)
 
 
-_SGD_CPU = (_cpu_sgd(False), _cpu_sgd(True))
-_ADAM_CPU = (_cpu_adam(False), _cpu_adam(True))
+@numba.njit(**CPU_OPTIONS)
+def _adam_cpu(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
+    for i in range(p.size):
+        p[i], m[i], v[i] = _adam_scalar(
+            p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2
+        )
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -185,9 +164,7 @@ def _adam_args(p, step, lr, betas, eps, weight_decay, decoupled):
 
 def sgd_cpu(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=True):
     """One SGD step in place on flat numpy arrays (``buf``: momentum buffer)."""
-    _SGD_CPU[p.size >= PARALLEL_THRESHOLD](
-        p, grad, buf, *_sgd_args(p, lr, momentum, weight_decay, nesterov, first)
-    )
+    _sgd_cpu(p, grad, buf, *_sgd_args(p, lr, momentum, weight_decay, nesterov, first))
 
 
 def sgd_cuda(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=True):
@@ -203,9 +180,7 @@ def adam_cpu(
     p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
 ):
     """One Adam (AdamW with ``decoupled``) step in place; ``step`` counts from 1."""
-    _ADAM_CPU[p.size >= PARALLEL_THRESHOLD](
-        p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled)
-    )
+    _adam_cpu(p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled))
 
 
 def adam_cuda(

@@ -80,15 +80,6 @@ def test_adam_first_step_moves_every_weight_by_lr():
     np.testing.assert_allclose(p, -0.01 * np.sign(g), rtol=1e-4)
 
 
-def test_large_updates_use_the_parallel_kernel():
-    p0, (g,) = steps(1, O.PARALLEL_THRESHOLD + 3, np.float32)
-    p, buf = p0.copy(), np.zeros_like(p0)
-    O.sgd_cpu(p, g, buf, 0.5, momentum=0.9)
-    np.testing.assert_allclose(
-        p, O.sgd_ref(p0, g, np.zeros_like(p0), 0.5, momentum=0.9)[0], rtol=1e-6
-    )
-
-
 # --- optimizer and schedule classes ---------------------------------------------------
 
 
