@@ -31,6 +31,7 @@ from . import random as _random
 from ._device import Device, _resolve, get_device, to_device, to_numpy
 from .kernels import _cuda
 from .kernels import dense as _dense
+from .kernels import dropout as _dropout
 from .kernels import optim as _optim
 from .training import Model
 
@@ -143,22 +144,37 @@ class Layer:
         return []
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Every array the layer needs to be rebuilt (name -> host copy)."""
-        return {name: to_numpy(p.data).copy() for name, p in self._named_parameters()}
+        """Every array the layer needs to be rebuilt (name -> host copy):
+        its parameters, then its buffers."""
+        arrays = {name: to_numpy(p.data).copy() for name, p in self._named_parameters()}
+        arrays.update((name, to_numpy(b).copy()) for name, b in self._named_buffers())
+        return arrays
 
     def load_state_dict(self, arrays: dict) -> None:
         """Set the layer's arrays from ``state_dict()``-shaped host arrays."""
         for name, p in self._named_parameters():
-            if name not in arrays:
-                raise ValueError(f"{type(self).__name__}: missing array {name!r}")
-            value = np.asarray(arrays[name])
-            if value.shape != p.shape:
-                raise ValueError(
-                    f"{type(self).__name__}: expected {name} of shape {p.shape}, got {value.shape}"
-                )
-            p.data = to_device(np.array(value, p.dtype, order="C"), p.device)
+            p.data = self._loaded(arrays, name, p.data)
+        for name, buffer in self._named_buffers():
+            setattr(self, name, self._loaded(arrays, name, buffer))
+
+    def _loaded(self, arrays, name, current):
+        """``arrays[name]`` checked against ``current``, in its dtype and on its device."""
+        if name not in arrays:
+            raise ValueError(f"{type(self).__name__}: missing array {name!r}")
+        value = np.asarray(arrays[name])
+        if value.shape != tuple(current.shape):
+            raise ValueError(
+                f"{type(self).__name__}: expected {name} of shape {tuple(current.shape)}, "
+                f"got {value.shape}"
+            )
+        return to_device(np.array(value, current.dtype, order="C"), _device_of(current))
 
     def _named_parameters(self) -> list[tuple[str, Parameter]]:
+        return []
+
+    def _named_buffers(self) -> list[tuple[str, object]]:
+        """Arrays saved and moved with the parameters but not learned (running
+        statistics), as (attribute name, array)."""
         return []
 
     def train(self, mode: bool = True) -> Layer:
@@ -174,6 +190,10 @@ class Layer:
         """Move the layer's arrays to ``device``; returns self."""
         for p in self.parameters():
             p.to(device)
+        device = _resolve(device)
+        for name, buffer in self._named_buffers():
+            if _device_of(buffer) != device:
+                setattr(self, name, to_device(to_numpy(buffer), device))
         self._outputs.clear()
         return self
 
@@ -399,8 +419,228 @@ class Step(_Activation):
     op, saves = "step", "x"
 
 
+class Dropout(Layer):
+    """Inverted dropout: in training mode each element is zeroed with
+    probability ``p`` and the others scaled by 1 / (1 - p); the identity in
+    evaluation mode (and for ``p = 0``). ``p = 1`` zeroes everything, and its
+    gradient. Any input shape, float32 or float64, on the input's device.
+
+    The mask comes from gpunet's counter-based generator: each training
+    forward reserves the next words of ``seed``'s stream (a generator of the
+    layer's own), or of the default generator (``gn.manual_seed``) without a
+    seed, so one seed gives the same masks on every device. The backward
+    draws the mask again from the same words instead of storing it.
+    """
+
+    def __init__(self, p: float = 0.5, *, seed: int | None = None):
+        super().__init__()
+        self.p = ops._check_dropout_p("Dropout", p)
+        self.seed = seed
+        self._generator = _random.default_generator if seed is None else _random.Generator(seed)
+        self._draw = None  # (seed, offset) of the last training forward, None for identity
+        self._shape = None
+
+    def forward(self, x):
+        """x (any shape) -> the same shape: dropped out in training, else x itself."""
+        kind = dispatch.placement("Dropout.forward", x=x)
+        ops._check_dtypes("Dropout.forward", ("x",), (x,))
+        self._shape = tuple(x.shape)
+        if not self.training or self.p == 0:
+            self._draw = None
+            return x
+        x = ops._contiguous("Dropout.forward", "x", kind, x)
+        generator = self._generator
+        generator.take(-generator.offset % 4)  # masks start at a Philox block
+        offset = generator.take(_dropout.words(x.size))
+        y = self._output("y", kind, self._shape, x.dtype)
+        dispatch.kernel_for("dropout", kind)(x.ravel(), y.ravel(), generator.seed, offset, self.p)
+        self._draw = (generator.seed, offset)
+        return y
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        """d loss / d x: grad_out through the last forward's mask and scale."""
+        if self._shape is None:
+            raise RuntimeError("Dropout.backward called before forward")
+        if tuple(grad_out.shape) != self._shape:
+            raise ValueError(
+                f"Dropout.backward: expected grad_out of shape {self._shape}, got {grad_out.shape}"
+            )
+        if not input_grad:
+            return None
+        if self._draw is None:
+            return grad_out
+        kind = dispatch.placement("Dropout.backward", grad_out=grad_out)
+        g = ops._contiguous("Dropout.backward", "grad_out", kind, grad_out)
+        dx = self._output("dx", kind, self._shape, g.dtype)
+        dispatch.kernel_for("dropout", kind)(g.ravel(), dx.ravel(), *self._draw, self.p)
+        return dx
+
+    def config(self) -> dict:
+        return {"p": self.p} if self.seed is None else {"p": self.p, "seed": self.seed}
+
+
+class BatchNorm1d(Layer):
+    """Batch normalization over the batch of (batch, num_features) inputs, as
+    ``torch.nn.BatchNorm1d``: y = (x - mean) / sqrt(var + eps) * weight + bias.
+
+    In training mode mean and var are the batch's (var biased), and the
+    running estimates move towards them by ``momentum``: running = (1 -
+    momentum) running + momentum batch, with the unbiased variance for
+    ``running_var``. In evaluation mode the running estimates are used. With
+    ``track_running_stats=False`` there are none and the batch's statistics
+    are used in both modes. ``weight`` (ones) and ``bias`` (zeros) are
+    learnable Parameters of shape (num_features,) when ``affine``.
+    ``running_mean`` (zeros) and ``running_var`` (ones) are saved with the
+    model.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype="float32",
+        *,
+        device=None,
+    ):
+        super().__init__()
+        n = num_features
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"BatchNorm1d: expected a positive integer num_features, got {n!r}")
+        for name, value, low, high in (("eps", eps, 0, math.inf), ("momentum", momentum, 0, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"BatchNorm1d: expected a number {name}, got {value!r}")
+            if not (low < value < high if name == "eps" else low <= value <= high):
+                bounds = "eps > 0" if name == "eps" else "momentum in [0, 1]"
+                raise ValueError(f"BatchNorm1d: expected {bounds}, got {value!r}")
+        self.num_features, self.eps, self.momentum = int(n), float(eps), float(momentum)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
+        dtype = _float_dtype(dtype)
+        device = get_device() if device is None else _resolve(device)
+
+        def ones():  # a new array each time: to_device does not copy on the host
+            return to_device(np.ones(self.num_features, dtype), device)
+
+        if self.affine:
+            self.weight = Parameter(ones(), "weight")
+            self.bias = Parameter(_zeros(self.num_features, dtype, device), "bias")
+        else:
+            self._fixed = (ones(), _zeros(self.num_features, dtype, device))
+        if self.track_running_stats:
+            self.running_mean = _zeros(self.num_features, dtype, device)
+            self.running_var = ones()
+        else:
+            self.running_mean = self.running_var = None
+        self._x = None
+
+    def parameters(self) -> list[Parameter]:
+        return [self.weight, self.bias] if self.affine else []
+
+    def _named_parameters(self):
+        return [("weight", self.weight), ("bias", self.bias)] if self.affine else []
+
+    def _named_buffers(self):
+        if not self.track_running_stats:
+            return []
+        return [("running_mean", self.running_mean), ("running_var", self.running_var)]
+
+    def _affine(self):
+        """(weight, bias) arrays: the parameters, or fixed ones and zeros."""
+        return (self.weight.data, self.bias.data) if self.affine else self._fixed
+
+    def to(self, device) -> BatchNorm1d:
+        super().to(device)
+        if not self.affine:
+            self._fixed = tuple(to_device(to_numpy(a), _resolve(device)) for a in self._fixed)
+        return self
+
+    def forward(self, x):
+        """(batch, num_features) -> the same shape, on the layer's device.
+        Training mode needs at least 2 rows (a variance), as in PyTorch."""
+        weight, bias = self._affine()
+        self._check_input(x, self.num_features, weight.dtype)
+        kind = dispatch.placement("BatchNorm1d.forward", x=x, weight=weight)
+        x = ops._contiguous("BatchNorm1d.forward", "x", kind, x)
+        n, c = x.shape
+        batch_stats = self.training or not self.track_running_stats
+        if self.training and n < 2:
+            raise ValueError(
+                f"BatchNorm1d: expected more than 1 row per feature in training mode, "
+                f"got input of shape {tuple(x.shape)}"
+            )
+        y = self._output("y", kind, (n, c), x.dtype)
+        mean = self._output("mean", kind, (c,), x.dtype)
+        invstd = self._output("invstd", kind, (c,), x.dtype)
+        if n and batch_stats:
+            update = self.training and self.track_running_stats
+            running = (self.running_mean, self.running_var) if update else (mean, invstd)
+            dispatch.kernel_for("batchnorm", kind)(
+                x, weight, bias, y, mean, invstd, *running, self.eps, self.momentum, update
+            )
+        elif n:
+            dispatch.kernel_for("batchnorm_inference", kind)(
+                x, weight, bias, self.running_mean, self.running_var, self.eps, y, mean, invstd
+            )
+        self._x, self._stats, self._batch_stats = x, (mean, invstd), batch_stats
+        return y
+
+    def backward(self, grad_out, *, input_grad: bool = True):
+        """d loss / d x for ``grad_out`` = d loss / d y of the last forward
+        (through the batch statistics when it used them); adds d loss / d
+        weight and d loss / d bias into the parameters' grad."""
+        if self._x is None:
+            raise RuntimeError("BatchNorm1d.backward called before forward")
+        x = self._x
+        if tuple(grad_out.shape) != tuple(x.shape):
+            raise ValueError(
+                f"BatchNorm1d.backward: expected grad_out of shape {tuple(x.shape)}, "
+                f"got {tuple(grad_out.shape)}"
+            )
+        if grad_out.dtype != x.dtype:
+            raise TypeError(
+                f"BatchNorm1d.backward: expected a {x.dtype} grad_out, got {grad_out.dtype}"
+            )
+        weight, _ = self._affine()
+        kind = dispatch.placement("BatchNorm1d.backward", grad_out=grad_out, weight=weight)
+        g = ops._contiguous("BatchNorm1d.backward", "grad_out", kind, grad_out)
+        c = self.num_features
+        if self.affine:
+            dweight, accumulate = self.weight._grad_for_backward()
+            dbias, accumulate_b = self.bias._grad_for_backward()
+            if accumulate != accumulate_b:  # one cleared, the other not: clear explicitly
+                dweight, dbias, accumulate = self.weight.grad, self.bias.grad, True
+        else:
+            dweight = self._output("dweight", kind, (c,), x.dtype)
+            dbias, accumulate = self._output("dbias", kind, (c,), x.dtype), False
+        dx = self._output("dx", kind, tuple(x.shape), x.dtype) if input_grad else None
+        if x.shape[0] == 0:
+            if not accumulate:
+                dispatch.kernel_for("zero", kind)(dweight)
+                dispatch.kernel_for("zero", kind)(dbias)
+            return dx
+        dispatch.kernel_for("batchnorm_backward", kind)(
+            g, x, weight, *self._stats, dx, dweight, dbias, self._batch_stats, accumulate
+        )
+        return dx
+
+    def config(self) -> dict:
+        return {
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "affine": self.affine,
+            "track_running_stats": self.track_running_stats,
+            "dtype": np.dtype(self._affine()[0].dtype).name,
+        }
+
+
 #: Layer classes by name, for loading saved models.
-LAYERS = {cls.__name__: cls for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step)}
+LAYERS = {
+    cls.__name__: cls
+    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step, Dropout, BatchNorm1d)
+}
 
 
 class Sequential(Model, Layer):

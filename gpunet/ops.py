@@ -23,7 +23,9 @@ import numpy as np
 
 from . import dispatch, gemm
 from .kernels import _cuda, activations
+from .kernels import batchnorm as _batchnorm
 from .kernels import dense as _dense
+from .kernels import dropout as _dropout
 from .kernels import losses as _losses
 from .kernels import metrics as _metrics
 from .kernels import softmax as _softmax
@@ -385,3 +387,45 @@ for _name in ("softmax_cross_entropy", "mse", "binary_cross_entropy", "binary_cr
 for _name in ("argmax_hits", "binary_hits"):
     dispatch.register(_name, "cpu", getattr(_metrics, f"{_name}_cpu"))
     dispatch.register(_name, "cuda", getattr(_metrics, f"{_name}_cuda"))
+
+
+# --- dropout and batch normalization --------------------------------------------------
+
+
+def _check_dropout_p(op, p):
+    """``p`` as a float in [0, 1]; TypeError or ValueError otherwise."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: expected a number p, got {type(p).__name__}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"{op}: expected a dropout probability p in [0, 1], got {p}")
+    return float(p)
+
+
+def dropout(x, p, seed, offset, *, out=None):
+    """Inverted dropout of ``x`` (any shape, float32/float64): each element
+    zeroed with probability ``p``, the rest scaled by 1 / (1 - p), the mask
+    drawn from Philox stream ``seed`` at word ``offset`` (a multiple of 4; a
+    call uses ``gpunet.kernels.dropout.words(x.size)`` words). The same
+    (seed, offset, p) give the same mask on every device, so the backward is
+    ``dropout(grad_out, p, seed, offset)``."""
+    p = _check_dropout_p("dropout", p)
+    for name, value in (("seed", seed), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"dropout: expected an int {name}, got {type(value).__name__}")
+        if not 0 <= value < 2**64:
+            raise ValueError(f"dropout: expected {name} in [0, 2**64), got {value}")
+    if offset % 4 or offset + _dropout.words(math.prod(x.shape)) > 2**64:
+        raise ValueError(
+            f"dropout: expected an offset that is a multiple of 4 with room for the draw, "
+            f"got {offset}"
+        )
+    kind, (x,), result, returned = _operands("dropout", ("x",), (x,), out)
+    dispatch.kernel_for("dropout", kind)(x.ravel(), result.ravel(), int(seed), int(offset), p)
+    return returned
+
+
+dispatch.register("dropout", "cpu", _dropout.dropout_cpu)
+dispatch.register("dropout", "cuda", _dropout.dropout_cuda)
+for _name in ("batchnorm", "batchnorm_inference", "batchnorm_backward"):
+    dispatch.register(_name, "cpu", getattr(_batchnorm, f"{_name}_cpu"))
+    dispatch.register(_name, "cuda", getattr(_batchnorm, f"{_name}_cuda"))
