@@ -28,6 +28,7 @@ from .kernels import dense as _dense
 from .kernels import dropout as _dropout
 from .kernels import losses as _losses
 from .kernels import metrics as _metrics
+from .kernels import scalers as _scalers
 from .kernels import softmax as _softmax
 
 _FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
@@ -429,3 +430,5 @@ dispatch.register("dropout", "cuda", _dropout.dropout_cuda)
 for _name in ("batchnorm", "batchnorm_inference", "batchnorm_backward"):
     dispatch.register(_name, "cpu", getattr(_batchnorm, f"{_name}_cpu"))
     dispatch.register(_name, "cuda", getattr(_batchnorm, f"{_name}_cuda"))
+dispatch.register("column_affine", "cpu", _scalers.column_affine_cpu)
+dispatch.register("column_affine", "cuda", _scalers.column_affine_cuda)
