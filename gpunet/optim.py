@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
+
 from . import dispatch
+from ._device import to_device
 from .kernels import optim as _optim
 
 
@@ -192,6 +195,40 @@ class AdamW(Adam):
 
 #: Optimizer names accepted where an optimizer class is expected.
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def clip_grad_norm(params: Iterable, max_norm: float, eps: float = 1e-6) -> float:
+    """Scale the gradients of ``params`` (gn.nn.Parameter objects) in place
+    so that their total 2-norm, taken over all of them at once, is at most
+    ``max_norm``; return the total norm before clipping, as
+    ``torch.nn.utils.clip_grad_norm_`` does (the scale is max_norm / (norm +
+    eps), applied only when below 1). A NaN or infinite norm is returned
+    without touching the gradients. The norm is summed on the host, so GPU
+    gradients are copied there to measure them."""
+    from ._device import to_numpy
+    from .nn import Parameter
+
+    params = list(params)
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"expected gn.nn.Parameter objects, got {type(p).__name__} at {i}")
+    max_norm = _check_nonnegative("max_norm", max_norm)
+    grads = [p.grad for p in params]
+    total = math.sqrt(
+        sum(
+            float(np.dot(g, g)) for g in (to_numpy(g).reshape(-1).astype(np.float64) for g in grads)
+        )
+    )
+    factor = max_norm / (total + eps)
+    if factor < 1:
+        for g in grads:
+            kind = dispatch.placement("clip_grad_norm", grad=g)
+            scale, zero = np.full(1, factor, g.dtype), np.zeros(1, g.dtype)
+            if kind == "cuda":
+                scale, zero = to_device(scale, None), to_device(zero, None)
+            flat = g.reshape(-1, 1)  # one column: g = (g - 0) * scale + 0
+            dispatch.kernel_for("column_affine", kind)(flat, zero, scale, zero, flat)
+    return total
 
 
 # --- learning-rate schedules ----------------------------------------------------------
