@@ -43,6 +43,18 @@ def add_parser(subparsers) -> None:
         default="relu",
         help="hidden activation (default: relu)",
     )
+    train.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="dropout probability after each hidden activation (default: 0, none)",
+    )
+    train.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="batch normalization between each hidden layer's product and its activation",
+    )
     train.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     train.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
@@ -103,14 +115,29 @@ def load_data(args):
     return gn.datasets.load_mnist(args.data_dir)
 
 
+#: Hidden activation layer classes (in gn.nn) by --activation, used after batch normalization.
+ACTIVATION_LAYERS = {
+    "relu": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+}
+
+
 def build_model(args, n_features, n_classes):
     import gpunet as gn
 
     widths = [n_features, *args.hidden]
-    layers = [
-        gn.nn.Dense(a, b, args.activation, args.dtype, seed=args.seed + i)
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
-    ]
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        if args.batch_norm:  # Dense -> BatchNorm1d -> activation
+            layers.append(gn.nn.Dense(a, b, None, args.dtype, seed=args.seed + i))
+            layers.append(gn.nn.BatchNorm1d(b, dtype=args.dtype))
+            layers.append(getattr(gn.nn, ACTIVATION_LAYERS[args.activation])())
+        else:
+            layers.append(gn.nn.Dense(a, b, args.activation, args.dtype, seed=args.seed + i))
+        if args.dropout:
+            layers.append(gn.nn.Dropout(args.dropout, seed=args.seed + 2000 + i))
     layers.append(gn.nn.Dense(widths[-1], n_classes, None, args.dtype, seed=args.seed + 1000))
     return gn.nn.Sequential(*layers)
 
@@ -145,6 +172,8 @@ def run(args) -> int:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise SystemExit(f"gpunet train: --{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.dropout < 1:
+        raise SystemExit(f"gpunet train: --dropout must be in [0, 1), got {args.dropout}")
     if any(h < 1 for h in args.hidden):
         raise SystemExit("gpunet train: --hidden widths must be at least 1")
     if args.device is not None:

@@ -1,0 +1,289 @@
+"""Batch normalization: the kernels against the numpy references (CPU and CUDA),
+stability for large means, running statistics over several steps, float64
+gradient checks in both modes, PyTorch's layer (when torch is importable),
+saving, and errors."""
+
+import numpy as np
+import pytest
+from conftest import DEVICES, TOLERANCES, put
+from gpunet.kernels import batchnorm as kernels
+
+import gpunet as gn
+from gpunet import nn
+
+SHAPES_CPU = [(0, 3), (1, 4), (2, 1), (5, 33), (300, 70)]
+SHAPES_CUDA = [(2, 1), (5, 33)]
+
+
+def host(x):
+    return gn.to_numpy(x)
+
+
+def _data(shape, dtype, seed=0, mean=0.0):
+    rng = np.random.default_rng(seed)
+    n, c = shape
+    x = (rng.standard_normal(shape) * 2 + mean).astype(dtype)
+    w, b = (rng.standard_normal(c).astype(dtype) for _ in range(2))
+    rm, rv = rng.standard_normal(c).astype(dtype), (rng.random(c) + 0.5).astype(dtype)
+    return x, w, b, rm, rv, rng.standard_normal(shape).astype(dtype)
+
+
+def _close(actual, expected, dtype, scale=1):
+    rtol, atol = TOLERANCES[np.dtype(dtype).type]
+    np.testing.assert_allclose(host(actual), expected, rtol=scale * rtol, atol=scale * atol)
+
+
+def _run_kernels(device, shape, dtype, mean=0.0):
+    """Every kernel once on ``device``; returns the inputs and host outputs."""
+    x, w, b, rm, rv, g = _data(shape, dtype, mean=mean)
+    n, c = shape
+    d = {k: put(v.copy(), device) for k, v in dict(x=x, w=w, b=b, rm=rm, rv=rv, g=g).items()}
+    out = {k: put(np.zeros(s, dtype), device) for k, s in (("y", shape), ("m", c), ("i", c))}
+    suffix = "cpu" if device == "cpu" else "cuda"
+    forward = getattr(kernels, f"batchnorm_{suffix}")
+    forward(
+        d["x"], d["w"], d["b"], out["y"], out["m"], out["i"], d["rm"], d["rv"], 1e-5, 0.1, n > 1
+    )
+    grads = {k: put(np.zeros(s, dtype), device) for k, s in (("dx", shape), ("dw", c), ("db", c))}
+    backward = getattr(kernels, f"batchnorm_backward_{suffix}")
+    backward(
+        d["g"], d["x"], d["w"], out["m"], out["i"], grads["dx"], grads["dw"], grads["db"], True
+    )
+    result = {k: host(v) for k, v in {**out, **grads, "rm": d["rm"], "rv": d["rv"]}.items()}
+    return (x, w, b, rm, rv, g), result
+
+
+def _check_against_references(inputs, result, dtype, scale):
+    x, w, b, rm, rv, g = inputs
+    n = len(x)
+    y, mean, var = kernels.batchnorm_ref(x, w, b)
+    _close(result["y"], y, dtype, scale)
+    _close(result["m"], mean, dtype, scale)
+    _close(result["i"], 1 / np.sqrt(var + 1e-5), dtype, 10 * scale)
+    if n > 1:
+        new_rm, new_rv = kernels.running_stats_ref(rm, rv, mean, var, n)
+        _close(result["rm"], new_rm, dtype, scale)
+        _close(result["rv"], new_rv, dtype, 10 * scale)
+    m64, i64 = result["m"].astype(np.float64), result["i"].astype(np.float64)
+    dx, dw, db = kernels.batchnorm_backward_ref(g, x, w, m64, i64)
+    for name, expected in (("dx", dx), ("dw", dw), ("db", db)):
+        _close(result[name], expected, dtype, 10 * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES_CPU[1:])
+def test_cpu_kernels_match_the_references(shape, dtype):
+    _check_against_references(*_run_kernels("cpu", shape, dtype), dtype, scale=5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES_CUDA)
+def test_cuda_kernels_match_the_references(shape, dtype):
+    _check_against_references(*_run_kernels("cuda", shape, dtype), dtype, scale=5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_large_means_keep_the_variance(device):
+    """Shifted sums: a mean of 1e4 over a spread of 2 keeps float32 accuracy."""
+    shape = (64, 3) if device == "cpu" else (16, 2)
+    inputs, result = _run_kernels(device, shape, np.float32, mean=1e4)
+    y, _, var = kernels.batchnorm_ref(*inputs[:3])
+    np.testing.assert_allclose(result["y"], y, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(1 / result["i"] ** 2, var, rtol=2e-3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 3), (3, 33)])
+def test_inference_kernel_matches_the_reference(device, shape):
+    x, w, b, rm, rv, _ = _data(shape, np.float32)
+    layer = nn.BatchNorm1d(shape[1], device=device).eval()
+    layer.weight.data, layer.bias.data = put(w, device), put(b, device)
+    layer.running_mean, layer.running_var = put(rm, device), put(rv, device)
+    expected = kernels.batchnorm_inference_ref(x, w, b, rm, rv)
+    _close(layer.forward(put(x, device)), expected, np.float32, 2)
+
+
+# --- the layer ------------------------------------------------------------------------
+
+
+def test_running_statistics_over_several_steps():
+    layer = nn.BatchNorm1d(4, momentum=0.3, dtype="float64")
+    rm, rv = np.zeros(4), np.ones(4)
+    for step in range(4):
+        x = _data((7, 4), np.float64, seed=step, mean=step)[0]
+        layer.forward(x)
+        _, mean, var = kernels.batchnorm_ref(x, np.ones(4), np.zeros(4))
+        rm, rv = kernels.running_stats_ref(rm, rv, mean, var, 7, 0.3)
+    np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-12)
+    np.testing.assert_allclose(layer.running_var, rv, rtol=1e-12)
+    layer.eval().forward(np.ones((2, 4)))
+    np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-12)  # eval leaves them
+
+
+H = 1e-6
+
+
+def _numeric(f, a):
+    grad = np.empty_like(a)
+    for idx in np.ndindex(a.shape):
+        saved = a[idx]
+        a[idx] = saved + H
+        up = f()
+        a[idx] = saved - H
+        down = f()
+        a[idx] = saved
+        grad[idx] = (up - down) / (2 * H)
+    return grad
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_gradients_by_central_differences(training, affine):
+    x, w, b, rm, rv, r = _data((5, 3), np.float64, seed=1, mean=1.0)
+    layer = nn.BatchNorm1d(3, affine=affine, dtype="float64").train(training)
+    layer.running_mean, layer.running_var = rm, rv
+    if affine:
+        layer.weight.data, layer.bias.data = w, b
+    layer.momentum = 0.0  # the running statistics stay put while differencing
+
+    def f():
+        return float(np.sum(layer.forward(x) * r))
+
+    layer.forward(x)
+    dx = layer.backward(r).copy()
+    np.testing.assert_allclose(dx, _numeric(f, x), rtol=1e-6, atol=1e-8)
+    for p in layer.parameters():
+        np.testing.assert_allclose(p.grad, _numeric(f, p.data), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.cuda
+def test_gradients_on_cuda_along_a_random_direction():
+    x, w, b, _, _, r = _data((3, 2), np.float64, seed=2)
+    layer = nn.BatchNorm1d(2, dtype="float64", device="cuda")
+    layer.weight.data, layer.bias.data = put(w, "cuda"), put(b, "cuda")
+    layer.momentum = 0.0
+    slots = {"x": x, "weight": w, "bias": b}
+
+    def loss():
+        layer.weight.data, layer.bias.data = (
+            put(slots["weight"], "cuda"),
+            put(slots["bias"], "cuda"),
+        )
+        return float(np.sum(host(layer.forward(put(slots["x"], "cuda"))) * r))
+
+    loss()
+    dx = host(layer.backward(put(r, "cuda")))
+    grads = {"x": dx, "weight": host(layer.weight.grad), "bias": host(layer.bias.grad)}
+    rng = np.random.default_rng(3)
+    directions = {k: rng.standard_normal(v.shape) for k, v in slots.items()}
+    bases = {k: v.copy() for k, v in slots.items()}
+    values = []
+    for sign in (1, -1):
+        for k in slots:
+            slots[k] = bases[k] + sign * 1e-5 * directions[k]
+        values.append(loss())
+    expected = sum(float(np.sum(grads[k] * directions[k])) for k in slots)
+    assert (values[0] - values[1]) / 2e-5 == pytest.approx(expected, rel=1e-6)
+
+
+def test_backward_accumulates_until_zero_grad_and_can_skip_dx():
+    layer = nn.BatchNorm1d(3, dtype="float64")
+    x, _, _, _, _, g = _data((4, 3), np.float64)
+    layer.forward(x)
+    layer.backward(g)
+    once = layer.weight.grad.copy()
+    layer.forward(x)
+    assert layer.backward(g, input_grad=False) is None
+    np.testing.assert_allclose(layer.weight.grad, 2 * once)
+    layer.weight.zero_grad()
+    layer.bias.zero_grad()
+    layer.forward(x)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, once)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_state_dict_and_to_carry_the_running_statistics(device, tmp_path):
+    layer = nn.BatchNorm1d(3, device="cpu")
+    layer.forward(_data((6, 3), np.float32, mean=2.0)[0])
+    state = layer.state_dict()
+    assert sorted(state) == ["bias", "running_mean", "running_var", "weight"]
+    layer.to(device)
+    assert isinstance(layer.running_mean, np.ndarray) == (device == "cpu")
+    np.testing.assert_array_equal(host(layer.running_mean), state["running_mean"])
+    other = nn.BatchNorm1d(3, device=device)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(host(other.running_var), state["running_var"])
+    assert nn.BatchNorm1d(3, track_running_stats=False, affine=False).state_dict() == {}
+
+
+def test_model_with_both_layers_saves_and_loads(tmp_path):
+    model = nn.Sequential(
+        nn.Dense(4, 6, seed=1),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Dense(6, 2, seed=2),
+    )
+    model.forward(_data((8, 4), np.float32, mean=1.0)[0])
+    model.save(tmp_path / "m.npz")
+    loaded = gn.load(tmp_path / "m.npz")
+    x = _data((5, 4), np.float32, seed=3)[0]
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-6)
+    np.testing.assert_array_equal(loaded[1].running_mean, model[1].running_mean)
+    assert loaded[3].p == 0.3 and not loaded[3].training
+
+
+def test_matches_torch_in_training_and_evaluation():
+    torch = pytest.importorskip("torch")
+    ours = nn.BatchNorm1d(5, momentum=0.2)
+    theirs = torch.nn.BatchNorm1d(5, momentum=0.2)
+    _, w, b, _, _, _ = _data((2, 5), np.float32)
+    ours.weight.data, ours.bias.data = w.copy(), b.copy()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.from_numpy(w))
+        theirs.bias.copy_(torch.from_numpy(b))
+    for step in range(3):
+        x, _, _, _, _, g = _data((8, 5), np.float32, seed=10 + step, mean=3.0)
+        ours.weight.zero_grad()
+        ours.bias.zero_grad()
+        y, dx = ours.forward(x).copy(), ours.backward(g).copy()
+        theirs.zero_grad()
+        tx = torch.from_numpy(x).requires_grad_()
+        ty = theirs(tx)
+        ty.backward(torch.from_numpy(g))
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-6)
+    ours.eval()
+    theirs.eval()
+    x = _data((4, 5), np.float32, seed=20)[0]
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours.forward(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments_and_inputs_are_rejected():
+    with pytest.raises(ValueError, match="positive integer num_features"):
+        nn.BatchNorm1d(0)
+    with pytest.raises(ValueError, match="eps > 0"):
+        nn.BatchNorm1d(3, eps=0)
+    with pytest.raises(ValueError, match=r"momentum in \[0, 1\]"):
+        nn.BatchNorm1d(3, momentum=1.5)
+    layer = nn.BatchNorm1d(3)
+    with pytest.raises(ValueError, match="more than 1 row"):
+        layer.forward(np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(batch, 3\)"):
+        layer.forward(np.ones((4, 2), np.float32))
+    with pytest.raises(TypeError, match="float32 input"):
+        layer.forward(np.ones((4, 3)))
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(np.ones((4, 3), np.float32))
+    layer.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="grad_out of shape"):
+        layer.backward(np.ones((4, 2), np.float32))
+    np.testing.assert_array_equal(layer.eval().forward(np.ones((1, 3), np.float32)).shape, (1, 3))
