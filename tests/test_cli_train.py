@@ -81,12 +81,26 @@ def test_options_build_what_they_name(optimizer, schedule):
     assert len(train._callbacks(args)) == (0 if schedule == "none" else 1)
 
 
+def test_dropout_and_batch_norm_build_what_they_name():
+    args = _parse(
+        ["--hidden", "16", "8", "--dropout", "0.2", "--batch-norm", "--activation", "tanh"]
+    )
+    model = train.build_model(args, 64, 10)
+    names = [type(layer).__name__ for layer in model]
+    hidden = ["Dense", "BatchNorm1d", "Tanh", "Dropout"]
+    assert names == [*hidden, *hidden, "Dense"]
+    assert model[0].activation is None and model[3].p == 0.2
+    plain = train.build_model(_parse(["--hidden", "16"]), 64, 10)
+    assert [type(layer).__name__ for layer in plain] == ["Dense", "Dense"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--hidden", "0"], "--hidden widths must be at least 1"),
+        (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(argv, message):

@@ -80,6 +80,23 @@ def test_round_trip(tmp_path, make, dtype):
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
 
 
+def test_round_trip_with_dropout_and_batch_norm(tmp_path):
+    model = nn.Sequential(
+        nn.Dense(5, 4, seed=1),
+        nn.BatchNorm1d(4, momentum=0.3, eps=1e-3),
+        nn.ReLU(),
+        nn.Dropout(0.25, seed=3),
+        nn.Dense(4, 3, seed=2),
+    )
+    model.forward(inputs())  # training mode: moves the running statistics
+    loaded = gn.load(saved(tmp_path, model))
+    assert repr(loaded) == repr(model)
+    assert loaded[1].momentum == 0.3 and loaded[1].eps == 1e-3 and loaded[3].p == 0.25
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)
+    np.testing.assert_array_equal(loaded.predict(inputs()), model.predict(inputs()))
+
+
 def test_round_trip_keeps_layer_settings(tmp_path):
     loaded = gn.load(saved(tmp_path))
     assert loaded[0].activation == "leaky_relu" and loaded[0].alpha == 0.3
