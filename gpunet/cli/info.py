@@ -175,6 +175,12 @@ def _loss_case(name, op, refs, rng):
     return [pred, target], ref
 
 
+def _dropout_case(name, op, refs, rng):
+    """Dropout: x of CHECK_SHAPE, p 0.25, Philox stream 1234 from word 8."""
+    x = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    return [x, 0.25, 1234, 8], lambda x, p, seed, offset: refs["dropout"](x, seed, offset, p)
+
+
 #: Ops whose arguments are not arrays of one shape: name -> case builder.
 _SHAPED_CASES = {
     "dense": _dense_case,
@@ -183,6 +189,7 @@ _SHAPED_CASES = {
     "mse": _loss_case,
     "binary_cross_entropy": _loss_case,
     "binary_cross_entropy_probs": _loss_case,
+    "dropout": _dropout_case,
 }
 
 
