@@ -87,6 +87,57 @@ def test_momentum_and_weight_decay_follow_the_reference_over_batches():
     np.testing.assert_array_equal(got_chain, ref_chain)
 
 
+def reference_epoch(v, W, b, c, chain, bounds, seed, lr, momentum, decay, k):
+    """PCD-k updates batch by batch with the references: (params, velocities, chain, offset)."""
+    params, velocities = [W, b, c], [np.zeros_like(a) for a in (W, b, c)]
+    offset = 0
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        *grads, chain, offset = R.cd_gradient_ref(
+            v[start:stop], *params, chain, seed, offset, k, True, False
+        )
+        params, velocities = R.update_ref(params, velocities, grads, lr, momentum, decay)
+    return params, velocities, chain, offset
+
+
+@pytest.mark.parametrize("transposed_from", [1, 10**9])
+@pytest.mark.parametrize("momentum, decay", [(0.0, 0.0), (0.5, 0.01)])
+def test_epoch_of_many_batches_follows_the_reference(monkeypatch, transposed_from, momentum,
+                                                     decay):  # fmt: skip
+    """Both weight layouts of the CPU epoch, with and without momentum: the
+    velocities after the epoch are the last step's even when momentum is 0."""
+    monkeypatch.setattr(R, "TRANSPOSED_MIN_BATCHES", transposed_from)
+    v, W, b, c, chain = problem((30, 3, 9, 6), np.float64, False, seed=7)
+    bounds = np.arange(0, 31, 3)
+    want = reference_epoch(v, W, b, c, chain, bounds, 4, 0.2, momentum, decay, 1)
+    got = epoch("cpu", v, W, b, c, chain, bounds, 4, 0, 0.2, momentum, decay, k=1,
+                persistent=True, gaussian=False)  # fmt: skip
+    assert got[3] == want[3]
+    for g, w in zip(got[0] + got[1], want[0] + want[1], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False),
+                                              (True, True)])  # fmt: skip
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_gemm_and_its_fallback_match_numpy(dtype, trans_a, trans_b, beta):
+    rng = np.random.default_rng(0)
+    m, n, k = 7, 5, 3
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    if beta == 0:
+        c[0, 0] = np.nan  # beta 0 ignores c
+    want = 1.5 * (a.T if trans_a else a) @ (b.T if trans_b else b)
+    want = want + (beta * c if beta else 0)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for gemm in (R._gemm, R._gemm_dot):
+        out = c.copy()
+        gemm(trans_a, trans_b, dtype(1.5), a, b, dtype(beta), out)
+        np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_free_energy_and_pseudo_likelihood_match_references(device):
     v, W, b, c, _ = problem((9, 1, 13, 6), np.float32, False, seed=4)
