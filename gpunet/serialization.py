@@ -9,6 +9,7 @@ The JSON (the entry ``gpunet.json``) reads::
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import zipfile
@@ -131,7 +132,14 @@ class _NotAModel(Exception):
 
 
 def _placement(cls, device):
-    return {"device": device, "seed": 0} if cls is nn.Dense else {}
+    """Where a layer is built: ``device`` for layers with arrays; Dense draws
+    its (overwritten) initial weights from a fixed seed, so that loading
+    leaves the default generator alone."""
+    params = inspect.signature(cls).parameters
+    placement = {"device": device} if "device" in params else {}
+    if cls is nn.Dense:
+        placement["seed"] = 0
+    return placement
 
 
 def _architecture(name, entry) -> dict:

@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from . import _cuda
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -92,149 +92,91 @@ def batchnorm_backward_ref(grad_out, x, weight, mean, invstd, batch_stats=True):
 
 # --- CPU kernels ----------------------------------------------------------------------
 # Two sweeps over whole rows (row views, so that the inner loops vectorise): the
-# sums, each of ``parts`` blocks of rows into its own float64 (2, C) slice of
-# ``acc`` (parallel), combined per column; then the outputs, rows in parallel.
+# float64 column sums into ``acc``, then the outputs. Serial at every size:
+# batch norm sits between BLAS products in a model (see _cpu.py).
 # Sweeping blocks of columns instead, to reread them from cache, was 5-10x
 # slower: a view per row and block, and a stride of a whole row between them.
 
 
-@numba.njit(inline="always")
-def _rows(p, parts, n):
-    return p * n // parts, (p + 1) * n // parts
-
-
-def _forward_kernel(parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def forward(
-        x,
-        weight,
-        bias,
-        y,
-        mean,
-        invstd,
-        running_mean,
-        running_var,
-        acc,
-        coef,
-        eps,
-        momentum,
-        update,
-    ):
-        """Training mode; ``acc`` (parts, 2, C) float64 and ``coef`` (2, C) are scratch."""
-        n, c = x.shape
-        parts = acc.shape[0]
-        x0 = x[0]
-        for p in numba.prange(parts):
-            s1, s2 = acc[p, 0], acc[p, 1]
-            for j in range(c):
-                s1[j] = 0.0
-                s2[j] = 0.0
-            lo, hi = _rows(p, parts, n)
-            for i in range(lo, hi):
-                xi = x[i]
-                for j in range(c):
-                    d = np.float64(xi[j]) - np.float64(x0[j])
-                    s1[j] += d
-                    s2[j] += d * d
-        k = coef[0]
+@numba.njit(**CPU_OPTIONS)
+def _forward_cpu(
+    x, weight, bias, y, mean, invstd, running_mean, running_var, acc, coef, eps, momentum, update
+):
+    """Training mode; ``acc`` (2, C) float64 and ``coef`` (2, C) are scratch."""
+    n, c = x.shape
+    x0 = x[0]
+    s1, s2 = acc[0], acc[1]
+    for j in range(c):
+        s1[j] = 0.0
+        s2[j] = 0.0
+    for i in range(n):
+        xi = x[i]
         for j in range(c):
-            a, b = 0.0, 0.0
-            for p in range(parts):
-                a += acc[p, 0, j]
-                b += acc[p, 1, j]
-            shifted_mean = a / n
-            var = max(b / n - shifted_mean * shifted_mean, 0.0)
-            m = np.float64(x0[j]) + shifted_mean
-            mean[j] = m
-            invstd[j] = 1.0 / math.sqrt(var + eps)
-            k[j] = weight[j] * invstd[j]
-            if update:
-                running_mean[j] = (1 - momentum) * running_mean[j] + momentum * m
-                running_var[j] = (1 - momentum) * running_var[j] + momentum * var * n / (n - 1)
-        for i in numba.prange(n):
-            xi, yi = x[i], y[i]
-            for j in range(c):
-                yi[j] = (xi[j] - mean[j]) * k[j] + bias[j]
+            d = np.float64(xi[j]) - np.float64(x0[j])
+            s1[j] += d
+            s2[j] += d * d
+    k = coef[0]
+    for j in range(c):
+        shifted_mean = s1[j] / n
+        var = max(s2[j] / n - shifted_mean * shifted_mean, 0.0)
+        m = np.float64(x0[j]) + shifted_mean
+        mean[j] = m
+        invstd[j] = 1.0 / math.sqrt(var + eps)
+        k[j] = weight[j] * invstd[j]
+        if update:
+            running_mean[j] = (1 - momentum) * running_mean[j] + momentum * m
+            running_var[j] = (1 - momentum) * running_var[j] + momentum * var * n / (n - 1)
+    for i in range(n):
+        xi, yi = x[i], y[i]
+        for j in range(c):
+            yi[j] = (xi[j] - mean[j]) * k[j] + bias[j]
 
-    return forward
 
-
-def _inference_kernel(parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def inference(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
-        """Evaluation mode, rows in parallel; also writes mean and invstd."""
+@numba.njit(**CPU_OPTIONS)
+def _inference_cpu(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
+    """Evaluation mode; also writes mean and invstd."""
+    for j in range(x.shape[1]):
+        mean[j] = running_mean[j]
+        invstd[j] = 1 / math.sqrt(running_var[j] + eps)
+    for i in range(x.shape[0]):
+        xi, yi = x[i], y[i]
         for j in range(x.shape[1]):
-            mean[j] = running_mean[j]
-            invstd[j] = 1 / math.sqrt(running_var[j] + eps)
-        for i in numba.prange(x.shape[0]):
-            xi, yi = x[i], y[i]
-            for j in range(x.shape[1]):
-                yi[j] = (xi[j] - mean[j]) * (weight[j] * invstd[j]) + bias[j]
-
-    return inference
+            yi[j] = (xi[j] - mean[j]) * (weight[j] * invstd[j]) + bias[j]
 
 
-def _backward_kernel(parallel):
-    @numba.njit(parallel=parallel, **CPU_OPTIONS)
-    def backward(
-        g,
-        x,
-        weight,
-        mean,
-        invstd,
-        dx,
-        dweight,
-        dbias,
-        acc,
-        coef,
-        batch_stats,
-        compute_dx,
-        accumulate,
-    ):
-        """The sums, then dx (when ``compute_dx``); scratch as in the forward."""
-        n, c = x.shape
-        parts = acc.shape[0]
-        for p in numba.prange(parts):
-            sg, sgx = acc[p, 0], acc[p, 1]
-            for j in range(c):
-                sg[j] = 0.0
-                sgx[j] = 0.0
-            lo, hi = _rows(p, parts, n)
-            for i in range(lo, hi):
-                gi, xi = g[i], x[i]
-                for j in range(c):
-                    gij = np.float64(gi[j])
-                    sg[j] += gij
-                    sgx[j] += gij * (np.float64(xi[j]) - np.float64(mean[j]))
-        mg, q = coef[0], coef[1]
+@numba.njit(**CPU_OPTIONS)
+def _backward_cpu(
+    g, x, weight, mean, invstd, dx, dweight, dbias, acc, coef, batch_stats, compute_dx, accumulate
+):
+    """The sums, then dx (when ``compute_dx``); scratch as in the forward."""
+    n, c = x.shape
+    sg, sgx = acc[0], acc[1]
+    for j in range(c):
+        sg[j] = 0.0
+        sgx[j] = 0.0
+    for i in range(n):
+        gi, xi = g[i], x[i]
         for j in range(c):
-            a, b = 0.0, 0.0
-            for p in range(parts):
-                a += acc[p, 0, j]
-                b += acc[p, 1, j]
-            b *= invstd[j]
-            if accumulate:
-                dbias[j] += a
-                dweight[j] += b
-            else:
-                dbias[j] = a
-                dweight[j] = b
-            # dx = (g - mg - (x - mean) q) weight invstd
-            mg[j] = a / n if batch_stats else 0
-            q[j] = invstd[j] * b / n if batch_stats else 0
-        if compute_dx:
-            for i in numba.prange(n):
-                gi, xi, dxi = g[i], x[i], dx[i]
-                for j in range(c):
-                    dxi[j] = (gi[j] - mg[j] - (xi[j] - mean[j]) * q[j]) * (weight[j] * invstd[j])
-
-    return backward
-
-
-#: (serial, parallel) versions; the parallel ones from PARALLEL_THRESHOLD elements.
-_FORWARD = (_forward_kernel(False), _forward_kernel(True))
-_INFERENCE = (_inference_kernel(False), _inference_kernel(True))
-_BACKWARD = (_backward_kernel(False), _backward_kernel(True))
+            gij = np.float64(gi[j])
+            sg[j] += gij
+            sgx[j] += gij * (np.float64(xi[j]) - np.float64(mean[j]))
+    mg, q = coef[0], coef[1]
+    for j in range(c):
+        a, b = sg[j], sgx[j] * invstd[j]
+        if accumulate:
+            dbias[j] += a
+            dweight[j] += b
+        else:
+            dbias[j] = a
+            dweight[j] = b
+        # dx = (g - mg - (x - mean) q) weight invstd
+        mg[j] = a / n if batch_stats else 0
+        q[j] = invstd[j] * b / n if batch_stats else 0
+    if compute_dx:
+        for i in range(n):
+            gi, xi, dxi = g[i], x[i], dx[i]
+            for j in range(c):
+                dxi[j] = (gi[j] - mg[j] - (xi[j] - mean[j]) * q[j]) * (weight[j] * invstd[j])
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -385,10 +327,9 @@ def _scratch_array(shape, dtype):
 
 
 def _scratch_for(x):
-    """(acc, coef) for x: float64 sums per block of rows, and (2, C) in x's dtype."""
-    parts = numba.get_num_threads() if x.size >= PARALLEL_THRESHOLD else 1
+    """(acc, coef) for x: (2, C) float64 column sums, and (2, C) in x's dtype."""
     c = x.shape[1]
-    return _scratch_array((parts, 2, c), np.float64), _scratch_array((2, c), x.dtype)
+    return _scratch_array((2, c), np.float64), _scratch_array((2, c), x.dtype)
 
 
 def batchnorm_cpu(
@@ -397,7 +338,7 @@ def batchnorm_cpu(
     """Training mode: y, mean and invstd from x; with ``update``, also
     running_mean and running_var (in place). Returns y."""
     dtype = x.dtype.type
-    _FORWARD[x.size >= PARALLEL_THRESHOLD](
+    _forward_cpu(
         x,
         weight,
         bias,
@@ -417,9 +358,7 @@ def batchnorm_cpu(
 def batchnorm_inference_cpu(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
     """Evaluation mode: y from x and the running statistics; mean and invstd
     are written for the backward. Returns y."""
-    _INFERENCE[x.size >= PARALLEL_THRESHOLD](
-        x, weight, bias, running_mean, running_var, x.dtype.type(eps), y, mean, invstd
-    )
+    _inference_cpu(x, weight, bias, running_mean, running_var, x.dtype.type(eps), y, mean, invstd)
     return y
 
 
@@ -428,7 +367,7 @@ def batchnorm_backward_cpu(
 ):
     """dweight and dbias (written, or added to with ``accumulate``) and dx
     (skipped when None) for grad_out ``g``."""
-    _BACKWARD[x.size >= PARALLEL_THRESHOLD](
+    _backward_cpu(
         g,
         x,
         weight,

@@ -31,7 +31,7 @@ import numpy as np
 from numba import uint32, uint64
 
 from . import _cuda, rng
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
 
 #: Each element's random value has 16 bits: p is rounded to a multiple of 2**-16.
@@ -111,18 +111,10 @@ def _dropout_block(x, out, seed, block0, limit, factor, t, checked):
 
 
 @numba.njit(**CPU_OPTIONS)
-def _dropout_serial(x, out, seed, block0, limit, factor):
+def _dropout_cpu(x, out, seed, block0, limit, factor):
+    """Serial at every size: dropout sits between BLAS products (see _cpu.py)."""
     full = x.size // 8
     for t in range(full):
-        _dropout_block(x, out, seed, block0, limit, factor, t, False)
-    if x.size % 8:
-        _dropout_block(x, out, seed, block0, limit, factor, full, True)
-
-
-@numba.njit(parallel=True, **CPU_OPTIONS)
-def _dropout_parallel(x, out, seed, block0, limit, factor):
-    full = x.size // 8
-    for t in numba.prange(full):
         _dropout_block(x, out, seed, block0, limit, factor, t, False)
     if x.size % 8:
         _dropout_block(x, out, seed, block0, limit, factor, full, True)
@@ -166,8 +158,7 @@ def _arguments(x, seed, offset, p):
 def dropout_cpu(x, out, seed, offset, p):
     """out = dropout(x) for flat C-contiguous numpy arrays of one float dtype;
     ``seed`` and ``offset`` (a multiple of 4) are ints in [0, 2**64)."""
-    kernel = _dropout_serial if x.size < PARALLEL_THRESHOLD else _dropout_parallel
-    kernel(x, out, *_arguments(x, seed, offset, p))
+    _dropout_cpu(x, out, *_arguments(x, seed, offset, p))
     return out
 
 

@@ -188,6 +188,17 @@ def test_cuda_model_loads_on_the_cpu(tmp_path):
     np.testing.assert_allclose(loaded.predict(X), model.predict(X), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.cuda
+def test_every_layer_loads_onto_the_device_asked_for(tmp_path):
+    model = nn.Sequential(nn.Dense(4, 3, seed=1), nn.BatchNorm1d(3), nn.ReLU(), nn.Dropout(0.2))
+    with gn.device("cpu"):
+        loaded = gn.load(saved(tmp_path, model), device="cuda")
+    assert {str(p.device) for p in loaded.parameters()} == {"cuda:0"}
+    assert str(gn.nn._device_of(loaded[1].running_mean)) == "cuda:0"
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
+
+
 # --- errors ----------------------------------------------------------------------------
 
 
