@@ -10,6 +10,8 @@ Commands, one module each:
 - ``rbm``: trains a restricted Boltzmann machine on the bundled digits,
   prints the pseudo-likelihood per epoch, saves the filters (``--plot``) and
   checks the features with a logistic regression when scikit-learn is there.
+- ``bench``: times every kernel and training loop against the machine's
+  ceilings and against numpy, PyTorch and scikit-learn.
 
 Each command module has ``add_parser(subparsers)``, which declares the
 command's arguments and sets ``run`` to a function taking the parsed arguments
@@ -20,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import info, rbm, train
+from . import bench, info, rbm, train
 from ._output import package_version
 
-COMMANDS = (info, train, rbm)
+COMMANDS = (info, train, rbm, bench)
 
 
 def main(argv: list[str] | None = None) -> int:

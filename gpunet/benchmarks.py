@@ -1,0 +1,570 @@
+"""The workloads behind ``gpunet bench``: each gpunet kernel or training loop
+on one device, timed against the machine's ceilings and against the peers a
+user would otherwise reach for, in the same process, on the same data.
+
+Timing: every callable is warmed up first (JIT compilation stays out); a
+time is the median of several samples, each of enough calls to last about
+``SAMPLE_SECONDS``; a peer ratio is the median, over rounds that run the peer
+and gpunet alternately, of time(peer) / time(gpunet), so that the machine's
+drift between fast and slow states cancels. Above 1, gpunet is faster.
+
+Ceilings, measured at the start of a run: a large float32 matrix product
+(GFLOP/s: numpy's BLAS on the CPU, the best of gpunet's and CuPy's on a GPU)
+and a large copy (GB/s), the limits of compute-bound and memory-bound work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from . import _device, nn, ops
+from . import losses as _losses
+from . import optim as _optim
+from .kernels import _cuda
+from .kernels import dense as _dense
+
+
+@dataclasses.dataclass
+class Settings:
+    """How long to time: ``quick`` shrinks the sizes and the sample counts."""
+
+    quick: bool = False
+
+    @property
+    def samples(self) -> int:
+        return 3 if self.quick else 9
+
+    @property
+    def sample_seconds(self) -> float:
+        return 2e-3 if self.quick else 0.02
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def _sync(device):
+    if device.type == "cuda":
+        _cuda.cuda.synchronize()
+
+
+def _per_sample(fn, device, seconds):
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    once = time.perf_counter() - start
+    return max(1, math.ceil(seconds / max(once, 1e-9)))
+
+
+def _sample(fn, device, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / number
+
+
+def median_time(fn: Callable, device, settings: Settings) -> float:
+    """Median seconds per call of ``fn()`` (called once first, to warm up)."""
+    number = _per_sample(fn, device, settings.sample_seconds)
+    return statistics.median(_sample(fn, device, number) for _ in range(settings.samples))
+
+
+def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -> float:
+    """Median over alternating rounds of time(peer) / time(gpunet)."""
+    n_peer = _per_sample(peer, device, settings.sample_seconds)
+    n_ours = _per_sample(gpunet, device, settings.sample_seconds)
+    ratios = []
+    for _ in range(settings.samples):
+        ours = _sample(gpunet, device, n_ours)
+        ratios.append(_sample(peer, device, n_peer) / ours)
+    return statistics.median(ratios)
+
+
+# --- ceilings -------------------------------------------------------------------------
+
+
+def copy_gbps(device, settings: Settings) -> float:
+    """GB/s of a plain copy of a large buffer (bytes read plus bytes written)."""
+    n = settings.size(1 << 28, 1 << 22)
+    if device.type == "cpu":
+        src = np.ones(n // 2, np.uint8)
+        dst = np.empty_like(src)
+        fn = functools.partial(np.copyto, dst, src)
+    else:
+        src = _cuda.cuda.to_device(np.ones(n // 2, np.uint8))
+        dst = _cuda.cuda.device_array(n // 2, np.uint8)
+        fn = functools.partial(dst.copy_to_device, src)
+    fn()
+    return n / median_time(fn, device, settings) / 1e9
+
+
+def matmul_gflops(device, settings: Settings) -> tuple[float, str]:
+    """(GFLOP/s, what ran) for a square float32 product: numpy's BLAS on the
+    CPU; on a GPU the faster of gpunet's tiled kernel and cuBLAS (CuPy)."""
+    n = settings.size(2048 if device.type == "cpu" else 4096, 256)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    flops = 2 * n**3
+    if device.type == "cpu":
+        out = np.empty((n, n), np.float32)
+        fn = functools.partial(np.matmul, a, b, out=out)
+        fn()
+        return flops / median_time(fn, device, settings) / 1e9, "numpy matmul"
+    da, db = _cuda.cuda.to_device(a), _cuda.cuda.to_device(b)
+    out = _cuda.cuda.device_array((n, n), np.float32)
+    bias = _cuda.cuda.to_device(np.zeros(n, np.float32))
+    best = (0.0, "")
+    runs = [("gpunet tiled", lambda: _dense.dense_cuda(da, db, bias, out))]
+    from . import gemm
+
+    if gemm.cublas_available():
+        runs.append(("cuBLAS", lambda: gemm.cublas_matmul(da, db, out, False, False, False)))
+    for name, fn in runs:
+        fn()
+        rate = flops / median_time(fn, device, settings) / 1e9
+        best = max(best, (rate, name))
+    return best
+
+
+# --- peers ----------------------------------------------------------------------------
+
+
+@functools.cache
+def torch_module():
+    """torch, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_device(device):
+    return "cpu" if device.type == "cpu" else f"cuda:{device.index}"
+
+
+def _torch_sync(torch, device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report."""
+
+    name: str
+    seconds: float
+    rate: float
+    unit: str
+    ceiling: float | None
+    peers: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+class Bench:
+    """Runs the workloads on one device and collects :class:`Row` objects."""
+
+    def __init__(self, device, settings: Settings, peers=("numpy", "torch", "sklearn", "cupy")):
+        self.device = _device._resolve(device)
+        self.settings = settings
+        self.peers = set(peers)
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.copy_gbps = copy_gbps(self.device, settings)
+        self.matmul_gflops, self.matmul_kind = matmul_gflops(self.device, settings)
+
+    def _time(self, fn):
+        return median_time(fn, self.device, self.settings)
+
+    def _ratio(self, peer, ours, device=None):
+        return median_ratio(peer, ours, device or self.device, self.settings)
+
+    def _torch(self):
+        torch = torch_module() if "torch" in self.peers else None
+        if torch is None and "torch" in self.peers:
+            self._note("torch is not installed: no torch peer")
+        if torch is not None and self.device.type == "cuda" and not torch.cuda.is_available():
+            self._note("torch has no CUDA here: no torch peer on the GPU")
+            return None
+        if torch is not None:
+            import numba
+
+            torch.set_num_threads(numba.get_num_threads())
+        return torch
+
+    def _note(self, text):
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _put(self, a):
+        return _device.to_device(a, self.device)
+
+    # --- memory-bound kernels ----------------------------------------------------------
+
+    def elementwise(self):
+        """softmax and each activation, forward, on (8192, 1000) float32."""
+        shape = (self.settings.size(8192, 64), 1000)
+        x_host = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 3
+        x = self._put(x_host)
+        out = self._put(np.empty_like(x_host))
+        nbytes = 2 * x_host.nbytes
+        numpy_ops = {
+            "softmax": lambda a: _numpy_softmax(a),
+            "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+            "tanh": np.tanh,
+            "relu": lambda a: np.maximum(a, 0),
+            "leaky_relu": lambda a: np.where(a > 0, a, np.float32(0.01) * a),
+            "step": lambda a: (a > 0).astype(a.dtype),
+        }
+        torch = self._torch()
+        for name, numpy_op in numpy_ops.items():
+            op = getattr(ops, name)
+            fn = functools.partial(op, x, out=out)
+            fn()
+            seconds = self._time(fn)
+            gbps = nbytes / seconds / 1e9
+            row = Row(f"{name} {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", gbps / self.copy_gbps)
+            if self.device.type == "cpu" and "numpy" in self.peers:
+                row.peers["numpy"] = self._ratio(functools.partial(numpy_op, x_host), fn)
+            if torch is not None:
+                t = torch.from_numpy(x_host).to(_torch_device(self.device))
+                torch_op = _torch_elementwise(torch, name)
+
+                def peer(t=t, torch_op=torch_op):
+                    torch_op(t)
+                    _torch_sync(torch, self.device)
+
+                peer()
+                row.peers["torch"] = self._ratio(peer, fn)
+            self.rows.append(row)
+
+    def dispatch(self):
+        """The fixed cost of a gn.ops call: relu on a (1, 10) array."""
+        x_host = np.ones((1, 10), np.float32)
+        x = self._put(x_host)
+        out = self._put(np.empty_like(x_host))
+        fn = functools.partial(ops.relu, x, out=out)
+        fn()
+        seconds = self._time(fn)
+        row = Row("dispatch: relu 1x10", seconds, seconds * 1e6, "us/call", None)
+        torch = self._torch()
+        if torch is not None:
+            t = torch.from_numpy(x_host).to(_torch_device(self.device))
+            peer = functools.partial(torch.relu, t)
+            peer()
+            row.peers["torch"] = self._ratio(peer, fn)
+        self.rows.append(row)
+
+    # --- dense layers and training ---------------------------------------------------
+
+    def dense(self):
+        """Dense forward + backward, batch 256, 784 -> 1024, relu, float32."""
+        batch, n_in, n_out = self.settings.size(256, 16), 784, 1024
+        rng = np.random.default_rng(0)
+        host = [
+            rng.standard_normal((batch, n_in), dtype=np.float32),
+            (rng.standard_normal((n_in, n_out)) * np.sqrt(2 / n_in)).astype(np.float32),
+            rng.standard_normal(n_out, dtype=np.float32),
+            rng.standard_normal((batch, n_out), dtype=np.float32),
+        ]
+        x, W, b, g = (self._put(a) for a in host)
+        y = self._put(np.empty((batch, n_out), np.float32))
+        dz = self._put(np.empty((batch, n_out), np.float32))
+        dx, dW = self._put(np.empty_like(host[0])), self._put(np.empty_like(host[1]))
+        db = self._put(np.empty_like(host[2]))
+        from .dispatch import kernel_for
+
+        forward, backward = (
+            kernel_for("dense", self.device.type),
+            kernel_for("dense_backward", self.device.type),
+        )
+
+        def ours():
+            forward(x, W, b, y, "relu")
+            backward(g, x, W, y, dx, dW, db, dz, "relu")
+
+        ours()
+        seconds = self._time(ours)
+        gflops = 6 * batch * n_in * n_out / seconds / 1e9
+        row = Row(
+            f"dense fwd+bwd {batch}x{n_in}->{n_out}",
+            seconds,
+            gflops,
+            "GFLOP/s",
+            gflops / self.matmul_gflops,
+        )
+        if self.device.type == "cpu" and "numpy" in self.peers:
+            xh, Wh, bh, gh = host
+
+            def numpy_layer():
+                yh = np.maximum(xh @ Wh + bh, 0)
+                dzh = np.where(yh > 0, gh, 0)
+                return dzh @ Wh.T, xh.T @ dzh, dzh.sum(axis=0)
+
+            row.peers["numpy"] = self._ratio(numpy_layer, ours)
+        torch = self._torch()
+        if torch is not None:
+            dev = _torch_device(self.device)
+            xt = torch.from_numpy(host[0]).to(dev)
+            linear = torch.nn.Linear(n_in, n_out).to(dev)
+            gt = torch.from_numpy(host[3]).to(dev)
+
+            def torch_layer():
+                linear.zero_grad(set_to_none=True)
+                out = torch.relu(linear(xt.requires_grad_(True)))
+                out.backward(gt)
+                _torch_sync(torch, self.device)
+
+            torch_layer()
+            row.peers["torch"] = self._ratio(torch_layer, ours)
+        self.rows.append(row)
+
+    def mlp_epoch(self):
+        """One training epoch of 784-512-256-10 (SGD, momentum 0.9), batch 128, 8192 samples."""
+        widths = (784, 512, 256, 10)
+        n, batch = self.settings.size(8192, 512), 128
+        rng = np.random.default_rng(0)
+        X = rng.random((n, widths[0]), dtype=np.float32)
+        y = rng.integers(0, widths[-1], n)
+        model = mlp(widths, self.device)
+        opt = _optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss = _losses.SoftmaxCrossEntropy()
+        seeds = iter(range(1 << 30))
+
+        def ours():
+            model.fit(X, y, loss=loss, optimizer=opt, batch_size=batch, verbose=0, seed=next(seeds))
+            _sync(self.device)
+
+        ours()
+        seconds = self._time(ours)
+        row = Row(f"MLP epoch 784-512-256-10 b{batch}", seconds, n / seconds, "samples/s", None)
+        weights = [_device.to_numpy(p.data) for p in model.parameters()]
+        if self.device.type == "cpu" and "numpy" in self.peers:
+            row.peers["numpy"] = self._ratio(NumpyMLP(weights, X, y, batch).epoch, ours)
+        torch = self._torch()
+        if torch is not None:
+            row.peers["torch"] = self._ratio(
+                TorchMLP(torch, weights, X, y, batch, self.device).epoch, ours
+            )
+        if self.device.type == "cpu" and "sklearn" in self.peers:
+            try:
+                from sklearn.neural_network import MLPClassifier
+            except ImportError:
+                self._note("scikit-learn is not installed: no MLPClassifier peer")
+            else:
+                clf = MLPClassifier(
+                    widths[1:-1],
+                    solver="sgd",
+                    learning_rate_init=0.01,
+                    momentum=0.9,
+                    nesterovs_momentum=False,
+                    batch_size=batch,
+                    alpha=0.0,
+                )
+                classes = np.arange(widths[-1])
+                clf.partial_fit(X[:batch], y[:batch], classes=classes)
+                row.peers["sklearn"] = self._ratio(lambda: clf.partial_fit(X, y), ours)
+        self.rows.append(row)
+
+    # --- restricted Boltzmann machines ------------------------------------------------
+
+    def rbm_update(self):
+        """One CD-1 update (persistent chain) of a 784x500 RBM on a batch of 100."""
+        from .rbm import RBM
+
+        batch, visible, hidden = self.settings.size(100, 10), 784, self.settings.size(500, 50)
+        rng = np.random.default_rng(0)
+        v = (rng.random((batch, visible)) < 0.3).astype(np.float32)
+        rbm = RBM(hidden, batch_size=batch, random_state=0, device=str(self.device))
+        rbm.partial_fit(v)
+        ours = functools.partial(rbm.partial_fit, v)
+        seconds = self._time(ours)
+        gflops = 10 * batch * visible * hidden / seconds / 1e9
+        row = Row(
+            f"RBM CD-1 {visible}x{hidden} b{batch}",
+            seconds,
+            gflops,
+            "GFLOP/s",
+            gflops / self.matmul_gflops,
+        )
+        if self.device.type == "cpu" and "numpy" in self.peers:
+            W = rbm.components_.astype(np.float32)
+            b, c = (
+                rbm.intercept_visible_.astype(np.float32),
+                rbm.intercept_hidden_.astype(np.float32),
+            )
+            row.peers["numpy"] = self._ratio(NumpyCD1(v, W, b, c, 0.1), ours)
+        if self.device.type == "cpu" and "sklearn" in self.peers:
+            try:
+                from sklearn.neural_network import BernoulliRBM
+            except ImportError:
+                self._note("scikit-learn is not installed: no BernoulliRBM peer")
+            else:
+                peer = BernoulliRBM(hidden, batch_size=batch, random_state=0)
+                peer.partial_fit(v)
+                row.peers["sklearn"] = self._ratio(functools.partial(peer.partial_fit, v), ours)
+        self.rows.append(row)
+
+    def rbm_fit(self):
+        """gn.RBM.fit on the bundled digits (1797 x 64 scaled to [0, 1]): 100
+        components, learning rate 0.06, batch 10, 10 epochs."""
+        from .datasets import load_digits
+        from .rbm import RBM
+
+        X = load_digits()[0] / np.float32(16)
+        n_iter = self.settings.size(10, 1)
+        kwargs = dict(
+            n_components=100, learning_rate=0.06, batch_size=10, n_iter=n_iter, random_state=0
+        )
+        ours = functools.partial(RBM(**kwargs, device=str(self.device)).fit, X)
+        ours()
+        seconds = self._time(ours)
+        row = Row(
+            f"RBM fit digits ({n_iter} epochs)",
+            seconds,
+            len(X) * n_iter / seconds,
+            "samples/s",
+            None,
+        )
+        if self.device.type == "cpu" and "sklearn" in self.peers:
+            try:
+                from sklearn.neural_network import BernoulliRBM
+            except ImportError:
+                self._note("scikit-learn is not installed: no BernoulliRBM peer")
+            else:
+                peer = functools.partial(BernoulliRBM(**kwargs).fit, X.astype(np.float64))
+                row.peers["sklearn"] = self._ratio(peer, ours)
+        self.rows.append(row)
+
+    def run(self, workloads=None):
+        for name in workloads or WORKLOADS:
+            getattr(self, name)()
+        return self.rows
+
+
+#: The workloads in report order (methods of Bench).
+WORKLOADS = ("elementwise", "dispatch", "dense", "mlp_epoch", "rbm_update", "rbm_fit")
+
+
+def mlp(widths, device, dtype="float32"):
+    """A ReLU perceptron with the given layer widths, seeded, on ``device``."""
+    return nn.Sequential(
+        *[
+            nn.Dense(a, b, "relu" if i < len(widths) - 2 else None, dtype, seed=i, device=device)
+            for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+        ]
+    )
+
+
+def _numpy_softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _torch_elementwise(torch, name):
+    if name == "softmax":
+        return lambda t: torch.softmax(t, -1)
+    if name == "leaky_relu":
+        return lambda t: torch.nn.functional.leaky_relu(t, 0.01)
+    if name == "step":
+        return lambda t: (t > 0).to(t.dtype)
+    return getattr(torch, name)
+
+
+class NumpyMLP:
+    """The same training step in plain numpy, as one writes it by hand:
+    matmuls, np.maximum, a stable softmax, np.where, in-place momentum updates."""
+
+    def __init__(self, weights, X, y, batch, lr=0.01, momentum=0.9):
+        self.Ws, self.bs = [w.copy() for w in weights[0::2]], [b.copy() for b in weights[1::2]]
+        self.vW, self.vb = [np.zeros_like(w) for w in self.Ws], [np.zeros_like(b) for b in self.bs]
+        self.X, self.y, self.batch, self.lr, self.momentum = X, y, batch, lr, momentum
+        self.seed = 0
+
+    def step(self, xb, yb):
+        Ws, bs = self.Ws, self.bs
+        acts = [xb]
+        for i, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+            z = acts[-1] @ W + b
+            acts.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
+        p = _numpy_softmax(acts[-1])
+        p[np.arange(len(yb)), yb] -= 1
+        g = p / len(yb)
+        for i in range(len(Ws) - 1, -1, -1):
+            gW, gb = acts[i].T @ g, g.sum(axis=0)
+            if i > 0:
+                g = np.where(acts[i] > 0, g @ Ws[i].T, 0)
+            for w, v, grad in ((Ws[i], self.vW[i], gW), (bs[i], self.vb[i], gb)):
+                v *= self.momentum
+                v += grad
+                w -= self.lr * v
+
+    def epoch(self):
+        order = np.random.default_rng(self.seed).permutation(len(self.X))
+        self.seed += 1
+        for start in range(0, len(self.X), self.batch):
+            rows = order[start : start + self.batch]
+            self.step(self.X[rows], self.y[rows])
+
+
+class NumpyCD1:
+    """One persistent CD-1 update written plainly in numpy (float32), as the
+    bar a hand-written RBM sets: W (hidden, visible), b visible, c hidden."""
+
+    def __init__(self, v, W, b, c, lr):
+        self.v, self.W, self.b, self.c = v, W.copy(), b.copy(), c.copy()
+        self.lr = np.float32(lr / len(v))
+        self.rng = np.random.default_rng(0)
+        self.chain = (self.rng.random((len(v), len(c))) < 0.5).astype(np.float32)
+
+    def __call__(self):
+        v, W, rng = self.v, self.W, self.rng
+        hp = 1 / (1 + np.exp(-(v @ W.T + self.c)))
+        vp = 1 / (1 + np.exp(-(self.chain @ W + self.b)))
+        vn = (rng.random(vp.shape, np.float32) < vp).astype(np.float32)
+        hn = 1 / (1 + np.exp(-(vn @ W.T + self.c)))
+        self.chain = (rng.random(hn.shape, np.float32) < hn).astype(np.float32)
+        W += self.lr * (hp.T @ v - hn.T @ vn)
+        self.b += self.lr * (v.sum(axis=0) - vn.sum(axis=0))
+        self.c += self.lr * (hp.sum(axis=0) - hn.sum(axis=0))
+
+
+class TorchMLP:
+    """The same network and step in PyTorch eager mode (Linear, ReLU,
+    cross_entropy, torch.optim.SGD), from the same weights."""
+
+    def __init__(self, torch, weights, X, y, batch, device, lr=0.01, momentum=0.9):
+        dev = _torch_device(device)
+        self.torch, self.device = torch, device
+        layers = []
+        for i in range(0, len(weights), 2):
+            W, b = weights[i], weights[i + 1]
+            linear = torch.nn.Linear(*W.shape)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.T.copy()))
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear, torch.nn.ReLU()]
+        self.model = torch.nn.Sequential(*layers[:-1]).to(dev)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.X, self.y = torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev)
+        self.batch, self.seed = batch, 0
+
+    def epoch(self):
+        torch = self.torch
+        order = torch.from_numpy(np.random.default_rng(self.seed).permutation(len(self.X)))
+        order = order.to(self.X.device)
+        self.seed += 1
+        for start in range(0, len(self.X), self.batch):
+            rows = order[start : start + self.batch]
+            loss = torch.nn.functional.cross_entropy(self.model(self.X[rows]), self.y[rows])
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad()
+        _torch_sync(torch, self.device)
