@@ -92,7 +92,7 @@ def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -
 
 def copy_gbps(device, settings: Settings) -> float:
     """GB/s of a plain copy of a large buffer (bytes read plus bytes written)."""
-    n = settings.size(1 << 28, 1 << 22)
+    n = settings.size(1 << 28, 1 << 16)
     if device.type == "cpu":
         src = np.ones(n // 2, np.uint8)
         dst = np.empty_like(src)
@@ -108,7 +108,7 @@ def copy_gbps(device, settings: Settings) -> float:
 def matmul_gflops(device, settings: Settings) -> tuple[float, str]:
     """(GFLOP/s, what ran) for a square float32 product: numpy's BLAS on the
     CPU; on a GPU the faster of gpunet's tiled kernel and cuBLAS (CuPy)."""
-    n = settings.size(2048 if device.type == "cpu" else 4096, 256)
+    n = settings.size(2048 if device.type == "cpu" else 4096, 64)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     flops = 2 * n**3

@@ -1,0 +1,57 @@
+"""``gpunet bench``: a quick run's table and JSON report, peers and their
+absence, and the CUDA path of the cheapest workload."""
+
+import json
+
+import pytest
+
+import gpunet as gn
+from gpunet import benchmarks, cli
+
+
+def test_quick_run_reports_rates_ceilings_and_peers(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--device", "cpu", "--only", "dispatch", "dense", "mlp_epoch"]
+    assert cli.main([*argv, "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ceilings: matrix product" in out and "GFLOP/s" in out
+    report = json.loads(path.read_text())
+    assert report["device"] == "cpu" and report["threads"] >= 1 and report["quick"] is True
+    assert report["versions"]["gpunet"] == gn.__version__
+    assert report["ceilings"]["matmul_gflops"] > 0 and report["ceilings"]["copy_gbps"] > 0
+    rows = {row["name"].split()[0]: row for row in report["rows"]}
+    assert set(rows) == {"dispatch:", "dense", "MLP"}
+    assert rows["dense"]["unit"] == "GFLOP/s" and 0 < rows["dense"]["fraction_of_ceiling"]
+    assert rows["MLP"]["unit"] == "samples/s" and rows["MLP"]["rate"] > 0
+    assert rows["MLP"]["peer_ratios"]["numpy"] > 0
+    for row in report["rows"]:
+        assert row["seconds"] > 0
+        assert row["name"] in out
+
+
+def test_no_peers_times_gpunet_alone(capsys):
+    assert cli.main(["bench", "--quick", "--device", "cpu", "--only", "dense", "--no-peers"]) == 0
+    out = capsys.readouterr().out
+    assert "vs numpy" not in out and "dense fwd+bwd" in out
+
+
+def test_missing_peers_are_skipped_with_a_note(monkeypatch):
+    monkeypatch.setattr(benchmarks, "torch_module", lambda: None)
+    bench = benchmarks.Bench("cpu", benchmarks.Settings(quick=True), peers=("numpy", "torch"))
+    (row,) = bench.run(["dispatch"])
+    assert "torch" not in row.peers
+    assert "torch is not installed: no torch peer" in bench.notes
+
+
+def test_ratios_are_peer_time_over_gpunet_time():
+    settings = benchmarks.Settings(quick=True)
+    slow = lambda: sum(range(20000))  # noqa: E731
+    fast = lambda: sum(range(2000))  # noqa: E731
+    assert benchmarks.median_ratio(slow, fast, gn.Device("cpu"), settings) > 2
+
+
+@pytest.mark.cuda
+def test_dispatch_workload_on_cuda():
+    bench = benchmarks.Bench("cuda", benchmarks.Settings(quick=True), peers=())
+    (row,) = bench.run(["dispatch"])
+    assert row.unit == "us/call" and row.seconds > 0
