@@ -146,6 +146,14 @@ def torch_module():
     return torch
 
 
+@functools.cache
+def cupy_module():
+    """cupy, or None when it is not installed or cannot reach a GPU."""
+    from . import gemm
+
+    return gemm._cupy_status()[0]
+
+
 def _torch_device(device):
     return "cpu" if device.type == "cpu" else f"cuda:{device.index}"
 
@@ -199,6 +207,15 @@ class Bench:
             torch.set_num_threads(numba.get_num_threads())
         return torch
 
+    def _cupy(self):
+        """cupy for GPU peers, or None (with a note when it was asked for)."""
+        if self.device.type != "cuda" or "cupy" not in self.peers:
+            return None
+        cupy = cupy_module()
+        if cupy is None:
+            self._note("CuPy is not installed or has no GPU: no CuPy peer")
+        return cupy
+
     def _note(self, text):
         if text not in self.notes:
             self.notes.append(text)
@@ -223,7 +240,7 @@ class Bench:
             "leaky_relu": lambda a: np.where(a > 0, a, np.float32(0.01) * a),
             "step": lambda a: (a > 0).astype(a.dtype),
         }
-        torch = self._torch()
+        torch, cupy = self._torch(), self._cupy()
         for name, numpy_op in numpy_ops.items():
             op = getattr(ops, name)
             fn = functools.partial(op, x, out=out)
@@ -243,6 +260,16 @@ class Bench:
 
                 peer()
                 row.peers["torch"] = self._ratio(peer, fn)
+            if cupy is not None:
+                xc = cupy.asarray(x)
+                cupy_op = _cupy_elementwise(cupy, name)
+
+                def cupy_peer(xc=xc, cupy_op=cupy_op):
+                    cupy_op(xc)
+                    cupy.cuda.runtime.deviceSynchronize()
+
+                cupy_peer()
+                row.peers["cupy"] = self._ratio(cupy_peer, fn)
             self.rows.append(row)
 
     def dispatch(self):
@@ -324,6 +351,18 @@ class Bench:
 
             torch_layer()
             row.peers["torch"] = self._ratio(torch_layer, ours)
+        cupy = self._cupy()
+        if cupy is not None:
+            xc, Wc, bc, gc = (cupy.asarray(a) for a in (x, W, b, g))
+
+            def cupy_layer():
+                yc = cupy.maximum(xc @ Wc + bc, 0)
+                dzc = cupy.where(yc > 0, gc, 0)
+                dzc @ Wc.T, xc.T @ dzc, dzc.sum(axis=0)
+                cupy.cuda.runtime.deviceSynchronize()
+
+            cupy_layer()
+            row.peers["cupy"] = self._ratio(cupy_layer, ours)
         self.rows.append(row)
 
     def mlp_epoch(self):
@@ -476,6 +515,23 @@ def _torch_elementwise(torch, name):
     if name == "step":
         return lambda t: (t > 0).to(t.dtype)
     return getattr(torch, name)
+
+
+def _cupy_elementwise(cupy, name):
+    if name == "softmax":
+
+        def softmax(a):
+            e = cupy.exp(a - a.max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+
+        return softmax
+    return {
+        "sigmoid": lambda a: 1 / (1 + cupy.exp(-a)),
+        "tanh": cupy.tanh,
+        "relu": lambda a: cupy.maximum(a, 0),
+        "leaky_relu": lambda a: cupy.where(a > 0, a, a.dtype.type(0.01) * a),
+        "step": lambda a: (a > 0).astype(a.dtype),
+    }[name]
 
 
 class NumpyMLP:

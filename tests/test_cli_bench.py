@@ -2,11 +2,14 @@
 absence, and the CUDA path of the cheapest workload."""
 
 import json
+import pathlib
 
 import pytest
 
 import gpunet as gn
 from gpunet import benchmarks, cli
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_quick_run_reports_rates_ceilings_and_peers(tmp_path, capsys):
@@ -55,3 +58,12 @@ def test_dispatch_workload_on_cuda():
     bench = benchmarks.Bench("cuda", benchmarks.Settings(quick=True), peers=())
     (row,) = bench.run(["dispatch"])
     assert row.unit == "us/call" and row.seconds > 0
+
+
+@pytest.mark.skipif(gn.cuda_status()[0] > 0, reason="checks the refusal on a machine without a GPU")
+def test_gpu_campaign_needs_a_gpu(capsys):
+    import runpy
+
+    campaign = runpy.run_path(str(ROOT / "asv_benchmarks" / "gpu_campaign.py"))
+    assert campaign["main"]([]) == 2
+    assert "no CUDA GPU found" in capsys.readouterr().err

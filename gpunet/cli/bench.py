@@ -2,8 +2,9 @@
 as one table: median time, achieved rate, fraction of the machine's ceiling
 (a large matrix product's GFLOP/s, a large copy's GB/s, both measured at the
 start), and time(peer) / time(gpunet) for each installed peer (numpy, torch,
-scikit-learn), timed alternately in the same process. ``--json`` writes it all
-with the device, versions and thread count."""
+scikit-learn on the CPU; torch and CuPy on a GPU), timed alternately in the
+same process. ``--json`` writes it all with the device, versions and thread
+count."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 
 from ._output import format_seconds, format_table, package_version
 
-PEERS = ("numpy", "torch", "sklearn")
+PEERS = ("numpy", "torch", "sklearn", "cupy")
 
 
 def add_parser(subparsers) -> None:
