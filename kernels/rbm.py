@@ -371,14 +371,28 @@ _VISIBLE_GAUSSIAN = _EPILOGUE_CPU[IDENTITY, False, GAUSSIAN]
 #: ``_cd_epoch_cpu``).
 TRANSPOSED_MIN_BATCHES = 8
 
-#: A bias tile for the epilogue holds at least this many values (whole rows).
+#: A bias tile for the epilogue holds at least this many values (whole rows)
+#: when it is made once per call.
 _TILE_VALUES = 1024
+#: The epoch refreshes its tiles after every batch, so they are kept short:
+#: the fewest whole rows that make a multiple of this many values (the widest
+#: vector), so that the epilogue's vector loop leaves no remainder.
+_TILE_ALIGN = 16
 
 
 def _bias_tile(bias, rows):
     """``bias`` repeated over ``rows`` rows, or fewer when that already holds
     ``_TILE_VALUES`` values: the epilogue's tile."""
     return np.tile(bias, max(1, min(rows, -(-_TILE_VALUES // max(1, bias.size)))))
+
+
+@numba.njit(**CPU_OPTIONS)
+def _tile_rows(cols):
+    """The fewest rows of ``cols`` values that make a multiple of _TILE_ALIGN."""
+    rows = 1
+    while (rows * cols) % _TILE_ALIGN:
+        rows += 1
+    return rows
 
 
 @numba.njit(**CPU_OPTIONS)
@@ -479,8 +493,8 @@ def _cd_epoch_cpu(
     gc = np.empty(n_hidden, dtype)
     hs = chain if persistent else np.empty((rows, n_hidden), dtype)
     u = np.empty(max(rows * n_hidden, chain_rows * max(n_visible * words, n_hidden)), np.float32)
-    ct = np.empty(max(rows, chain_rows, 1) * n_hidden, dtype)  # c over whole rows
-    bt = np.empty(max(chain_rows, 1) * n_visible, dtype)  # b over whole rows
+    ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
+    bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
     _fill_tile(c, ct)
     _fill_tile(b, bt)
     for t in range(bounds.size - 1):
