@@ -863,13 +863,17 @@ def cd_epoch_cpu(
     """CD-k (PCD-k when ``persistent``) updates over the batches
     X[bounds[t]:bounds[t + 1]], all inside one compiled call.
 
-    ``params`` (W, b, c) and ``velocities`` (same shapes) are updated in place,
-    ``chain`` (m, H) too when ``persistent``; ``bounds`` is int64, starting at
-    0, batches no longer than ``chain``'s rows for PCD. Returns the offset
+    ``params`` (W, b, c) and ``velocities`` (same shapes, C-contiguous) are
+    updated in place, ``chain`` (m, H) too when ``persistent``; ``bounds`` is
+    int64, starting at 0, batches no longer than ``chain``'s rows for PCD.
+    The velocities after the call are those of its last step (without
+    momentum and decay the steps before it skip them). Returns the offset
     after the epoch's draws.
     """
     W, b, c = params
     vW, vb, vc = velocities
+    assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
+    X = np.ascontiguousarray(X)  # the products take rows of contiguous values
     t = W.dtype.type
     transposed = len(bounds) - 1 >= TRANSPOSED_MIN_BATCHES
     end = _cd_epoch_cpu(
