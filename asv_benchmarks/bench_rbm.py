@@ -9,7 +9,9 @@ parameter update) of a batch against its chain, through the kernel launcher.
   floating-point operations over the median time of one update.
 - ``track_numpy_ratio`` (CPU): a plain numpy implementation of the same update
   (numpy's random numbers, ``1 / (1 + exp(-x))``) timed alternately with
-  gpunet's; median of time(numpy) / time(gpunet).
+  gpunet's; median of time(numpy) / time(gpunet). gpunet's CPU products call
+  numpy's own BLAS, so both sides run in one BLAS thread pool: set its size
+  for both with ``OPENBLAS_NUM_THREADS`` (or threadpoolctl).
 
 ``DigitsFit``, over device: ``gn.RBM.fit`` on the 8x8 digits nudged five
 ways (scikit-learn's "RBM features for digit classification" example: 7188
