@@ -115,16 +115,48 @@ def _operands(op, names, arrays, out):
 # --- elementwise activations ----------------------------------------------------------
 
 
-def _activation_forward(name, x, out, c=1.0):
+#: The constant 1 in each float dtype (the activations' default ``c``), made once.
+_ONE = {dtype: dtype.type(1) for dtype in _FLOAT_DTYPES}
+_REGISTRY = dispatch._registry
+
+
+def _host_output(x, out):
+    """The output for a C-contiguous float numpy ``x`` when ``out`` needs no
+    further checks (None, or a matching C-contiguous numpy array), else None."""
+    if out is None:
+        return np.empty_like(x)
+    if (
+        type(out) is np.ndarray
+        and out.shape == x.shape
+        and out.dtype is x.dtype
+        and out.flags.c_contiguous
+    ):
+        return out
+    return None
+
+
+def _activation_forward(name, x, out, c=None):
+    # Fast path, the common small host call: one dtype lookup, one contiguity
+    # check, the registry's kernel. Anything else takes the checked path below.
+    if type(x) is np.ndarray and x.flags.c_contiguous:
+        one = _ONE.get(x.dtype)
+        if one is not None:
+            result = _host_output(x, out)
+            if result is not None:
+                c = one if c is None else x.dtype.type(c)
+                _REGISTRY[name, "cpu"](x.ravel(), result.ravel(), c)
+                return result
     kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
-    dispatch.kernel_for(name, kind)(x.ravel(), result.ravel(), c)
+    c = 1.0 if c is None else c
+    dispatch.kernel_for(name, kind)(x.ravel(), result.ravel(), x.dtype.type(c))
     return returned
 
 
-def _activation_backward(name, grad_out, saved_name, saved, out, c=1.0):
+def _activation_backward(name, grad_out, saved_name, saved, out, c=None):
     op = f"{name}_backward"
     kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
-    dispatch.kernel_for(op, kind)(g.ravel(), s.ravel(), result.ravel(), c)
+    c = 1.0 if c is None else c
+    dispatch.kernel_for(op, kind)(g.ravel(), s.ravel(), result.ravel(), g.dtype.type(c))
     return returned
 
 

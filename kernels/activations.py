@@ -208,8 +208,8 @@ class Activation:
 
     ``forward_cpu(x, out, c)`` / ``forward_cuda(x, out, c)`` and the matching
     ``backward_*(grad_out, saved, out, c)`` take flat C-contiguous arrays of one
-    float dtype and the same size; ``c`` is the op's constant (alpha for
-    leaky_relu, unused otherwise). ``cuda_forward`` replaces ``forward`` on the
+    float dtype and the same size; ``c`` is the op's constant in that dtype
+    (alpha for leaky_relu, 1 otherwise). ``cuda_forward`` replaces ``forward`` on the
     GPU where the CPU version uses vmath.
     """
 
@@ -220,25 +220,21 @@ class Activation:
         self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
 
-    def forward_cpu(self, x, out, c=1.0):
-        serial, parallel = self._forward_cpu
-        kernel = serial if x.size < PARALLEL_THRESHOLD else parallel
-        kernel(x, x.dtype.type(c), out)
+    def forward_cpu(self, x, out, c):
+        self._forward_cpu[x.size >= PARALLEL_THRESHOLD](x, c, out)
 
-    def backward_cpu(self, grad_out, saved, out, c=1.0):
-        serial, parallel = self._backward_cpu
-        kernel = serial if grad_out.size < PARALLEL_THRESHOLD else parallel
-        kernel(grad_out, saved, grad_out.dtype.type(c), out)
+    def backward_cpu(self, grad_out, saved, out, c):
+        self._backward_cpu[grad_out.size >= PARALLEL_THRESHOLD](grad_out, saved, c, out)
 
-    def forward_cuda(self, x, out, c=1.0):
+    def forward_cuda(self, x, out, c):
         if x.size:
             blocks, threads = grid_1d(x.size)
-            self._forward_cuda[blocks, threads](x, x.dtype.type(c), out)
+            self._forward_cuda[blocks, threads](x, c, out)
 
-    def backward_cuda(self, grad_out, saved, out, c=1.0):
+    def backward_cuda(self, grad_out, saved, out, c):
         if grad_out.size:
             blocks, threads = grid_1d(grad_out.size)
-            self._backward_cuda[blocks, threads](grad_out, saved, grad_out.dtype.type(c), out)
+            self._backward_cuda[blocks, threads](grad_out, saved, c, out)
 
 
 step = Activation("step", step_scalar, step_backward_scalar)
