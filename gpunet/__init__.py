@@ -2,7 +2,9 @@
 
 ``import gpunet as gn``; ops run where their inputs live (``gn.ops``), arrays
 move with ``gn.to_device`` / ``gn.to_numpy``, and ``gn.set_device`` picks where
-new arrays go.
+new arrays and layers go. Models are built from ``gn.nn`` layers and trained
+with ``gn.losses`` and ``gn.optim`` (``model.fit``); ``gn.RBM`` is a
+restricted Boltzmann machine with scikit-learn's interface.
 """
 
 from . import data, datasets, dispatch, losses, nn, ops, optim, plot, random, training
