@@ -41,7 +41,8 @@ import os
 
 import numba
 import numpy as np
-from numba import uint64
+from numba import types, uint64
+from numba.core.extending import intrinsic
 
 from . import _cuda
 from . import activations as act
@@ -218,6 +219,22 @@ def box_muller(u0, u1, one, two_pi):
 # products fall back to np.dot. Between products: fused flat passes.
 
 _philox_block_cpu = numba.njit(forceinline=True)(philox_block.py_func)
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    """Lets LLVM vectorise the calling function's loops with 512-bit vectors
+    where the CPU has them (its default cost model stops at 256 bits there):
+    the flat passes run about 10% faster, with the same results."""
+
+    def codegen(context, builder, signature, args):
+        # A string attribute, which llvmlite's checked ``add`` does not know.
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 _TWO_PI = 2.0 * math.pi
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -327,6 +344,7 @@ def _epilogue_kernel(activation, store, sampling):
         scale * x when ``store``, and samples drawn from x with the uniforms
         ``u`` (see the module docstring) into ``samples``, or into z when not
         ``store``."""
+        _wide_vectors()
         one = z.dtype.type(1)
         zero = one - one
         two_pi = z.dtype.type(_TWO_PI)
@@ -409,6 +427,7 @@ def _fill_tile(bias, tile):
 def _bias_step_cpu(bias, velocity, grad, lr, momentum, tile):
     """velocity = momentum * velocity + lr * grad; bias += velocity; then
     ``tile`` (the bias repeated over whole rows) refreshed."""
+    _wide_vectors()
     for j in range(bias.size):
         d = momentum * velocity[j] + lr * grad[j]
         velocity[j] = d
@@ -417,8 +436,17 @@ def _bias_step_cpu(bias, velocity, grad, lr, momentum, tile):
 
 
 @numba.njit(**CPU_OPTIONS)
+def _copy_flat(src, dst):
+    """dst = src, 1-D (a flat loop: 10x faster than a 2-D slice assignment
+    at 10 x 64)."""
+    for e in range(src.size):
+        dst[e] = src[e]
+
+
+@numba.njit(**CPU_OPTIONS)
 def _column_sums(a, scale, out):
     """out += scale * the column sums of a (rows, cols)."""
+    _wide_vectors()
     for r in range(a.shape[0]):
         row = a[r]
         for j in range(row.size):
@@ -505,7 +533,7 @@ def _cd_epoch_cpu(
         Tp, Tn, Sp, Sn, h = T[:n], T[n : n + m], S[:n], S[n : n + m], hs[:m]
         tp, tn = Tp.reshape(Tp.size), Tn.reshape(Tn.size)
         sn, hf = Sn.reshape(Sn.size), h.reshape(h.size)
-        Sp[:, :] = v
+        _copy_flat(v.reshape(v.size), S.reshape(S.size)[: v.size])
         if not persistent:  # the chain starts from a sample of the positive phase
             _gemm(False, not transposed, one, Sp, WT, zero, Tp)
             draw = u[: n * n_hidden]
