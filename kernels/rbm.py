@@ -572,15 +572,24 @@ def _cd_epoch_cpu(
     bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
     _fill_tile(c, ct)
     _fill_tile(b, bt)
+    t_flat, s_flat, h_flat, x_flat = (
+        T.reshape(T.size),
+        S.reshape(S.size),
+        hs.reshape(hs.size),
+        X.reshape(X.size),
+    )
     for t in range(bounds.size - 1):
         n = bounds[t + 1] - bounds[t]
         m = chain.shape[0] if persistent else n
         inv_n, inv_m = one / dtype.type(n), one / dtype.type(m)
-        v = X[bounds[t] : bounds[t + 1]]
         Tp, Tn, Sp, Sn, h = T[:n], T[n : n + m], S[:n], S[n : n + m], hs[:m]
-        tp, tn = Tp.reshape(Tp.size), Tn.reshape(Tn.size)
-        sn, hf = Sn.reshape(Sn.size), h.reshape(h.size)
-        _copy_flat(v.reshape(v.size), S.reshape(S.size)[: v.size])
+        # Flat views as slices of flat views made once (a reshape per batch
+        # costs more here).
+        tp, tn = t_flat[: n * n_hidden], t_flat[n * n_hidden : (n + m) * n_hidden]
+        sn, hf = s_flat[n * n_visible : (n + m) * n_visible], h_flat[: m * n_hidden]
+        _copy_flat(
+            x_flat[bounds[t] * n_visible : bounds[t + 1] * n_visible], s_flat[: n * n_visible]
+        )
         if not persistent:  # the chain starts from a sample of the positive phase
             _gemm(False, not transposed, one, Sp, WT, zero, Tp)
             draw = u[: n * n_hidden]
