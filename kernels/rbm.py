@@ -428,6 +428,12 @@ _VISIBLE_GAUSSIAN = _EPILOGUE_CPU[IDENTITY, False, GAUSSIAN]
 #: ``_cd_epoch_cpu``).
 TRANSPOSED_MIN_BATCHES = 8
 
+#: The epoch draws its uniforms DRAW_CHUNK batches at a time, the next chunk on
+#: a second thread (where there is one) when the epoch has at least
+#: DRAW_AHEAD_MIN_BATCHES batches.
+DRAW_CHUNK = 64
+DRAW_AHEAD_MIN_BATCHES = 256
+
 #: A bias tile for the epilogue holds at least this many values (whole rows)
 #: when it is made once per call.
 _TILE_VALUES = 1024
@@ -523,6 +529,114 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
 
 
 @numba.njit(**CPU_OPTIONS)
+def _cd_batches(
+    first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb, gc, ct, bt,
+    seed, offset, lr, momentum, decay, k, persistent, gaussian, transposed,
+):  # fmt: skip
+    """Batches ``first`` to ``stop - 1`` of ``_cd_epoch_cpu``, their uniforms
+    drawn already: ``u`` holds the stream words from ``base`` on."""
+    n_hidden, n_visible = c.size, b.size
+    dtype = T.dtype
+    one = dtype.type(1)
+    zero = one - one
+    words = 2 if gaussian else 1
+    t_flat, s_flat, h_flat, x_flat = (
+        T.reshape(T.size),
+        S.reshape(S.size),
+        hs.reshape(hs.size),
+        X.reshape(X.size),
+    )
+    for t in range(first, stop):
+        n = bounds[t + 1] - bounds[t]
+        m = chain.shape[0] if persistent else n
+        inv_n, inv_m = one / dtype.type(n), one / dtype.type(m)
+        Tp, Tn, Sp, Sn, h = T[:n], T[n : n + m], S[:n], S[n : n + m], hs[:m]
+        # Flat views as slices of flat views made once (a reshape per batch
+        # costs more here).
+        tp, tn = t_flat[: n * n_hidden], t_flat[n * n_hidden : (n + m) * n_hidden]
+        sn, hf = s_flat[n * n_visible : (n + m) * n_visible], h_flat[: m * n_hidden]
+        _copy_flat(
+            x_flat[bounds[t] * n_visible : bounds[t + 1] * n_visible], s_flat[: n * n_visible]
+        )
+        if not persistent:  # the chain starts from a sample of the positive phase
+            _gemm(False, not transposed, one, Sp, WT, zero, Tp)
+            draw = u[offset - base : offset - base + n * n_hidden]
+            offset += uint64((n * n_hidden + 3) // 4 * 4)
+            _HIDDEN_STATS_SAMPLE(tp, ct, inv_n, hf, draw)
+        for step in range(k):
+            _gemm(False, transposed, one, h, WT, zero, Sn)
+            draw = u[offset - base : offset - base + m * n_visible * words]
+            offset += uint64((m * n_visible * words + 3) // 4 * 4)
+            if gaussian:
+                _VISIBLE_GAUSSIAN(sn, bt, one, sn, draw)
+            else:
+                _VISIBLE_BERNOULLI(sn, bt, one, sn, draw)
+            if persistent and step == 0:
+                # PCD: the positive phase needs nothing from the chain, so its
+                # product and the first step's are one (20 rows at batch 10:
+                # 1.13x two products of 10).
+                _gemm(False, not transposed, one, S[: n + m], WT, zero, T[: n + m])
+                _HIDDEN_STATS(tp, ct, inv_n, hf, u[:0])
+            else:
+                _gemm(False, not transposed, one, Sn, WT, zero, Tn)
+            scale = -inv_m if step == k - 1 else one
+            if persistent or step < k - 1:
+                draw = u[offset - base : offset - base + m * n_hidden]
+                offset += uint64((m * n_hidden + 3) // 4 * 4)
+                _HIDDEN_STATS_SAMPLE(tn, ct, scale, hf, draw)
+            else:
+                _HIDDEN_STATS(tn, ct, scale, hf, draw)
+        gc[:] = zero
+        gb[:] = zero
+        _column_sums(T[: n + m], one, gc)
+        _column_sums(Sp, inv_n, gb)
+        _column_sums(Sn, -inv_m, gb)
+        last = t == bounds.size - 2  # the velocity after the epoch is the last step's
+        Sa, Ta = S[: n + m], T[: n + m]
+        if transposed:
+            _weight_step_cpu(WT, vWT, Sa, Ta, lr, momentum, decay, last)
+        else:
+            _weight_step_cpu(WT, vWT, Ta, Sa, lr, momentum, decay, last)
+        _bias_step_cpu(b, vb, gb, lr, momentum, bt)
+        _bias_step_cpu(c, vc, gc, lr, momentum, ct)
+    return offset
+
+
+@numba.njit(parallel=True, **CPU_OPTIONS)
+def _cd_batches_drawing_ahead(
+    first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb, gc, ct, bt,
+    seed, offset, lr, momentum, decay, k, persistent, gaussian, transposed, ahead, ahead_base,
+):  # fmt: skip
+    """_cd_batches on one thread while the other draws the next chunk's
+    uniforms into ``ahead`` (from stream word ``ahead_base``)."""
+    end = np.empty(1, np.uint64)
+    for p in numba.prange(2):
+        if p == 0:
+            end[0] = _cd_batches(
+                first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
+                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
+                transposed,
+            )  # fmt: skip
+        else:
+            _draw_cpu(ahead, seed, ahead_base)
+    return end[0]
+
+
+@numba.njit(**CPU_OPTIONS)
+def _chunk_words(bounds, first, stop, m_chain, n_visible, n_hidden, k, persistent, words):
+    """Stream words batches ``first`` to ``stop - 1`` draw (see ``cd_words``)."""
+    total = 0
+    for t in range(first, stop):
+        n = bounds[t + 1] - bounds[t]
+        m = m_chain if persistent else n
+        visible = (m * n_visible * words + 3) // 4 * 4
+        hidden = (m * n_hidden + 3) // 4 * 4
+        start = 0 if persistent else (n * n_hidden + 3) // 4 * 4
+        total += start + k * visible + (k if persistent else k - 1) * hidden
+    return total
+
+
+@numba.njit(**CPU_OPTIONS)
 def _cd_epoch_cpu(
     X,
     bounds,
@@ -553,8 +667,6 @@ def _cd_epoch_cpu(
     one. The two transposes cost about as much as a few batches."""
     n_hidden, n_visible = W.shape
     dtype = W.dtype
-    one = dtype.type(1)
-    zero = one - one
     rows = 0
     for t in range(bounds.size - 1):
         rows = max(rows, bounds[t + 1] - bounds[t])
@@ -567,70 +679,50 @@ def _cd_epoch_cpu(
     gb = np.empty(n_visible, dtype)
     gc = np.empty(n_hidden, dtype)
     hs = chain if persistent else np.empty((rows, n_hidden), dtype)
-    u = np.empty(max(rows * n_hidden, chain_rows * max(n_visible * words, n_hidden)), np.float32)
     ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
     bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
     _fill_tile(c, ct)
     _fill_tile(b, bt)
-    t_flat, s_flat, h_flat, x_flat = (
-        T.reshape(T.size),
-        S.reshape(S.size),
-        hs.reshape(hs.size),
-        X.reshape(X.size),
-    )
-    for t in range(bounds.size - 1):
-        n = bounds[t + 1] - bounds[t]
-        m = chain.shape[0] if persistent else n
-        inv_n, inv_m = one / dtype.type(n), one / dtype.type(m)
-        Tp, Tn, Sp, Sn, h = T[:n], T[n : n + m], S[:n], S[n : n + m], hs[:m]
-        # Flat views as slices of flat views made once (a reshape per batch
-        # costs more here).
-        tp, tn = t_flat[: n * n_hidden], t_flat[n * n_hidden : (n + m) * n_hidden]
-        sn, hf = s_flat[n * n_visible : (n + m) * n_visible], h_flat[: m * n_hidden]
-        _copy_flat(
-            x_flat[bounds[t] * n_visible : bounds[t + 1] * n_visible], s_flat[: n * n_visible]
-        )
-        if not persistent:  # the chain starts from a sample of the positive phase
-            _gemm(False, not transposed, one, Sp, WT, zero, Tp)
-            draw = u[: n * n_hidden]
-            offset = _draw_cpu(draw, seed, offset)
-            _HIDDEN_STATS_SAMPLE(tp, ct, inv_n, hf, draw)
-        for step in range(k):
-            _gemm(False, transposed, one, h, WT, zero, Sn)
-            draw = u[: m * n_visible * words]
-            offset = _draw_cpu(draw, seed, offset)
-            if gaussian:
-                _VISIBLE_GAUSSIAN(sn, bt, one, sn, draw)
-            else:
-                _VISIBLE_BERNOULLI(sn, bt, one, sn, draw)
-            if persistent and step == 0:
-                # PCD: the positive phase needs nothing from the chain, so its
-                # product and the first step's are one (20 rows at batch 10:
-                # 1.13x two products of 10).
-                _gemm(False, not transposed, one, S[: n + m], WT, zero, T[: n + m])
-                _HIDDEN_STATS(tp, ct, inv_n, hf, u)
-            else:
-                _gemm(False, not transposed, one, Sn, WT, zero, Tn)
-            scale = -inv_m if step == k - 1 else one
-            if persistent or step < k - 1:
-                draw = u[: m * n_hidden]
-                offset = _draw_cpu(draw, seed, offset)
-                _HIDDEN_STATS_SAMPLE(tn, ct, scale, hf, draw)
-            else:
-                _HIDDEN_STATS(tn, ct, scale, hf, draw)
-        gc[:] = zero
-        gb[:] = zero
-        _column_sums(T[: n + m], one, gc)
-        _column_sums(Sp, inv_n, gb)
-        _column_sums(Sn, -inv_m, gb)
-        last = t == bounds.size - 2  # the velocity after the epoch is the last step's
-        Sa, Ta = S[: n + m], T[: n + m]
-        if transposed:
-            _weight_step_cpu(WT, vWT, Sa, Ta, lr, momentum, decay, last)
+    # The uniforms are drawn a chunk of batches at a time, ahead of them (the
+    # same stream words as drawn batch by batch); with two threads and enough
+    # chunks, the next chunk's draw runs on the second core while this
+    # chunk's batches run: Philox leaves the critical path.
+    n_batches = bounds.size - 1
+    m_chain = chain.shape[0]
+    chunk_words = _chunk_words(bounds, 0, min(n_batches, DRAW_CHUNK), m_chain, n_visible,
+                               n_hidden, k, persistent, words)  # fmt: skip
+    for first in range(DRAW_CHUNK, n_batches, DRAW_CHUNK):
+        chunk_words = max(chunk_words, _chunk_words(
+            bounds, first, min(n_batches, first + DRAW_CHUNK), m_chain, n_visible, n_hidden, k,
+            persistent, words))  # fmt: skip
+    buffers = np.empty((2, chunk_words), np.float32)
+    ahead = n_batches >= DRAW_AHEAD_MIN_BATCHES and numba.get_num_threads() > 1
+    size = _chunk_words(bounds, 0, min(n_batches, DRAW_CHUNK), m_chain, n_visible, n_hidden, k,
+                        persistent, words)  # fmt: skip
+    _draw_cpu(buffers[0, :size], seed, offset)
+    for first in range(0, n_batches, DRAW_CHUNK):
+        stop = min(n_batches, first + DRAW_CHUNK)
+        u = buffers[(first // DRAW_CHUNK) % 2]
+        nxt = buffers[(first // DRAW_CHUNK + 1) % 2]
+        size = _chunk_words(bounds, first, stop, m_chain, n_visible, n_hidden, k, persistent,
+                            words)  # fmt: skip
+        next_size = _chunk_words(bounds, stop, min(n_batches, stop + DRAW_CHUNK), m_chain,
+                                 n_visible, n_hidden, k, persistent, words)  # fmt: skip
+        next_base = offset + uint64(size)
+        if ahead and next_size:
+            offset = _cd_batches_drawing_ahead(
+                first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
+                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
+                transposed, nxt[:next_size], next_base,
+            )  # fmt: skip
         else:
-            _weight_step_cpu(WT, vWT, Ta, Sa, lr, momentum, decay, last)
-        _bias_step_cpu(b, vb, gb, lr, momentum, bt)
-        _bias_step_cpu(c, vc, gc, lr, momentum, ct)
+            offset = _cd_batches(
+                first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
+                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
+                transposed,
+            )  # fmt: skip
+            if next_size:
+                _draw_cpu(nxt[:next_size], seed, next_base)
     if transposed:
         W[:, :] = WT.T
         vW[:, :] = vWT.T

@@ -51,6 +51,32 @@ def test_sigmoid_cpu_matches_the_shared_sigmoid_bit_for_bit(dtype):
     np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
 
 
+@pytest.mark.parametrize("persistent,k,gaussian", [(True, 1, False), (False, 2, True)])
+def test_cpu_epoch_drawing_ahead_matches_shorter_calls(persistent, k, gaussian):
+    """An epoch long enough to draw its uniforms ahead on a second thread gives,
+    bit for bit, what the same batches give in calls too short to do so."""
+    n_batches = R.DRAW_AHEAD_MIN_BATCHES + 2 * R.DRAW_CHUNK + 3
+    v, W, b, c, chain = problem((3 * n_batches, 3, 7, 5), np.float32, gaussian, seed=5)
+    bounds = np.arange(0, 3 * n_batches + 1, 3, dtype=np.int64)
+    kw = dict(k=k, persistent=persistent, gaussian=gaussian)
+    whole = epoch("cpu", v, W, b, c, chain, bounds, 7, 8, 0.05, 0.0, 0.0, **kw)
+    params = [a.copy() for a in (W, b, c)]
+    velocities = [np.zeros_like(a) for a in params]
+    chain_parts, offset = chain.copy(), 8
+    step = R.DRAW_AHEAD_MIN_BATCHES - 1
+    for first in range(0, n_batches, step):
+        part = bounds[first : first + step + 1]
+        rows = v[part[0] : part[-1]]
+        offset = R.cd_epoch_cpu(
+            rows, part - part[0], params, velocities, chain_parts, 7, offset, 0.05, 0.0, 0.0,
+            k, persistent, gaussian,
+        )  # fmt: skip
+    assert whole[3] == offset
+    for got, want in zip(whole[0], params, strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(whole[2], chain_parts)
+
+
 def epoch(device, v, W, b, c, chain, bounds, seed, offset, lr, momentum, decay, **kw):
     """Run one epoch on ``device`` from copies; return host (params, velocities, chain, offset)."""
     params = [put(a.copy(), device) for a in (W, b, c)]
