@@ -38,6 +38,7 @@ import ctypes
 import glob
 import math
 import os
+import time
 
 import numba
 import numpy as np
@@ -433,6 +434,22 @@ TRANSPOSED_MIN_BATCHES = 8
 #: DRAW_AHEAD_MIN_BATCHES batches.
 DRAW_CHUNK = 64
 DRAW_AHEAD_MIN_BATCHES = 256
+#: A chunk drawn ahead that takes this many times the per-batch time of the
+#: epoch's first chunk (run on one thread) means the second core is busy
+#: elsewhere: the join then waits for a time slice, milliseconds. The epoch
+#: goes on on one thread, and later epochs skip drawing ahead, for 4, 8, ...
+#: up to 1024 calls while that repeats.
+DRAW_AHEAD_SLOWDOWN = 1.5
+#: [calls left that skip drawing ahead, the current back-off]
+_DRAW_AHEAD_STATE = np.zeros(2, np.int64)
+
+
+@numba.njit
+def _clock():
+    with numba.objmode(now="float64"):
+        now = time.perf_counter()
+    return now
+
 
 #: A bias tile for the epilogue holds at least this many values (whole rows)
 #: when it is made once per call.
@@ -656,6 +673,7 @@ def _cd_epoch_cpu(
     persistent,
     gaussian,
     transposed,
+    ahead_state,
 ):
     """CD-k / PCD-k updates of W, b, c (and velocities) over the batches
     X[bounds[t]:bounds[t + 1]]; returns the stream offset after them.
@@ -697,6 +715,11 @@ def _cd_epoch_cpu(
             persistent, words))  # fmt: skip
     buffers = np.empty((2, chunk_words), np.float32)
     ahead = n_batches >= DRAW_AHEAD_MIN_BATCHES and numba.get_num_threads() > 1
+    if ahead and ahead_state[0] > 0:
+        ahead_state[0] -= 1
+        ahead = False
+    used = ahead
+    per_batch = 0.0  # seconds per batch of the first chunk, on one thread
     size = _chunk_words(bounds, 0, min(n_batches, DRAW_CHUNK), m_chain, n_visible, n_hidden, k,
                         persistent, words)  # fmt: skip
     _draw_cpu(buffers[0, :size], seed, offset)
@@ -709,12 +732,17 @@ def _cd_epoch_cpu(
         next_size = _chunk_words(bounds, stop, min(n_batches, stop + DRAW_CHUNK), m_chain,
                                  n_visible, n_hidden, k, persistent, words)  # fmt: skip
         next_base = offset + uint64(size)
-        if ahead and next_size:
+        began = _clock()
+        if ahead and next_size and per_batch > 0:
             offset = _cd_batches_drawing_ahead(
                 first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
                 gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
                 transposed, nxt[:next_size], next_base,
             )  # fmt: skip
+            if _clock() - began > DRAW_AHEAD_SLOWDOWN * per_batch * (stop - first):
+                ahead = False
+                ahead_state[1] = min(max(2 * ahead_state[1], 4), 1024)
+                ahead_state[0] = ahead_state[1]
         else:
             offset = _cd_batches(
                 first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
@@ -723,6 +751,10 @@ def _cd_epoch_cpu(
             )  # fmt: skip
             if next_size:
                 _draw_cpu(nxt[:next_size], seed, next_base)
+            if per_batch == 0:
+                per_batch = (_clock() - began) / (stop - first)
+    if used and ahead:
+        ahead_state[1] = 0
     if transposed:
         W[:, :] = WT.T
         vW[:, :] = vWT.T
@@ -1055,6 +1087,7 @@ def cd_epoch_cpu(
     end = _cd_epoch_cpu(
         X, bounds, W, b, c, vW, vb, vc, chain, np.uint64(seed), np.uint64(offset), t(lr),
         t(momentum), t(decay), int(k), bool(persistent), bool(gaussian), transposed,
+        _DRAW_AHEAD_STATE,
     )  # fmt: skip
     return int(end)
 
