@@ -1,5 +1,8 @@
 """What CPU kernel modules share."""
 
+from numba import types
+from numba.core.extending import intrinsic
+
 #: Options for every CPU kernel: numpy's error model (Python's raises on a zero
 #: division, and its check stops LLVM vectorising any loop with a division) and
 #: FMA contraction. Kernels that reduce add reassociation on top.
@@ -16,3 +19,19 @@ CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 #: MLP training epoch (784-512-256-10, batch 128) took 443 ms with those
 #: kernels parallel above this threshold and 138 ms with them serial.
 PARALLEL_THRESHOLD = 1 << 18
+
+
+@intrinsic
+def wide_vectors(typingctx):
+    """Call first thing in a CPU kernel: lets LLVM vectorise the kernel's
+    loops with 512-bit vectors where the CPU has them. On CPUs with AVX-512
+    its default tuning stops at 256 bits; on others the attribute changes
+    nothing. The results are the same; the RBM's flat passes ran about 10%
+    faster with it."""
+
+    def codegen(context, builder, signature, args):
+        # A string attribute, which llvmlite's checked ``add`` does not know.
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen

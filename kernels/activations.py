@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
+from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD, wide_vectors
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -148,15 +148,21 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # --- CPU kernels ----------------------------------------------------------------------
 
 
+# Each kernel asks for 512-bit vectors (wide_vectors); a parallel kernel asks
+# inside its loop, which Numba compiles as a function of its own.
+
+
 def _cpu_forward(f):
     @numba.njit(**CPU_OPTIONS)
     def serial(x, c, out):
+        wide_vectors()
         for i in range(x.size):
             out[i] = f(x[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(x, c, out):
         for i in numba.prange(x.size):
+            wide_vectors()
             out[i] = f(x[i], c)
 
     return serial, parallel
@@ -165,12 +171,14 @@ def _cpu_forward(f):
 def _cpu_backward(f):
     @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
+        wide_vectors()
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(g, s, c, out):
         for i in numba.prange(g.size):
+            wide_vectors()
             out[i] = f(g[i], s[i], c)
 
     return serial, parallel

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS
+from ._cpu import CPU_OPTIONS, wide_vectors
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -144,11 +144,13 @@ def _log_softmax_backward_row(g, y, out):
 
 
 def _cpu_rows(row_fn, n_in):
-    """Serial and row-parallel kernels applying ``row_fn`` to every row."""
+    """Serial and row-parallel kernels applying ``row_fn`` to every row, with
+    512-bit vectors where the CPU has them (see activations._cpu_forward)."""
     if n_in == 1:
 
         @numba.njit(**ROW_OPTIONS)
         def serial(x, out):
+            wide_vectors()
             if x.shape[1]:
                 for r in range(x.shape[0]):
                     row_fn(x[r], out[r])
@@ -157,18 +159,21 @@ def _cpu_rows(row_fn, n_in):
         def parallel(x, out):
             if x.shape[1]:
                 for r in numba.prange(x.shape[0]):
+                    wide_vectors()
                     row_fn(x[r], out[r])
 
     else:
 
         @numba.njit(**ROW_OPTIONS)
         def serial(g, y, out):
+            wide_vectors()
             for r in range(g.shape[0]):
                 row_fn(g[r], y[r], out[r])
 
         @numba.njit(parallel=True, **ROW_OPTIONS)
         def parallel(g, y, out):
             for r in numba.prange(g.shape[0]):
+                wide_vectors()
                 row_fn(g[r], y[r], out[r])
 
     def run(*arrays):
