@@ -30,6 +30,9 @@ from . import optim as _optim
 from .kernels import _cuda
 from .kernels import dense as _dense
 
+#: Pause after the matrix-product ceiling (OpenBLAS's threads spin about 0.1 s).
+BLAS_IDLE_SECONDS = 0.3
+
 
 @dataclasses.dataclass
 class Settings:
@@ -187,6 +190,9 @@ class Bench:
         self.notes: list[str] = []
         self.copy_gbps = copy_gbps(self.device, settings)
         self.matmul_gflops, self.matmul_kind = matmul_gflops(self.device, settings)
+        # BLAS's worker threads spin for a while after a product; let them go
+        # idle before timing kernels that start threads of their own.
+        time.sleep(0 if settings.quick else BLAS_IDLE_SECONDS)
 
     def _time(self, fn):
         return median_time(fn, self.device, self.settings)
