@@ -7,8 +7,9 @@ random samples, and digits accuracy.
 - ``time_epoch``: ``model.fit(..., epochs=1, verbose=0)``, shuffled.
 - ``track_samples_per_second``: samples over the median time of one epoch.
 
-Peers on the CPU, each training the same network from the same weights on
-batches shuffled the same way, timed alternately with gpunet's epoch (median of
+Peers on the CPU (``gpunet.benchmarks.NumpyMLP`` and ``TorchMLP``, the ones
+``gpunet bench`` runs), each training the same network from the same weights
+on batches shuffled the same way, timed alternately with gpunet's epoch (median of
 time(peer) / time(gpunet), above 1 when gpunet is faster):
 
 - ``TrainingVsNumpy.track_ratio_vs_numpy``: the step in plain numpy, as one
@@ -31,7 +32,7 @@ import numba
 import numpy as np
 
 import gpunet as gn
-from gpunet import cli
+from gpunet import benchmarks, cli
 
 from .common import QUICK, Benchmark, median_ratio, median_time, sync
 
@@ -49,17 +50,9 @@ def _data():
     return X, y
 
 
-def _model(device):
-    layers = [
-        gn.nn.Dense(a, b, "relu" if i < len(WIDTHS) - 2 else None, seed=i, device=device)
-        for i, (a, b) in enumerate(zip(WIDTHS[:-1], WIDTHS[1:], strict=True))
-    ]
-    return gn.nn.Sequential(*layers)
-
-
 def _gpunet_epoch(device):
     X, y = _data()
-    model = _model(device)
+    model = benchmarks.mlp(WIDTHS, device)
     opt = gn.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
     loss = gn.losses.SoftmaxCrossEntropy()
     seeds = iter(range(1 << 30))
@@ -70,14 +63,6 @@ def _gpunet_epoch(device):
 
     epoch()
     return epoch, model
-
-
-def _orders():
-    """Shuffled orders, one per epoch, drawn as fit draws them (seed = epoch number)."""
-    seed = 0
-    while True:
-        yield np.random.default_rng(seed).permutation(SAMPLES)
-        seed += 1
 
 
 class TrainingEpoch(Benchmark):
@@ -98,88 +83,22 @@ class TrainingEpoch(Benchmark):
     track_samples_per_second.unit = "samples/s"
 
 
-def _numpy_epoch(weights):
-    """An epoch of the same training step in plain numpy, from ``weights``."""
-    X, y = _data()
-    Ws = [w.copy() for w in weights[0::2]]
-    bs = [b.copy() for b in weights[1::2]]
-    vW = [np.zeros_like(w) for w in Ws]
-    vb = [np.zeros_like(b) for b in bs]
-    orders = _orders()
-
-    def step(xb, yb):
-        acts = [xb]
-        for i, (W, b) in enumerate(zip(Ws, bs, strict=True)):
-            z = acts[-1] @ W + b
-            acts.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
-        z = acts[-1]
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        p[np.arange(len(yb)), yb] -= 1
-        g = p / len(yb)
-        for i in range(len(Ws) - 1, -1, -1):
-            gW, gb = acts[i].T @ g, g.sum(axis=0)
-            if i > 0:
-                g = np.where(acts[i] > 0, g @ Ws[i].T, 0)
-            for w, v, grad in ((Ws[i], vW[i], gW), (bs[i], vb[i], gb)):
-                v *= MOMENTUM
-                v += grad
-                w -= LR * v
-
-    def epoch():
-        order = next(orders)
-        for start in range(0, SAMPLES, BATCH):
-            rows = order[start : start + BATCH]
-            step(X[rows], y[rows])
-
-    epoch()
-    return epoch
-
-
-def _torch_epoch(weights):
-    import torch
-
-    torch.set_num_threads(numba.get_num_threads())
-    X, y = _data()
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    layers = []
-    for i in range(len(WIDTHS) - 1):
-        linear = torch.nn.Linear(WIDTHS[i], WIDTHS[i + 1])
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(weights[2 * i].T.copy()))
-            linear.bias.copy_(torch.from_numpy(weights[2 * i + 1]))
-        layers.append(linear)
-        if i < len(WIDTHS) - 2:
-            layers.append(torch.nn.ReLU())
-    model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    orders = _orders()
-
-    def epoch():
-        order = torch.from_numpy(next(orders))
-        for start in range(0, SAMPLES, BATCH):
-            rows = order[start : start + BATCH]
-            loss = torch.nn.functional.cross_entropy(model(Xt[rows]), yt[rows])
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-
-    epoch()
-    return epoch
-
-
 class _TrainingPeer(Benchmark):
     param_names = ["peer"]
 
     def setup(self, peer):
         self.gpunet, model = _gpunet_epoch("cpu")
         weights = [gn.to_numpy(p.data) for p in model.parameters()]
-        self.peer = self.make_peer(weights)
+        self.peer = self.make_peer(weights, *_data())
+        self.peer()
 
 
 class TrainingVsNumpy(_TrainingPeer):
     params = [["numpy"]]
-    make_peer = staticmethod(_numpy_epoch)
+
+    @staticmethod
+    def make_peer(weights, X, y):
+        return benchmarks.NumpyMLP(weights, X, y, BATCH, LR, MOMENTUM).epoch
 
     def track_ratio_vs_numpy(self, peer):
         return median_ratio(self.peer, self.gpunet, "cpu")
@@ -191,12 +110,13 @@ class TrainingVsTorch(_TrainingPeer):
     params = [["torch"]]
 
     @staticmethod
-    def make_peer(weights):
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise NotImplementedError("torch is not installed") from None
-        return _torch_epoch(weights)
+    def make_peer(weights, X, y):
+        torch = benchmarks.torch_module()
+        if torch is None:
+            raise NotImplementedError("torch is not installed")
+        torch.set_num_threads(numba.get_num_threads())
+        cpu = gn.Device("cpu")
+        return benchmarks.TorchMLP(torch, weights, X, y, BATCH, cpu, LR, MOMENTUM).epoch
 
     def track_ratio_vs_torch(self, peer):
         return median_ratio(self.peer, self.gpunet, "cpu")

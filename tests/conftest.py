@@ -51,3 +51,18 @@ def assert_close(actual, expected, dtype):
     assert actual.dtype == np.dtype(dtype)
     rtol, atol = TOLERANCES[np.dtype(dtype).type]
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+
+
+def central_differences(f, a, h=1e-6):
+    """d f / d a by central differences, for a float64 host array ``a``
+    (perturbed in place, one element at a time, and restored)."""
+    grad = np.empty_like(a)
+    for idx in np.ndindex(a.shape):
+        saved = a[idx]
+        a[idx] = saved + h
+        up = f()
+        a[idx] = saved - h
+        down = f()
+        a[idx] = saved
+        grad[idx] = (up - down) / (2 * h)
+    return grad

@@ -5,7 +5,7 @@ saving, and errors."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, TOLERANCES, put
+from conftest import DEVICES, TOLERANCES, central_differences, put
 from gpunet.kernels import batchnorm as kernels
 
 import gpunet as gn
@@ -121,22 +121,6 @@ def test_running_statistics_over_several_steps():
     np.testing.assert_allclose(layer.running_mean, rm, rtol=1e-12)  # eval leaves them
 
 
-H = 1e-6
-
-
-def _numeric(f, a):
-    grad = np.empty_like(a)
-    for idx in np.ndindex(a.shape):
-        saved = a[idx]
-        a[idx] = saved + H
-        up = f()
-        a[idx] = saved - H
-        down = f()
-        a[idx] = saved
-        grad[idx] = (up - down) / (2 * H)
-    return grad
-
-
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
 def test_gradients_by_central_differences(training, affine):
@@ -152,9 +136,9 @@ def test_gradients_by_central_differences(training, affine):
 
     layer.forward(x)
     dx = layer.backward(r).copy()
-    np.testing.assert_allclose(dx, _numeric(f, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, central_differences(f, x), rtol=1e-6, atol=1e-8)
     for p in layer.parameters():
-        np.testing.assert_allclose(p.grad, _numeric(f, p.data), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(p.grad, central_differences(f, p.data), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.cuda

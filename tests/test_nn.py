@@ -5,7 +5,7 @@ lazy zero_grad, and errors."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, put
+from conftest import DEVICES, central_differences, put
 
 import gpunet as gn
 from gpunet import nn
@@ -25,7 +25,7 @@ LOSSES = [
     (lambda: gn.losses.BinaryCrossEntropy(), "binary"),
     (lambda: gn.losses.BinaryCrossEntropy(from_logits=False), "binary"),
 ]
-H = 1e-6
+H = 1e-6  # the central-difference step (conftest.central_differences)
 
 
 def host(x):
@@ -35,20 +35,6 @@ def host(x):
 def weighted_sum(layer, x, r):
     """float(sum(layer(x) * r)): a scalar whose gradient w.r.t. the output is r."""
     return float(np.sum(host(layer.forward(x)) * r))
-
-
-def central_differences(f, a):
-    """d f / d a for a host array a (perturbed in place and restored)."""
-    grad = np.empty_like(a)
-    for idx in np.ndindex(a.shape):
-        saved = a[idx]
-        a[idx] = saved + H
-        up = f()
-        a[idx] = saved - H
-        down = f()
-        a[idx] = saved
-        grad[idx] = (up - down) / (2 * H)
-    return grad
 
 
 def inputs(shape, seed=0):
