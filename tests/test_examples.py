@@ -37,4 +37,3 @@ def test_train_mnist(monkeypatch, capsys, tmp_path):
     run_example("train_mnist.py", argv, monkeypatch)
     assert "test accuracy" in capsys.readouterr().out
     assert gn.load(output)[0].weight.shape == (784, 512)
-
