@@ -16,7 +16,8 @@ timing covers the kernel and not only its launch. ``track_*`` methods measure
 inside themselves, in one process, with the timers below:
 
 - :func:`median_time`: the median of several samples, each of enough calls to
-  last about 2 ms (GB/s = bytes read and written / median time).
+  last about 2 ms (GB/s = bytes read and written / median time); the timers
+  are ``gpunet.benchmarks``', the ones ``gpunet bench`` uses.
 - :func:`median_ratio`: two callables timed alternately, A B A B ..., and the
   median of the per-round ratios. The machines drift between fast and slow
   states within one run, so a ratio measured this way is steadier than either
@@ -44,13 +45,12 @@ import abc
 import functools
 import math
 import os
-import statistics
-import time
 
 import numba
 import numpy as np
 
 import gpunet as gn
+from gpunet import benchmarks
 
 #: True when ``GPUNET_BENCH_QUICK`` is set to anything but "" or "0".
 QUICK = os.environ.get("GPUNET_BENCH_QUICK", "") not in ("", "0")
@@ -60,13 +60,8 @@ DEVICES = ("cpu", "cuda")
 #: Quick mode divides every dimension by this (rounding up).
 QUICK_SHRINK = 128
 
-#: The in-method timers: at least this many samples (or alternating rounds),
-#: more while the time budget in seconds lasts, never more than the cap.
-MIN_SAMPLES = 3 if QUICK else 7
-MAX_SAMPLES = 5 if QUICK else 101
-TIME_BUDGET = 0.0 if QUICK else 0.5
-#: Calls per sample are chosen so that a sample lasts about this long (seconds).
-SAMPLE_TIME = 1e-4 if QUICK else 2e-3
+#: How the in-method timers sample (gpunet.benchmarks, shared with ``gpunet bench``).
+SETTINGS = benchmarks.Settings(quick=QUICK)
 
 
 def shapes(*full):
@@ -150,43 +145,15 @@ def copy_reference(device: str, nbytes: int):
     return copy
 
 
-def _sample(fn, device, number):
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / number
-
-
-def _calls_per_sample(fn, device):
-    once = _sample(fn, device, 1)
-    return max(1, math.ceil(SAMPLE_TIME / max(once, 1e-9)))
-
-
 def median_time(fn, device: str) -> float:
     """Median seconds per call of ``fn()`` (already warmed up) on ``device``."""
-    number = _calls_per_sample(fn, device)
-    times = []
-    deadline = time.perf_counter() + TIME_BUDGET
-    while len(times) < MIN_SAMPLES or (len(times) < MAX_SAMPLES and time.perf_counter() < deadline):
-        times.append(_sample(fn, device, number))
-    return statistics.median(times)
+    return benchmarks.median_time(fn, gn.Device(device), SETTINGS)
 
 
 def median_ratio(reference, candidate, device: str) -> float:
     """Median over alternating rounds (candidate, then reference) of
     time(reference) / time(candidate): above 1 means the candidate is faster."""
-    n_cand = _calls_per_sample(candidate, device)
-    n_ref = _calls_per_sample(reference, device)
-    ratios = []
-    deadline = time.perf_counter() + TIME_BUDGET
-    while len(ratios) < MIN_SAMPLES or (
-        len(ratios) < MAX_SAMPLES and time.perf_counter() < deadline
-    ):
-        t_cand = _sample(candidate, device, n_cand)
-        t_ref = _sample(reference, device, n_ref)
-        ratios.append(t_ref / t_cand)
-    return statistics.median(ratios)
+    return benchmarks.median_ratio(reference, candidate, gn.Device(device), SETTINGS)
 
 
 def gbps(nbytes: int, seconds: float) -> float:

@@ -36,17 +36,28 @@ BLAS_IDLE_SECONDS = 0.3
 
 @dataclasses.dataclass
 class Settings:
-    """How long to time: ``quick`` shrinks the sizes and the sample counts."""
+    """How long to time. A time is the median of at least ``min_samples``
+    samples, more while ``budget`` seconds last, at most ``max_samples``;
+    each sample runs enough calls to last ``sample_seconds``. ``quick``
+    shrinks the sizes and keeps a few short samples."""
 
     quick: bool = False
 
     @property
-    def samples(self) -> int:
-        return 3 if self.quick else 9
+    def min_samples(self) -> int:
+        return 3 if self.quick else 7
+
+    @property
+    def max_samples(self) -> int:
+        return 5 if self.quick else 101
+
+    @property
+    def budget(self) -> float:
+        return 0.0 if self.quick else 0.5
 
     @property
     def sample_seconds(self) -> float:
-        return 2e-3 if self.quick else 0.02
+        return 1e-4 if self.quick else 2e-3
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -73,10 +84,21 @@ def _sample(fn, device, number):
     return (time.perf_counter() - start) / number
 
 
+def _rounds(settings: Settings):
+    """Round numbers while the sample counts and the time budget allow."""
+    deadline = time.perf_counter() + settings.budget
+    done = 0
+    while done < settings.min_samples or (
+        done < settings.max_samples and time.perf_counter() < deadline
+    ):
+        yield done
+        done += 1
+
+
 def median_time(fn: Callable, device, settings: Settings) -> float:
     """Median seconds per call of ``fn()`` (called once first, to warm up)."""
     number = _per_sample(fn, device, settings.sample_seconds)
-    return statistics.median(_sample(fn, device, number) for _ in range(settings.samples))
+    return statistics.median(_sample(fn, device, number) for _ in _rounds(settings))
 
 
 def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -> float:
@@ -84,7 +106,7 @@ def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -
     n_peer = _per_sample(peer, device, settings.sample_seconds)
     n_ours = _per_sample(gpunet, device, settings.sample_seconds)
     ratios = []
-    for _ in range(settings.samples):
+    for _ in _rounds(settings):
         ours = _sample(gpunet, device, n_ours)
         ratios.append(_sample(peer, device, n_peer) / ours)
     return statistics.median(ratios)
