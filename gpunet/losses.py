@@ -42,13 +42,18 @@ class Loss:
         dispatch.kernel_for(self.op, kind)(pred, target, grad, loss_buffer)
         return loss, grad
 
-    def into(self, pred, target, loss_out):
+    def into(self, pred, target, loss_out, hits_out=None):
         """As ``__call__``, but the loss goes into ``loss_out`` (a 1-element
         array of pred's dtype on its device, such as one slot of a per-step
-        record); returns grad."""
+        record) and, when ``hits_out`` is given, the hit count (see ``hits``)
+        into it, with the inputs checked once; returns grad."""
+        if hits_out is not None:
+            self._check_classifier()
         kind, pred, target = _loss_operands(self.op, pred, target)
         grad = self._outputs(kind, pred)[2]
         dispatch.kernel_for(self.op, kind)(pred, target, grad, loss_out)
+        if hits_out is not None:
+            self._count_hits(kind, pred, target, hits_out)
         return grad
 
     def _outputs(self, kind, pred):
@@ -65,9 +70,15 @@ class Loss:
         """Count correct predictions into ``out[0]`` (1 element, pred's dtype and
         device); the target as ``__call__`` takes it. Raises TypeError for a
         regression loss."""
+        self._check_classifier()
+        kind, pred, target = _loss_operands(self.op, pred, target)
+        self._count_hits(kind, pred, target, out)
+
+    def _check_classifier(self):
         if self.hits_kind is None:
             raise TypeError(f"{type(self).__name__} is a regression loss: it has no accuracy")
-        kind, pred, target = _loss_operands(self.op, pred, target)
+
+    def _count_hits(self, kind, pred, target, out):
         if self.hits_kind == "argmax":
             dispatch.kernel_for("argmax_hits", kind)(pred, target, out)
         else:

@@ -310,6 +310,7 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
     losses, hits, read = _records(batches.device, steps, model.dtype)
     optimizer = model.optimizer if train else None
     last_refresh, per_sample = time.perf_counter(), 1
+    classifier = loss_fn.hits_kind is not None
     for step in range(steps):
         start = step * batch_size
         rows = (
@@ -319,9 +320,10 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
         out = model.forward(xb)
         if step == 0:
             _check_labels(out, batches.arrays[1])
-        grad = loss_fn.into(out, yb, losses[step : step + 1])
-        if loss_fn.hits_kind is not None:
-            loss_fn.hits(out, yb, hits[step : step + 1])
+        grad = loss_fn.into(
+            out, yb, losses[step : step + 1], hits[step : step + 1] if classifier else None
+        )
+        if classifier:
             per_sample = _outputs_per_sample(loss_fn, out)
         if train:
             model.backward(grad, input_grad=False)
