@@ -31,6 +31,7 @@ import numpy as np
 from gpunet.kernels import rbm as R
 
 import gpunet as gn
+from gpunet import benchmarks
 
 from .common import (
     DEVICES,
@@ -42,30 +43,6 @@ from .common import (
     shapes,
     sync,
 )
-
-
-def _sigmoid(x):
-    return 1 / (1 + np.exp(-x))
-
-
-class NumpyCD1:
-    """PCD-1 written plainly in numpy: the bar to beat on the CPU."""
-
-    def __init__(self, v, W, b, c, chain, lr):
-        self.v, self.W, self.b, self.c, self.chain = v, W.copy(), b.copy(), c.copy(), chain.copy()
-        self.lr = np.float32(lr)
-        self.rng = np.random.default_rng(0)
-
-    def __call__(self):
-        v, W, chain, rng = self.v, self.W, self.chain, self.rng
-        hp = _sigmoid(v @ W.T + self.c)
-        vp = _sigmoid(chain @ W + self.b)
-        vn = (rng.random(vp.shape, np.float32) < vp).astype(np.float32)
-        hn = _sigmoid(vn @ W.T + self.c)
-        chain[...] = rng.random(hn.shape, np.float32) < hn
-        W += self.lr * (hp.T @ v / np.float32(len(v)) - hn.T @ vn / np.float32(len(vn)))
-        self.b += self.lr * (v.mean(axis=0) - vn.mean(axis=0))
-        self.c += self.lr * (hp.mean(axis=0) - hn.mean(axis=0))
 
 
 @functools.cache
@@ -118,7 +95,7 @@ class CDUpdate(Benchmark):
     def track_numpy_ratio(self, device, shape):
         if device != "cpu":
             raise NotImplementedError("the numpy peer runs on the CPU")
-        reference = NumpyCD1(*self.start, lr=0.01)
+        reference = benchmarks.NumpyCD1(*self.start, lr=0.01)
         reference()
         return median_ratio(reference, self.update, device)
 

@@ -356,14 +356,7 @@ class Bench:
             gflops / self.matmul_gflops,
         )
         if self.device.type == "cpu" and "numpy" in self.peers:
-            xh, Wh, bh, gh = host
-
-            def numpy_layer():
-                yh = np.maximum(xh @ Wh + bh, 0)
-                dzh = np.where(yh > 0, gh, 0)
-                return dzh @ Wh.T, xh.T @ dzh, dzh.sum(axis=0)
-
-            row.peers["numpy"] = self._ratio(numpy_layer, ours)
+            row.peers["numpy"] = self._ratio(functools.partial(numpy_dense_layer, *host), ours)
         torch = self._torch()
         if torch is not None:
             dev = _torch_device(self.device)
@@ -467,7 +460,8 @@ class Bench:
                 rbm.intercept_visible_.astype(np.float32),
                 rbm.intercept_hidden_.astype(np.float32),
             )
-            row.peers["numpy"] = self._ratio(NumpyCD1(v, W, b, c, 0.1), ours)
+            chain = (rng.random((batch, hidden)) < 0.5).astype(np.float32)
+            row.peers["numpy"] = self._ratio(NumpyCD1(v, W, b, c, chain, 0.1), ours)
         if self.device.type == "cpu" and "sklearn" in self.peers:
             try:
                 from sklearn.neural_network import BernoulliRBM
@@ -528,6 +522,14 @@ def mlp(widths, device, dtype="float32"):
             for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True))
         ]
     )
+
+
+def numpy_dense_layer(x, W, b, g):
+    """A ReLU dense layer's forward and backward in plain numpy, as one writes
+    it by hand: returns (dx, dW, db) for grad_out g."""
+    y = np.maximum(x @ W + b, 0)
+    dz = np.where(y > 0, g, 0)
+    return dz @ W.T, x.T @ dz, dz.sum(axis=0)
 
 
 def _numpy_softmax(a):
@@ -598,26 +600,30 @@ class NumpyMLP:
             self.step(self.X[rows], self.y[rows])
 
 
-class NumpyCD1:
-    """One persistent CD-1 update written plainly in numpy (float32), as the
-    bar a hand-written RBM sets: W (hidden, visible), b visible, c hidden."""
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
 
-    def __init__(self, v, W, b, c, lr):
-        self.v, self.W, self.b, self.c = v, W.copy(), b.copy(), c.copy()
-        self.lr = np.float32(lr / len(v))
+
+class NumpyCD1:
+    """One persistent CD-1 update written plainly in numpy (float32), the bar
+    a hand-written RBM sets: v (batch, visible), W (hidden, visible), b
+    visible, c hidden biases, chain (batch, hidden) the persistent hidden states."""
+
+    def __init__(self, v, W, b, c, chain, lr):
+        self.v, self.W, self.b, self.c, self.chain = v, W.copy(), b.copy(), c.copy(), chain.copy()
+        self.lr = np.float32(lr)
         self.rng = np.random.default_rng(0)
-        self.chain = (self.rng.random((len(v), len(c))) < 0.5).astype(np.float32)
 
     def __call__(self):
-        v, W, rng = self.v, self.W, self.rng
-        hp = 1 / (1 + np.exp(-(v @ W.T + self.c)))
-        vp = 1 / (1 + np.exp(-(self.chain @ W + self.b)))
+        v, W, chain, rng = self.v, self.W, self.chain, self.rng
+        hp = _sigmoid(v @ W.T + self.c)
+        vp = _sigmoid(chain @ W + self.b)
         vn = (rng.random(vp.shape, np.float32) < vp).astype(np.float32)
-        hn = 1 / (1 + np.exp(-(vn @ W.T + self.c)))
-        self.chain = (rng.random(hn.shape, np.float32) < hn).astype(np.float32)
-        W += self.lr * (hp.T @ v - hn.T @ vn)
-        self.b += self.lr * (v.sum(axis=0) - vn.sum(axis=0))
-        self.c += self.lr * (hp.sum(axis=0) - hn.sum(axis=0))
+        hn = _sigmoid(vn @ W.T + self.c)
+        chain[...] = rng.random(hn.shape, np.float32) < hn
+        W += self.lr * (hp.T @ v / np.float32(len(v)) - hn.T @ vn / np.float32(len(vn)))
+        self.b += self.lr * (v.mean(axis=0) - vn.mean(axis=0))
+        self.c += self.lr * (hp.mean(axis=0) - hn.mean(axis=0))
 
 
 class TorchMLP:
