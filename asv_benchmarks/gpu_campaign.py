@@ -1,7 +1,8 @@
-"""One call on a machine with an NVIDIA GPU: the whole test suite (its CUDA
-tests run on the GPU), then ``gpunet bench --device cuda`` with torch and CuPy
-as peers, then ``gpunet bench --device cpu`` for the same machine's host side,
-all written to ``asv_benchmarks/results/gpu/<date>-<card>/``:
+"""One call on a machine with an NVIDIA GPU: the CUDA test suite on the GPU
+(``pytest -m cuda``, in parallel when pytest-xdist is installed), then
+``gpunet bench --device cuda`` with torch and CuPy as peers, then
+``gpunet bench --device cpu`` for the same machine's host side, all written
+to ``asv_benchmarks/results/gpu/<date>-<card>/`` (or ``--out``):
 
 - ``summary.md``: card, driver, CUDA runtime, date, the test counts and the
   two benchmark tables;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import pathlib
 import re
 import subprocess
@@ -65,6 +67,15 @@ def _run(argv, log=None):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="gpunet bench --quick")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="pytest-xdist workers for the tests, if installed"
+    )
+    parser.add_argument(
+        "--devices", nargs="+", default=["cuda", "cpu"], help="where to run gpunet bench"
+    )
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=RESULTS, help=f"results folder (default {RESULTS})"
+    )
     args = parser.parse_args(argv)
     gpu = _gpu()
     if gpu is None:
@@ -73,14 +84,17 @@ def main(argv=None) -> int:
     name, driver, runtime = gpu
     now = datetime.datetime.now(datetime.timezone.utc)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-    out_dir = RESULTS / f"{now:%Y-%m-%d}-{slug}"
+    out_dir = args.out / f"{now:%Y-%m-%d}-{slug}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tests_status, tests = _run([sys.executable, "-m", "pytest", "-q"], out_dir / "tests.txt")
+    pytest = [sys.executable, "-m", "pytest", "-q", "-m", "cuda"]
+    if importlib.util.find_spec("xdist") is not None:
+        pytest += ["-n", str(args.workers)]
+    tests_status, tests = _run(pytest, out_dir / "tests.txt")
     counts = tests.strip().splitlines()[-1] if tests.strip() else "no output"
     quick = ["--quick"] if args.quick else []
     tables = {}
-    for device in ("cuda", "cpu"):
+    for device in args.devices:
         json_path = out_dir / f"bench-{device}.json"
         status, output = _run(
             [sys.executable, "-m", "gpunet", "bench", "--device", device, "--json", str(json_path)]
@@ -93,14 +107,14 @@ def main(argv=None) -> int:
         "",
         f"- card: {name}",
         f"- driver: {driver}; CUDA runtime {runtime}",
-        f"- tests (`python -m pytest`, CUDA tests on the GPU): {counts}",
+        f"- CUDA tests on the GPU (`python -m pytest -m cuda`): {counts}",
         "",
     ]
     for device, table in tables.items():
         summary += [f"## gpunet bench --device {device}", "", "```", table.rstrip(), "```", ""]
     (out_dir / "summary.md").write_text("\n".join(summary))
     print("\n".join(summary))
-    print(f"results in {out_dir.relative_to(ROOT)}")
+    print(f"results in {out_dir}")
     return 0 if tests_status == 0 else 1
 
 

@@ -233,6 +233,8 @@ class Bench:
             import numba
 
             torch.set_num_threads(numba.get_num_threads())
+            # float32 products in full float32, as gpunet's and CuPy's are.
+            torch.backends.cuda.matmul.allow_tf32 = False
         return torch
 
     def _cupy(self):
@@ -299,6 +301,88 @@ class Bench:
                 cupy_peer()
                 row.peers["cupy"] = self._ratio(cupy_peer, fn)
             self.rows.append(row)
+
+    def softmax_wide(self):
+        """softmax on (8192, 4096) float32 on a GPU, where rows are long enough
+        for one block per row to stream at the copy bandwidth (GPU only)."""
+        if self.device.type != "cuda":
+            self._note("softmax_wide and matmul run on a GPU only")
+            return
+        shape = (self.settings.size(8192, 64), 4096)
+        x_host = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 3
+        x, out = self._put(x_host), self._put(np.empty_like(x_host))
+        fn = functools.partial(ops.softmax, x, out=out)
+        fn()
+        seconds = self._time(fn)
+        gbps = 2 * x_host.nbytes / seconds / 1e9
+        row = Row(f"softmax {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", gbps / self.copy_gbps)
+        torch = self._torch()
+        if torch is not None:
+            t = torch.from_numpy(x_host).to(_torch_device(self.device))
+
+            def peer():
+                torch.softmax(t, -1)
+                torch.cuda.synchronize()
+
+            peer()
+            row.peers["torch"] = self._ratio(peer, fn)
+        cupy = self._cupy()
+        if cupy is not None:
+            xc, softmax = cupy.asarray(x), _cupy_elementwise(cupy, "softmax")
+
+            def cupy_peer():
+                softmax(xc)
+                cupy.cuda.runtime.deviceSynchronize()
+
+            cupy_peer()
+            row.peers["cupy"] = self._ratio(cupy_peer, fn)
+        self.rows.append(row)
+
+    def matmul(self):
+        """gpunet's tiled float32 product at 4096x4096x4096 on a GPU, against
+        cuBLAS through CuPy and torch, both without TF32 (GPU only)."""
+        if self.device.type != "cuda":
+            self._note("softmax_wide and matmul run on a GPU only")
+            return
+        n = self.settings.size(4096, 64)
+        rng = np.random.default_rng(0)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        da, db = self._put(a), self._put(b)
+        out = self._put(np.empty((n, n), np.float32))
+        bias = self._put(np.zeros(n, np.float32))
+        fn = functools.partial(_dense.dense_cuda, da, db, bias, out)
+        fn()
+        seconds = self._time(fn)
+        gflops = 2 * n**3 / seconds / 1e9
+        row = Row(
+            f"matmul {n}x{n}x{n} (tiled)",
+            seconds,
+            gflops,
+            "GFLOP/s",
+            gflops / self.matmul_gflops,
+        )
+        torch = self._torch()
+        if torch is not None:
+            ta, tb = (torch.from_numpy(m).to(_torch_device(self.device)) for m in (a, b))
+            tout = torch.empty((n, n), device=ta.device)
+
+            def peer():
+                torch.matmul(ta, tb, out=tout)
+                torch.cuda.synchronize()
+
+            peer()
+            row.peers["torch"] = self._ratio(peer, fn)
+        cupy = self._cupy()
+        if cupy is not None:
+            ca, cb, cout = cupy.asarray(da), cupy.asarray(db), cupy.empty((n, n), np.float32)
+
+            def cupy_peer():
+                cupy.matmul(ca, cb, out=cout)
+                cupy.cuda.runtime.deviceSynchronize()
+
+            cupy_peer()
+            row.peers["cupy"] = self._ratio(cupy_peer, fn)
+        self.rows.append(row)
 
     def dispatch(self):
         """The fixed cost of a gn.ops call: relu on a (1, 10) array."""
@@ -511,7 +595,16 @@ class Bench:
 
 
 #: The workloads in report order (methods of Bench).
-WORKLOADS = ("elementwise", "dispatch", "dense", "mlp_epoch", "rbm_update", "rbm_fit")
+WORKLOADS = (
+    "elementwise",
+    "softmax_wide",
+    "matmul",
+    "dispatch",
+    "dense",
+    "mlp_epoch",
+    "rbm_update",
+    "rbm_fit",
+)
 
 
 def mlp(widths, device, dtype="float32"):
