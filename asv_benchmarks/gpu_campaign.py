@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     if importlib.util.find_spec("xdist") is not None:
         pytest += ["-n", str(args.workers)]
     tests_status, tests = _run(pytest, out_dir / "tests.txt")
-    counts = tests.strip().splitlines()[-1] if tests.strip() else "no output"
+    summaries = [line for line in tests.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    counts = summaries[-1].strip("= ") if summaries else "no test summary (see tests.txt)"
     quick = ["--quick"] if args.quick else []
     tables = {}
     for device in args.devices:

@@ -180,7 +180,7 @@ def cupy_module():
 
 
 def _torch_device(device):
-    return "cpu" if device.type == "cpu" else f"cuda:{device.index}"
+    return "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
 
 
 def _torch_sync(torch, device):

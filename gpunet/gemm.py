@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from .kernels import _cuda
 from .kernels import dense as _dense
 
@@ -71,18 +73,43 @@ def _use_cublas(m: int, n: int, k: int) -> bool:
 
 
 def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
-    """out (=|+=) op(a) @ op(b) with cuBLAS, on C-contiguous device arrays (no copies)."""
-    cupy = _cupy_status()[0]
-    a, b, c = cupy.asarray(a), cupy.asarray(b), cupy.asarray(out)
-    cupy.cublas.gemm(
-        "T" if trans_a else "N",
-        "T" if trans_b else "N",
-        a,
-        b,
-        out=c,
-        alpha=1.0,
-        beta=1.0 if accumulate else 0.0,
+    """out (=|+=) op(a) @ op(b) with cuBLAS, on C-contiguous device arrays (no copies).
+
+    cuBLAS is column-major: a row-major (r, c) buffer is its (c, r) matrix with
+    leading dimension c, so out.T = op(b).T @ op(a).T is one call on the
+    buffers as they are, with b first."""
+    from cupy.cuda import cublas, device
+
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    gemm = cublas.sgemm if out.dtype.char == "f" else cublas.dgemm
+    scalars = _SCALARS[out.dtype.char]  # 1, 1, 0: alpha, then beta to add or not
+    alpha = scalars.ctypes.data
+    beta = alpha + scalars.itemsize * (1 if accumulate else 2)
+    gemm(
+        device.get_cublas_handle(),
+        cublas.CUBLAS_OP_T if trans_b else cublas.CUBLAS_OP_N,
+        cublas.CUBLAS_OP_T if trans_a else cublas.CUBLAS_OP_N,
+        n,
+        m,
+        k,
+        alpha,
+        _pointer(b),
+        b.shape[1],
+        _pointer(a),
+        a.shape[1],
+        beta,
+        _pointer(out),
+        n,
     )
+
+
+#: Host scalars for cuBLAS (host pointer mode), by dtype char.
+_SCALARS = {c: np.array([1, 1, 0], dtype=c) for c in "fd"}
+
+
+def _pointer(x) -> int:
+    return x.__cuda_array_interface__["data"][0]
 
 
 def dense_cuda(x, W, b, out, activation=None, alpha=0.01):

@@ -243,16 +243,25 @@ def test_set_gemm_validates_and_reports():
 
 
 @pytest.mark.requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(33, 65, 31), (256, 784, 1024)])
-def test_cublas_and_numba_products_agree(shape):
+def test_cublas_and_numba_products_agree(shape, dtype):
+    """Forward, backward (all three product layouts) and accumulated gradients."""
     pytest.importorskip("cupy")
-    x, W, b, g = make(shape, np.float32)
-    d = [gn.to_device(a, "cuda") for a in (x, W, b)]
+    x, W, b, g = make(shape, dtype)
+    d = [gn.to_device(a, "cuda") for a in (x, W, b, g)]
     results = []
     for mode in ("numba", "cublas"):
         gn.set_gemm(mode)
         try:
-            results.append(gn.to_numpy(gn.ops.dense(*d, "tanh")))
+            y = gn.ops.dense(*d[:3], "tanh")
+            grads = gn.ops.dense_backward(d[3], d[0], d[1], y, "tanh")
+            dW, db = gn.to_device(np.ones_like(W), "cuda"), gn.to_device(np.ones_like(b), "cuda")
+            dz = gn.to_device(np.empty_like(g), "cuda")
+            gn.gemm.dense_backward_cuda(d[3], d[0], d[1], y, None, dW, db, dz, "tanh", 0.01, True)
+            results.append([gn.to_numpy(a) for a in (y, *grads, dW, db)])
         finally:
             gn.set_gemm("auto")
-    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-5)
+    rtol, atol = tolerance(dtype, shape[1])
+    for got, want in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
