@@ -78,8 +78,7 @@ def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
     cuBLAS is column-major: a row-major (r, c) buffer is its (c, r) matrix with
     leading dimension c, so out.T = op(b).T @ op(a).T is one call on the
     buffers as they are, with b first."""
-    from cupy.cuda import cublas, device
-
+    cublas, device = _cupy_cublas()
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]
     gemm = cublas.sgemm if out.dtype.char == "f" else cublas.dgemm
@@ -108,8 +107,19 @@ def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
 _SCALARS = {c: np.array([1, 1, 0], dtype=c) for c in "fd"}
 
 
+@functools.cache
+def _cupy_cublas():
+    from cupy.cuda import cublas, device
+
+    return cublas, device
+
+
 def _pointer(x) -> int:
-    return x.__cuda_array_interface__["data"][0]
+    """The device address of a Numba device array (or of any CUDA array)."""
+    try:
+        return x.device_ctypes_pointer.value
+    except AttributeError:
+        return x.__cuda_array_interface__["data"][0]
 
 
 def dense_cuda(x, W, b, out, activation=None, alpha=0.01):

@@ -106,6 +106,11 @@ def _output(op, kind, out, shape, dtype):
     return _contiguous(op, "out", kind, out), out
 
 
+def _flat(kind, x):
+    """``x`` as a 1-D view (C-contiguous ``x``; on a GPU the same view each call)."""
+    return x.ravel() if kind == "cpu" else _cuda.flat(x)
+
+
 def _operands(op, names, arrays, out):
     """``_inputs`` and ``_output``: (kind, inputs, output array, the object to return)."""
     kind, inputs = _inputs(op, names, arrays, out)
@@ -148,7 +153,7 @@ def _activation_forward(name, x, out, c=None):
                 return result
     kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
     c = 1.0 if c is None else c
-    dispatch.kernel_for(name, kind)(x.ravel(), result.ravel(), x.dtype.type(c))
+    dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), x.dtype.type(c))
     return returned
 
 
@@ -156,7 +161,9 @@ def _activation_backward(name, grad_out, saved_name, saved, out, c=None):
     op = f"{name}_backward"
     kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
     c = 1.0 if c is None else c
-    dispatch.kernel_for(op, kind)(g.ravel(), s.ravel(), result.ravel(), g.dtype.type(c))
+    dispatch.kernel_for(op, kind)(
+        _flat(kind, g), _flat(kind, s), _flat(kind, result), g.dtype.type(c)
+    )
     return returned
 
 
@@ -453,7 +460,9 @@ def dropout(x, p, seed, offset, *, out=None):
             f"got {offset}"
         )
     kind, (x,), result, returned = _operands("dropout", ("x",), (x,), out)
-    dispatch.kernel_for("dropout", kind)(x.ravel(), result.ravel(), int(seed), int(offset), p)
+    dispatch.kernel_for("dropout", kind)(
+        _flat(kind, x), _flat(kind, result), int(seed), int(offset), p
+    )
     return returned
 
 

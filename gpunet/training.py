@@ -253,8 +253,11 @@ class _Batches:
             else:
                 n = len(rows)
                 np.take(a, rows, axis=0, out=host[:n])
-            dev[:n].copy_to_device(host[:n], stream=self.stream)
-            taken.append(dev[:n])
+            # Whole batches use the buffer itself: a new view per step would
+            # cost every launch that reads it a fresh look at its type.
+            part = dev if n == len(dev) else dev[:n]
+            part.copy_to_device(host[:n], stream=self.stream)
+            taken.append(part)
         self.copied[slot].record(self.stream)
         self.used[slot] = True
         return taken

@@ -10,7 +10,9 @@ build each one to PTX and run ptxas on it without a GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -73,9 +75,164 @@ def kernel(name: str, signatures: tuple[str, ...] | list[str], **jit_options):
         KERNELS.append(KernelSpec(name, py_func, tuple(signatures)))
         if not HAVE_NUMBA_CUDA:
             return _missing_numba_cuda
-        return cuda.jit(**jit_options)(py_func)
+        dispatcher = cuda.jit(**jit_options)(py_func)
+        return dispatcher if SIMULATOR else Kernel(dispatcher)
 
     return decorate
+
+
+class Kernel:
+    """A Numba CUDA kernel with a lean launch path, used as Numba's own:
+    ``kernel[blocks, threads](*args)``.
+
+    Numba types every argument, picks the compiled overload and marshals the
+    arguments on each launch, about 25 us of Python on a fast host, well over
+    the run time of a small kernel. Here the overload is looked up once per
+    combination of argument types (Numba's array types are cached on the array
+    objects) and the launch goes straight to ``cuda.core``'s ``launch`` on the
+    default stream, with the arguments flattened as Numba's kernel ABI expects.
+    Anything else (other streams, shared memory sizes, arguments that are not
+    Numba device arrays or scalars, several GPUs, a numba-cuda whose internals
+    differ) takes Numba's path.
+    """
+
+    __slots__ = ("dispatcher", "_overloads")
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self._overloads = {}
+
+    def __getattr__(self, name):
+        return getattr(self.dispatcher, name)
+
+    def __getitem__(self, config):
+        if _fast_launch is not None and len(config) == 2:
+            return _Launch(self, config[0], config[1])
+        return self.dispatcher[config]
+
+    def _packers(self, args):
+        """(cuda.core kernel, per-argument converters) for ``args``' types, or
+        None when this launch must take Numba's path."""
+        key = tuple(_array_key(a) if type(a) in _ARRAY_TYPES else type(a) for a in args)
+        try:
+            return self._overloads[key]
+        except KeyError:
+            found = self._overloads[key] = _compile_launch(self.dispatcher, args)
+            return found
+
+
+def _array_key(a):
+    """(dtype, ndim, C-contiguous) of a device array, read off its shape and
+    strides (Numba's typeof of a new array view costs about 10 us)."""
+    expected = a.dtype.itemsize
+    for size, stride in zip(reversed(a.shape), reversed(a.strides), strict=True):
+        if size > 1 and stride != expected:
+            return a.dtype, a.ndim, False
+        expected *= size
+    return a.dtype, a.ndim, True
+
+
+def _compile_launch(dispatcher, args):
+    """Compile for the argument types the launch keys name: arrays as C-contiguous
+    or any layout ("A"), so that one key always means one compiled kernel."""
+    argtypes = tuple(
+        _numba_types.Array(
+            _numba_types.from_dtype(a.dtype), a.ndim, "C" if _array_key(a)[2] else "A"
+        )
+        if type(a) in _ARRAY_TYPES
+        else dispatcher.typeof_pyval(a)
+        for a in args
+    )
+    compiled = dispatcher.compile(argtypes)
+    if compiled.debug or compiled.extensions:
+        return None
+    converters = []
+    for ty, a in zip(argtypes, args, strict=True):
+        if type(a) in _ARRAY_TYPES:
+            converters.append(None)
+        elif ty in _SCALARS:
+            converters.append(_SCALARS[ty])
+        else:
+            return None
+    return compiled._codelibrary.get_cufunc().kernel, converters
+
+
+class _Launch:
+    __slots__ = ("kernel", "griddim", "blockdim")
+
+    def __init__(self, kernel, griddim, blockdim):
+        self.kernel, self.griddim, self.blockdim = kernel, griddim, blockdim
+
+    def __call__(self, *args):
+        packers = self.kernel._packers(args)
+        if packers is None or not (_default_stream or _resolve_default_stream()):
+            return self.kernel.dispatcher[self.griddim, self.blockdim](*args)
+        cukernel, converters = packers
+        flat = []
+        for a, convert in zip(args, converters, strict=True):
+            if convert is None:
+                flat += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value)
+                flat += a.shape
+                flat += a.strides
+            else:
+                flat.append(convert(a))
+        config = _launch_config(self.griddim, self.blockdim)
+        _fast_launch(_default_stream[0], config, cukernel, *flat)
+        return None
+
+
+#: [the default stream as cuda.core sees it] once resolved; stays empty with
+#: several GPUs, where launches take Numba's path (it picks each one's context).
+_default_stream: list = []
+_several_gpus = False
+
+
+def _resolve_default_stream() -> bool:
+    global _several_gpus
+    if not _default_stream and not _several_gpus:
+        from numba.cuda.cudadrv import driver
+
+        if len(cuda.gpus) == 1:
+            _default_stream.append(driver._to_core_stream(0))
+        else:
+            _several_gpus = True
+    return bool(_default_stream)
+
+
+@functools.cache
+def _launch_config(griddim, blockdim):
+    return _LaunchConfig(grid=griddim, block=blockdim, **_NOT_COOPERATIVE)
+
+
+def _setup_fast_launch():
+    """cuda.core's launch function for :class:`Kernel`, or None where Numba's
+    path must be used (the simulator, unfamiliar numba-cuda internals)."""
+    global _LaunchConfig, _NOT_COOPERATIVE, _ARRAY_TYPES, _SCALARS, _numba_types
+    if SIMULATOR or not HAVE_NUMBA_CUDA:
+        return None
+    try:
+        import ctypes
+
+        from cuda.core import LaunchConfig, launch
+        from numba.cuda import types as _numba_types
+        from numba.cuda._compat import CUDA_CORE_GE_1_0
+        from numba.cuda.cudadrv import devicearray
+        from numba.cuda.types import boolean, float32, float64, int32, int64, uint32, uint64
+    except ImportError:
+        return None
+    _LaunchConfig = LaunchConfig
+    _NOT_COOPERATIVE = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
+    _ARRAY_TYPES = (devicearray.DeviceNDArray, DeviceScalar)
+    _SCALARS = {
+        float32: ctypes.c_float,
+        float64: ctypes.c_double,
+        int32: ctypes.c_int32,
+        int64: ctypes.c_int64,
+        uint32: ctypes.c_uint32,
+        uint64: ctypes.c_uint64,
+        boolean: bool,
+    }
+    return launch
 
 
 def float_signatures(template: str) -> tuple[str, str]:
@@ -103,7 +260,8 @@ def as_device_array(x):
     return cuda.as_cuda_array(x)
 
 
-_scratch: dict[tuple, object] = {}
+#: (name, dtype, GPU) -> (the array, {length: a view of that length}).
+_scratch: dict[tuple, tuple] = {}
 
 
 def scratch(name: str, n: int, dtype):
@@ -117,10 +275,30 @@ def scratch(name: str, n: int, dtype):
     """
     key = (name, str(dtype), _current_gpu())
     found = _scratch.get(key)
-    if found is None or found.size < n:
-        found = cuda.device_array(max(n, 1), dtype)
-        _scratch[key] = found
-    return found[:n]
+    if found is None or found[0].size < n:
+        found = _scratch[key] = (cuda.device_array(max(n, 1), dtype), {})
+    array, views = found
+    view = views.get(n)
+    if view is None:  # one view per length: a launch then sees the same array object
+        view = views[n] = array[:n]
+    return view
+
+
+_flat_views = weakref.WeakKeyDictionary()
+
+
+def flat(x):
+    """``x.ravel()`` for a C-contiguous device array, as the same view object
+    on every call for one array, so that launches find its Numba type cached."""
+    if x.ndim == 1:
+        return x
+    try:
+        return _flat_views[x]
+    except KeyError:
+        view = _flat_views[x] = x.ravel()
+        return view
+    except TypeError:  # not weakly referenceable (the simulator's arrays)
+        return x.ravel()
 
 
 def _current_gpu() -> int:
@@ -154,3 +332,6 @@ def scalar_view(buffer):
     if SIMULATOR:
         return DeviceScalar(buffer._ary.reshape(()))
     return DeviceScalar(shape=(), strides=(), dtype=buffer.dtype, gpu_data=buffer.gpu_data)
+
+
+_fast_launch = _setup_fast_launch()

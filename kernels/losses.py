@@ -328,7 +328,7 @@ def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
     """As softmax_cross_entropy_cpu, on device arrays."""
     batch, n = logits.shape
     if batch == 0 or n == 0:
-        _sum_kernel[1, _SUM_THREADS](logits.ravel(), logits.dtype.type(math.nan), loss_out)
+        _sum_kernel[1, _SUM_THREADS](_cuda.flat(logits), logits.dtype.type(math.nan), loss_out)
         return
     threads = row_threads(n)
     kernels = _CROSS_ENTROPY_LABELS if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS
@@ -343,7 +343,7 @@ def _elementwise_cuda_launch(kernel, p, t, grad, loss_out):
     scale = p.dtype.type(1 / n) if n else p.dtype.type(math.nan)
     blocks, threads = grid_1d(max(n, 1))
     partials = _cuda.scratch("losses.partials", blocks, p.dtype)
-    kernel[blocks, threads](p.ravel(), t.ravel(), scale, grad.ravel(), partials)
+    kernel[blocks, threads](_cuda.flat(p), _cuda.flat(t), scale, _cuda.flat(grad), partials)
     _sum_kernel[1, _SUM_THREADS](partials, scale, loss_out)
 
 

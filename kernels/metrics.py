@@ -159,4 +159,6 @@ def argmax_hits_cuda(scores, target, out):
 
 def binary_hits_cuda(pred, target, threshold, out):
     """binary_hits_cpu on device arrays."""
-    _binary_hits_kernel[1, _THREADS](pred.ravel(), target.ravel(), pred.dtype.type(threshold), out)
+    _binary_hits_kernel[1, _THREADS](
+        _cuda.flat(pred), _cuda.flat(target), pred.dtype.type(threshold), out
+    )

@@ -201,7 +201,7 @@ def zero_cpu(a):
 
 def zero_cuda(a):
     """a[...] = 0 for a C-contiguous float device array."""
-    flat = a.ravel()
+    flat = _cuda.flat(a)
     if flat.size:
         blocks, threads = grid_1d(flat.size)
         _zero_kernel[blocks, threads](flat)

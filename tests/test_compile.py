@@ -64,6 +64,8 @@ def _cuda_kernels(value, owner, seen, depth=0):
     if id(value) in seen or depth > 3:
         return
     seen.add(id(value))
+    if isinstance(value, _cuda.Kernel):
+        value = value.dispatcher
     if isinstance(value, CUDADispatcher):
         if not value.targetoptions.get("device"):
             yield value.py_func
