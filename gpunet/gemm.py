@@ -23,7 +23,7 @@ from .kernels import dense as _dense
 
 MODES = ("auto", "numba", "cublas")
 #: ``auto`` hands products of at least this many multiply-adds to cuBLAS.
-AUTO_MIN_MACS = 1 << 18
+AUTO_MIN_MACS = 1 << 30
 
 _mode = "auto"
 

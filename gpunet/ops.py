@@ -241,7 +241,9 @@ def _rows(op, names, arrays, out):
     kind, inputs, result, returned = _operands(op, names, arrays, out)
     *leading, n = inputs[0].shape
     rows = math.prod(leading)
-    dispatch.kernel_for(op, kind)(*(a.reshape(rows, n) for a in (*inputs, result)))
+    if inputs[0].ndim != 2:
+        inputs, result = [a.reshape(rows, n) for a in inputs], result.reshape(rows, n)
+    dispatch.kernel_for(op, kind)(*inputs, result)
     return returned
 
 

@@ -136,9 +136,7 @@ def _compile_launch(dispatcher, args):
     """Compile for the argument types the launch keys name: arrays as C-contiguous
     or any layout ("A"), so that one key always means one compiled kernel."""
     argtypes = tuple(
-        _numba_types.Array(
-            _numba_types.from_dtype(a.dtype), a.ndim, "C" if _array_key(a)[2] else "A"
-        )
+        _numba_types.Array(_from_dtype(a.dtype), a.ndim, "C" if _array_key(a)[2] else "A")
         if type(a) in _ARRAY_TYPES
         else dispatcher.typeof_pyval(a)
         for a in args
@@ -207,7 +205,7 @@ def _launch_config(griddim, blockdim):
 def _setup_fast_launch():
     """cuda.core's launch function for :class:`Kernel`, or None where Numba's
     path must be used (the simulator, unfamiliar numba-cuda internals)."""
-    global _LaunchConfig, _NOT_COOPERATIVE, _ARRAY_TYPES, _SCALARS, _numba_types
+    global _LaunchConfig, _NOT_COOPERATIVE, _ARRAY_TYPES, _SCALARS, _numba_types, _from_dtype
     if SIMULATOR or not HAVE_NUMBA_CUDA:
         return None
     try:
@@ -217,6 +215,7 @@ def _setup_fast_launch():
         from numba.cuda import types as _numba_types
         from numba.cuda._compat import CUDA_CORE_GE_1_0
         from numba.cuda.cudadrv import devicearray
+        from numba.cuda.np.numpy_support import from_dtype as _from_dtype
         from numba.cuda.types import boolean, float32, float64, int32, int64, uint32, uint64
     except ImportError:
         return None

@@ -33,6 +33,7 @@ from ._cpu import CPU_OPTIONS
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
 from .softmax import (
     ROW_OPTIONS,
+    ROW_THREADS,
     _block_reduce,
     _exp_shifted_row,
     _row_max,
@@ -280,8 +281,8 @@ def _sum_kernel(values, scale, out):
         out[0] = total * scale
 
 
-_CROSS_ENTROPY_LABELS = {t: _cross_entropy_cuda(t, True) for t in (32, 128, 512)}
-_CROSS_ENTROPY_TARGETS = {t: _cross_entropy_cuda(t, False) for t in (32, 128, 512)}
+_CROSS_ENTROPY_LABELS = {t: _cross_entropy_cuda(t, True) for t in ROW_THREADS}
+_CROSS_ENTROPY_TARGETS = {t: _cross_entropy_cuda(t, False) for t in ROW_THREADS}
 _MSE_CUDA = _elementwise_cuda("mse", _mse_scalar)
 _BCE_CUDA = _elementwise_cuda("binary_cross_entropy", _bce_scalar(math.exp))
 _BCE_PROBS_CUDA = _elementwise_cuda("binary_cross_entropy_probs", _bce_probs_scalar)
