@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numba
 import numpy as np
 
 from . import _device, nn, ops
@@ -119,15 +120,37 @@ def copy_gbps(device, settings: Settings) -> float:
     """GB/s of a plain copy of a large buffer (bytes read plus bytes written)."""
     n = settings.size(1 << 28, 1 << 16)
     if device.type == "cpu":
+        # numpy's copy runs on one core; with many cores the threaded copy is
+        # the limit the parallel kernels meet.
         src = np.ones(n // 2, np.uint8)
         dst = np.empty_like(src)
-        fn = functools.partial(np.copyto, dst, src)
-    else:
-        src = _cuda.cuda.to_device(np.ones(n // 2, np.uint8))
-        dst = _cuda.cuda.device_array(n // 2, np.uint8)
-        fn = functools.partial(dst.copy_to_device, src)
-    fn()
-    return n / median_time(fn, device, settings) / 1e9
+        best = math.inf
+        for fn in (functools.partial(np.copyto, dst, src), functools.partial(_copy, src, dst)):
+            fn()
+            best = min(best, median_time(fn, device, settings))
+        return n / best / 1e9
+    # On a GPU, the best of the device-to-device copies at hand: Numba's
+    # alone has varied between 1.1 and 2.0 TB/s on an H100 that copies 2.9.
+    src = _cuda.cuda.to_device(np.ones(n // 2, np.uint8))
+    dst = _cuda.cuda.device_array(n // 2, np.uint8)
+    copies = [functools.partial(dst.copy_to_device, src)]
+    cupy = cupy_module()
+    if cupy is not None:
+        csrc, cdst = cupy.asarray(src), cupy.asarray(dst)
+        copies.append(functools.partial(cupy.copyto, cdst, csrc))
+    best = math.inf
+    for fn in copies:
+        fn()
+        best = min(best, median_time(fn, device, settings))
+    return n / best / 1e9
+
+
+@numba.njit(parallel=True, cache=False)
+def _copy(src, dst):
+    """dst[:] = src over all of Numba's threads, in 64 KiB chunks."""
+    chunk = 1 << 16
+    for c in numba.prange((src.size + chunk - 1) // chunk):
+        dst[c * chunk : (c + 1) * chunk] = src[c * chunk : (c + 1) * chunk]
 
 
 def matmul_gflops(device, settings: Settings) -> tuple[float, str]:

@@ -22,8 +22,11 @@ from .kernels import _cuda
 from .kernels import dense as _dense
 
 MODES = ("auto", "numba", "cublas")
-#: ``auto`` hands products of at least this many multiply-adds to cuBLAS.
-AUTO_MIN_MACS = 1 << 30
+#: ``auto`` hands products of at least this many multiply-adds to cuBLAS. On an
+#: H100 a training step of 784-512-256-10 at batch 128 (products of up to 51M)
+#: ran 13% faster on the Numba kernels, with their fused bias and activation;
+#: a 256x784->1024 layer's forward and backward (205M) 4x faster on cuBLAS.
+AUTO_MIN_MACS = 1 << 27
 
 _mode = "auto"
 
