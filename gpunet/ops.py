@@ -125,31 +125,26 @@ _ONE = {dtype: dtype.type(1) for dtype in _FLOAT_DTYPES}
 _REGISTRY = dispatch._registry
 
 
-def _host_output(x, out):
-    """The output for a C-contiguous float numpy ``x`` when ``out`` needs no
-    further checks (None, or a matching C-contiguous numpy array), else None."""
-    if out is None:
-        return np.empty_like(x)
-    if (
-        type(out) is np.ndarray
-        and out.shape == x.shape
-        and out.dtype is x.dtype
-        and out.flags.c_contiguous
-    ):
-        return out
-    return None
-
-
 def _activation_forward(name, x, out, c=None):
-    # Fast path, the common small host call: one dtype lookup, one contiguity
-    # check, the registry's kernel. Anything else takes the checked path below.
+    # Fast path, the common small host call: one dtype lookup, contiguity and
+    # out checks, the registry's kernel on the arrays as they are (the CPU
+    # kernels take any C-contiguous shape). Anything else takes the checked path.
     if type(x) is np.ndarray and x.flags.c_contiguous:
         one = _ONE.get(x.dtype)
         if one is not None:
-            result = _host_output(x, out)
+            if out is None:
+                result = np.empty_like(x)
+            elif (
+                type(out) is np.ndarray
+                and out.shape == x.shape
+                and out.dtype is x.dtype
+                and out.flags.c_contiguous
+            ):
+                result = out
+            else:
+                result = None
             if result is not None:
-                c = one if c is None else x.dtype.type(c)
-                _REGISTRY[name, "cpu"](x.ravel(), result.ravel(), c)
+                _REGISTRY[name, "cpu"](x, result, one if c is None else x.dtype.type(c))
                 return result
     kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
     c = 1.0 if c is None else c

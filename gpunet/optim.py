@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import dispatch
+from . import dispatch, ops
 from ._device import to_device
 from .kernels import optim as _optim
 
@@ -61,7 +61,7 @@ class Optimizer:
             state = self.state.get(id(p))
             if state is None:
                 state = self.state[id(p)] = self._new_state(p)
-            self._update(p, p.data.reshape(-1), p.grad.reshape(-1), state, kind)
+            self._update(p, ops._flat(kind, p.data), ops._flat(kind, p.grad), state, kind)
 
     def _check(self, p):
         if p.data.dtype != p.grad.dtype:

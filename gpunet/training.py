@@ -263,21 +263,32 @@ class _Batches:
         return taken
 
 
-def _records(device: Device, steps: int, dtype):
-    """Per-step loss and hit records on the device, and a function reading the first k."""
-    if device.type == "cpu":
-        losses, hits = np.zeros(steps, dtype), np.zeros(steps, dtype)
-        return losses, hits, lambda k: (losses[:k].astype(np.float64), hits[:k].astype(np.float64))
-    cuda = _cuda.cuda
-    losses, hits = cuda.device_array(steps, dtype), cuda.device_array(steps, dtype)
-    return (
-        losses,
-        hits,
-        lambda k: (
-            losses[:k].copy_to_host().astype(np.float64),
-            hits[:k].copy_to_host().astype(np.float64),
-        ),
-    )
+class _StepRecords:
+    """Per-step loss and hit records on ``device``, with a 1-element view of
+    each step's slot made once (on a GPU a new view per step would cost each
+    launch that writes it a fresh look at its type); ``read(k)`` gives the
+    first k of each as float64 host arrays."""
+
+    def __init__(self, device: Device, steps: int, dtype):
+        self.key = (device, steps, np.dtype(dtype))
+        if device.type == "cpu":
+            self.losses, self.hits = np.zeros(steps, dtype), np.zeros(steps, dtype)
+        else:
+            self.losses = _cuda.cuda.device_array(steps, dtype)
+            self.hits = _cuda.cuda.device_array(steps, dtype)
+        self.loss_slots = [self.losses[i : i + 1] for i in range(steps)]
+        self.hit_slots = [self.hits[i : i + 1] for i in range(steps)]
+
+    def read(self, k):
+        return tuple(to_numpy(a[:k]).astype(np.float64) for a in (self.losses, self.hits))
+
+
+def _records(model, device: Device, steps: int, dtype) -> _StepRecords:
+    """The model's step records for this many steps, kept between epochs and fits."""
+    records = getattr(model, "_step_records", None)
+    if records is None or records.key != (device, steps, np.dtype(dtype)):
+        records = model._step_records = _StepRecords(device, steps, dtype)
+    return records
 
 
 def _epoch_metrics(loss_fn, read, k, sizes, outputs_per_sample):
@@ -310,7 +321,8 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
     n = len(batches)
     steps = math.ceil(n / batch_size)
     sizes = np.array([min(batch_size, n - s * batch_size) for s in range(steps)], np.float64)
-    losses, hits, read = _records(batches.device, steps, model.dtype)
+    records = _records(model, batches.device, steps, model.dtype)
+    read = records.read
     optimizer = model.optimizer if train else None
     last_refresh, per_sample = time.perf_counter(), 1
     classifier = loss_fn.hits_kind is not None
@@ -324,7 +336,7 @@ def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
         if step == 0:
             _check_labels(out, batches.arrays[1])
         grad = loss_fn.into(
-            out, yb, losses[step : step + 1], hits[step : step + 1] if classifier else None
+            out, yb, records.loss_slots[step], records.hit_slots[step] if classifier else None
         )
         if classifier:
             per_sample = _outputs_per_sample(loss_fn, out)

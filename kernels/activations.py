@@ -153,14 +153,18 @@ def leaky_relu_backward_scalar(g, x, alpha):
 
 
 def _cpu_forward(f):
+    # The arrays are C-contiguous of any shape: ravel() is then a view in
+    # Numba as in numpy, and callers need not make one per call.
     @numba.njit(**CPU_OPTIONS)
     def serial(x, c, out):
         wide_vectors()
+        x, out = x.ravel(), out.ravel()
         for i in range(x.size):
             out[i] = f(x[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(x, c, out):
+        x, out = x.ravel(), out.ravel()
         for i in numba.prange(x.size):
             wide_vectors()
             out[i] = f(x[i], c)
@@ -172,11 +176,13 @@ def _cpu_backward(f):
     @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
         wide_vectors()
+        g, s, out = g.ravel(), s.ravel(), out.ravel()
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(g, s, c, out):
+        g, s, out = g.ravel(), s.ravel(), out.ravel()
         for i in numba.prange(g.size):
             wide_vectors()
             out[i] = f(g[i], s[i], c)
@@ -215,10 +221,10 @@ class Activation:
     """One elementwise activation on both targets.
 
     ``forward_cpu(x, out, c)`` / ``forward_cuda(x, out, c)`` and the matching
-    ``backward_*(grad_out, saved, out, c)`` take flat C-contiguous arrays of one
-    float dtype and the same size; ``c`` is the op's constant in that dtype
-    (alpha for leaky_relu, 1 otherwise). ``cuda_forward`` replaces ``forward`` on the
-    GPU where the CPU version uses vmath.
+    ``backward_*(grad_out, saved, out, c)`` take C-contiguous arrays of one
+    float dtype and the same size (any shape on the CPU, flat on CUDA); ``c``
+    is the op's constant in that dtype (alpha for leaky_relu, 1 otherwise).
+    ``cuda_forward`` replaces ``forward`` on the GPU where the CPU version uses vmath.
     """
 
     def __init__(self, name, forward, backward, cuda_forward=None):
