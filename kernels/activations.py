@@ -85,7 +85,8 @@ def step_scalar(x, one):
 
 
 def _sigmoid_scalar(exp):
-    """sigmoid for a target's exp (vmath.exp on the CPU, math.exp on CUDA)."""
+    """sigmoid for a target's exp of x <= 0 (vmath.exp_nonpositive on the CPU,
+    math.exp on CUDA)."""
 
     @numba.njit(inline="always")
     def sigmoid(x, one):
@@ -106,7 +107,8 @@ def _tanh_scalar(tanh):
 
 
 #: The CPU versions use vmath (vectorisable); the CUDA ones the GPU's own functions.
-sigmoid_scalar, sigmoid_scalar_cuda = _sigmoid_scalar(vmath.exp), _sigmoid_scalar(math.exp)
+sigmoid_scalar = _sigmoid_scalar(vmath.exp_nonpositive)
+sigmoid_scalar_cuda = _sigmoid_scalar(math.exp)
 tanh_scalar, tanh_scalar_cuda = _tanh_scalar(vmath.tanh), _tanh_scalar(math.tanh)
 
 

@@ -100,7 +100,7 @@ def _exp_shifted_row(x, m, out):
     """out = exp(x - m); returns its sum."""
     s = x.dtype.type(0)
     for j in range(x.size):
-        e = vmath.exp(x[j] - m)
+        e = vmath.exp_nonpositive(x[j] - m)
         out[j] = e
         s += e
     return s
@@ -119,7 +119,7 @@ def _log_softmax_row(x, out):
     m = _row_max(x)
     s = x.dtype.type(0)
     for j in range(x.size):
-        s += vmath.exp(x[j] - m)
+        s += vmath.exp_nonpositive(x[j] - m)
     shift = m + math.log(s)
     for j in range(x.size):
         out[j] = x[j] - shift

@@ -1,0 +1,58 @@
+"""The vectorisable float32 exp and tanh of the CPU kernels against float64
+numpy, and exp_nonpositive bit for bit against exp where it applies."""
+
+import numba
+import numpy as np
+from gpunet.kernels import vmath
+
+
+@numba.njit
+def _apply(fn_id, x, out):
+    for i in range(x.size):
+        if fn_id == 0:
+            out[i] = vmath.exp(x[i])
+        elif fn_id == 1:
+            out[i] = vmath.exp_nonpositive(x[i])
+        else:
+            out[i] = vmath.tanh(x[i])
+
+
+def apply(fn_id, x):
+    out = np.empty_like(x)
+    _apply(fn_id, x, out)
+    return out
+
+
+def ulps(got, want):
+    """Distance in float32 units in the last place from the float64 value."""
+    spacing = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    return np.abs(got.astype(np.float64) - want) / spacing
+
+
+def test_exp_is_within_one_ulp_over_its_normal_range():
+    x = np.linspace(-87.3, 88.7, 200_001, dtype=np.float32)
+    assert ulps(apply(0, x), np.exp(x.astype(np.float64))).max() <= 1
+
+
+def test_exp_edges():
+    x = np.array([-np.inf, -100, -87.4, 88.8, np.inf, np.nan, 0], np.float32)
+    got = apply(0, x)
+    np.testing.assert_array_equal(got[:5], [0, 0, 0, np.inf, np.inf])
+    assert np.isnan(got[5]) and got[6] == 1
+
+
+def test_exp_nonpositive_is_exp_bit_for_bit():
+    rng = np.random.default_rng(0)
+    x = np.concatenate(
+        [
+            -rng.exponential(10, 100_000).astype(np.float32),
+            np.linspace(-88, 0, 100_001, dtype=np.float32),
+            np.array([0, -0.0, -np.inf, np.nan, -87.33654, -87.33655], np.float32),
+        ]
+    )
+    np.testing.assert_array_equal(apply(1, x).view(np.int32), apply(0, x).view(np.int32))
+
+
+def test_tanh_is_within_a_quarter_ulp_more_than_one():
+    x = np.linspace(-10, 10, 200_001, dtype=np.float32)
+    assert ulps(apply(2, x), np.tanh(x.astype(np.float64))).max() <= 1.25
