@@ -58,7 +58,9 @@ class Settings:
 
     @property
     def sample_seconds(self) -> float:
-        return 1e-4 if self.quick else 2e-3
+        # 20 ms: long enough that a peer's threads still spinning when a sample
+        # starts (OpenMP's, OpenBLAS's) cost a few percent, not a third.
+        return 1e-4 if self.quick else 2e-2
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
