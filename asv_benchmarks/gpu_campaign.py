@@ -2,7 +2,7 @@
 (``pytest -m cuda``, in parallel when pytest-xdist is installed), then
 ``gpunet bench --device cuda`` with torch and CuPy as peers, then
 ``gpunet bench --device cpu`` for the same machine's host side, all written
-to ``asv_benchmarks/results/gpu/<date>-<card>/`` (or ``--out``):
+to ``asv_benchmarks/results/gpu/<date>-<time>-<card>/`` (or ``--out``):
 
 - ``summary.md``: card, driver, CUDA runtime, date, the test counts and the
   two benchmark tables;
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     name, driver, runtime = gpu
     now = datetime.datetime.now(datetime.timezone.utc)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
-    out_dir = args.out / f"{now:%Y-%m-%d}-{slug}"
+    out_dir = args.out / f"{now:%Y-%m-%d-%H%M}-{slug}"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     pytest = [sys.executable, "-m", "pytest", "-q", "-m", "cuda"]
