@@ -1,12 +1,11 @@
 """gpunet's lean kernel launch (``_cuda.Kernel``) against Numba's own launch
 of the same compiled kernels: the same results for float, integer and boolean
-arguments in both float dtypes, and Numba's path for what it does not handle."""
+arguments in both float dtypes, Numba's path for what it does not handle, and
+the launch key's reading of array layouts."""
 
 import numpy as np
 import pytest
 from gpunet.kernels import _cuda, activations, dense, dropout
-
-pytestmark = [pytest.mark.cuda, pytest.mark.requires_gpu]
 
 
 def both_launches(kernel, config, make_args):
@@ -20,6 +19,8 @@ def both_launches(kernel, config, make_args):
     return results
 
 
+@pytest.mark.cuda
+@pytest.mark.requires_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lean_launch_matches_numba_launch(dtype):
     rng = np.random.default_rng(0)
@@ -50,9 +51,30 @@ def test_lean_launch_matches_numba_launch(dtype):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.cuda
+@pytest.mark.requires_gpu
 def test_arguments_numba_knows_and_gpunet_does_not_take_numba_path():
     cupy = pytest.importorskip("cupy")
     x = cupy.arange(64, dtype=cupy.float32) - 32
     out = cupy.empty_like(x)
     activations.relu._forward_cuda[1, 64](x, np.float32(1), out)
     np.testing.assert_array_equal(out.get(), np.maximum(x.get(), 0))
+
+
+@pytest.mark.parametrize(
+    "make, c_contiguous",
+    [
+        (lambda a: a, True),
+        (lambda a: a.T, False),
+        (lambda a: a[:, ::2], False),
+        (lambda a: a[1:3], True),
+        (lambda a: a[:1].T, True),  # a (n, 1) column of a C row: contiguous
+        (lambda a: a[:, :1], False),
+        (lambda a: a.reshape(-1)[::2], False),
+    ],
+)
+def test_launch_key_reads_contiguity_off_shape_and_strides(make, c_contiguous):
+    """The lean launch's key (numpy arrays have the same shape/strides/dtype)."""
+    a = make(np.zeros((4, 6), np.float32))
+    assert a.flags.c_contiguous == c_contiguous
+    assert _cuda._array_key(a) == (a.dtype, a.ndim, c_contiguous)

@@ -183,6 +183,19 @@ def test_shuffle_false_matches_a_hand_written_loop():
     assert_same_weights(weights(model), weights(ref))
 
 
+def test_step_records_are_kept_between_fits_and_each_epoch_reports_its_own():
+    X, y = small_problem(30)
+    model = mlp(4, 8, 3)
+    first = fit_quiet(model, X, y, epochs=2, batch_size=8)
+    records = model._step_records
+    second = fit_quiet(model, X, y, epochs=1, batch_size=8)
+    assert model._step_records is records
+    losses = first.history["loss"] + second.history["loss"]
+    assert len(set(losses)) == 3  # each epoch's mean, not a stale record
+    fit_quiet(model, X, y, epochs=1, batch_size=16)  # other steps: new records
+    assert model._step_records is not records
+
+
 def test_seeded_shuffle_is_reproducible():
     X, y = small_problem(40)
     runs = []
