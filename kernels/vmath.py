@@ -10,8 +10,9 @@ the GPU's own ``math.exp`` and ``math.tanh``.
 
 float32 accuracy, against float64 numpy (``tests/test_vmath.py``): within
 1 ulp for exp on [-87.3, 88.7], and 1.25 ulp for tanh (1.19 at most, just
-below 0.625 where the polynomial hands over to the exp form). exp flushes results that would be subnormal
-(x < -87.34) to zero, gives inf above 88.72, and keeps NaN.
+below 0.625 where the polynomial hands over to the exp form). exp flushes
+results that would be subnormal (x < -87.34) to zero, gives inf above 88.72,
+and keeps NaN.
 
 The polynomials are Cephes' (S. L. Moshier) ``expf`` and ``tanhf``.
 """
@@ -76,8 +77,9 @@ _TANHF_P = tuple(
 
 
 @numba.njit(inline="always", fastmath={"contract"})
-def _exp_f32(x):
-    c = min(max(x, _EXP_MIN_F32), _EXP_MAX_F32)
+def _exp_reduced_f32(c):
+    """(p, n) with e**c = p * 2**n, for c within [_EXP_MIN_F32, _EXP_MAX_F32]:
+    Cody-Waite reduction by ln 2 and the polynomial; n a float32 integer."""
     n = np.floor(c * _LOG2E_F32 + _HALF_F32)
     r = c - n * _LN2_HI_F32 - n * _LN2_LO_F32
     p = _EXPF_P[0]
@@ -86,12 +88,22 @@ def _exp_f32(x):
     p = p * r + _EXPF_P[3]
     p = p * r + _EXPF_P[4]
     p = p * r + _EXPF_P[5]
-    p = p * r * r + r + _ONE_F32
+    return p * r * r + r + _ONE_F32, n
+
+
+@numba.njit(inline="always")
+def _pow2_f32(k):
+    """2**k for an int32 k in [-126, 127]."""
+    return _float32_from_bits(numba.int32((k + _I32_BIAS) << _I32_MANTISSA))
+
+
+@numba.njit(inline="always", fastmath={"contract"})
+def _exp_f32(x):
+    p, n = _exp_reduced_f32(min(max(x, _EXP_MIN_F32), _EXP_MAX_F32))
     # 2**n as two factors, so that n = 128 (x near the top) stays finite.
     k = numba.int32(n)
     half = k >> _I32_1
-    y = p * _float32_from_bits(numba.int32((half + _I32_BIAS) << _I32_MANTISSA))
-    y *= _float32_from_bits(numba.int32((k - half + _I32_BIAS) << _I32_MANTISSA))
+    y = p * _pow2_f32(half) * _pow2_f32(k - half)
     if x > _EXP_MAX_F32:
         y = _F32(np.inf)
     if x < _EXP_MIN_F32:
@@ -118,17 +130,8 @@ def _tanh_f32(x):
 def _exp_nonpositive_f32(x):
     """_exp_f32 for x <= 0 (or NaN): 2**n is one normal float (n >= -126 after
     the clamp), so one scaling and no overflow checks; bit for bit the same."""
-    c = max(x, _EXP_MIN_F32)
-    n = np.floor(c * _LOG2E_F32 + _HALF_F32)
-    r = c - n * _LN2_HI_F32 - n * _LN2_LO_F32
-    p = _EXPF_P[0]
-    p = p * r + _EXPF_P[1]
-    p = p * r + _EXPF_P[2]
-    p = p * r + _EXPF_P[3]
-    p = p * r + _EXPF_P[4]
-    p = p * r + _EXPF_P[5]
-    p = p * r * r + r + _ONE_F32
-    y = p * _float32_from_bits(numba.int32((numba.int32(n) + _I32_BIAS) << _I32_MANTISSA))
+    p, n = _exp_reduced_f32(max(x, _EXP_MIN_F32))
+    y = p * _pow2_f32(numba.int32(n))
     if x < _EXP_MIN_F32:
         y = _F32(0.0)
     return y if x == x else x
