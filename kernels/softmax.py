@@ -71,27 +71,34 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 ROW_OPTIONS = {**CPU_OPTIONS, "fastmath": _FASTMATH}
 
 
-#: Independent running maxima in ``_row_max``: enough for LLVM to keep them in
-#: vector registers (a single running maximum does not vectorise without 'nnan').
-_MAX_LANES = 16
-
-
 @numba.njit(inline="always")
 def _row_max(x):
     """The largest entry of a non-empty row (NaN entries are skipped here and
-    poison the sum that follows)."""
-    lanes = np.empty(_MAX_LANES, x.dtype)
-    lanes[:] = x[0]
-    full = x.size - x.size % _MAX_LANES
-    for b in range(0, full, _MAX_LANES):
-        for k in range(_MAX_LANES):
-            v = x[b + k]
-            lanes[k] = v if v > lanes[k] else lanes[k]
-    m = x[full] if full < x.size else lanes[0]
+    poison the sum that follows). Eight independent running maxima in scalars:
+    a single one is a chain of dependent compares (a max reduction does not
+    vectorise without 'nnan'), and an array of them costs an allocation per row."""
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
+    full = x.size - x.size % 8
+    for b in range(0, full, 8):
+        v = x[b]
+        m0 = v if v > m0 else m0
+        v = x[b + 1]
+        m1 = v if v > m1 else m1
+        v = x[b + 2]
+        m2 = v if v > m2 else m2
+        v = x[b + 3]
+        m3 = v if v > m3 else m3
+        v = x[b + 4]
+        m4 = v if v > m4 else m4
+        v = x[b + 5]
+        m5 = v if v > m5 else m5
+        v = x[b + 6]
+        m6 = v if v > m6 else m6
+        v = x[b + 7]
+        m7 = v if v > m7 else m7
+    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
     for j in range(full, x.size):
         m = x[j] if x[j] > m else m
-    for k in range(_MAX_LANES):
-        m = lanes[k] if lanes[k] > m else m
     return m
 
 
