@@ -126,14 +126,15 @@ _REGISTRY = dispatch._registry
 
 
 def _activation_forward(name, x, out, c=None):
-    # Fast path, the common small host call: one dtype lookup, contiguity and
-    # out checks, the registry's kernel on the arrays as they are (the CPU
-    # kernels take any C-contiguous shape). Anything else takes the checked path.
-    if type(x) is np.ndarray and x.flags.c_contiguous:
+    # Fast path, the common small host call: one dtype lookup, the out checks,
+    # the registry's kernel on the arrays as they are (the CPU kernels take
+    # any shape and ravel inside: a view of out, which must be C-contiguous; x
+    # may be any layout). Anything else takes the checked path.
+    if type(x) is np.ndarray:
         one = _ONE.get(x.dtype)
         if one is not None:
             if out is None:
-                result = np.empty_like(x)
+                result = np.empty(x.shape, x.dtype)  # C order whatever x's layout
             elif (
                 type(out) is np.ndarray
                 and out.shape == x.shape

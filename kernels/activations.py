@@ -223,8 +223,9 @@ class Activation:
     """One elementwise activation on both targets.
 
     ``forward_cpu(x, out, c)`` / ``forward_cuda(x, out, c)`` and the matching
-    ``backward_*(grad_out, saved, out, c)`` take C-contiguous arrays of one
-    float dtype and the same size (any shape on the CPU, flat on CUDA); ``c``
+    ``backward_*(grad_out, saved, out, c)`` take arrays of one float dtype and
+    the same size: flat and C-contiguous on CUDA; on the CPU of any shape, the
+    inputs of any layout and ``out`` C-contiguous; ``c``
     is the op's constant in that dtype (alpha for leaky_relu, 1 otherwise).
     ``cuda_forward`` replaces ``forward`` on the GPU where the CPU version uses vmath.
     """
@@ -236,11 +237,19 @@ class Activation:
         self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
 
-    def forward_cpu(self, x, out, c):
-        self._forward_cpu[x.size >= PARALLEL_THRESHOLD](x, c, out)
+        serial, parallel = self._forward_cpu
 
-    def backward_cpu(self, grad_out, saved, out, c):
-        self._backward_cpu[grad_out.size >= PARALLEL_THRESHOLD](grad_out, saved, c, out)
+        def forward_cpu(x, out, c):
+            (parallel if x.size >= PARALLEL_THRESHOLD else serial)(x, c, out)
+
+        serial_backward, parallel_backward = self._backward_cpu
+
+        def backward_cpu(grad_out, saved, out, c):
+            big = grad_out.size >= PARALLEL_THRESHOLD
+            (parallel_backward if big else serial_backward)(grad_out, saved, c, out)
+
+        # Plain closures, not methods: the launch is on every small op's path.
+        self.forward_cpu, self.backward_cpu = forward_cpu, backward_cpu
 
     def forward_cuda(self, x, out, c):
         if x.size:
