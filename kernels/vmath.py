@@ -156,28 +156,18 @@ def tanh(x):
     return math.tanh(x)
 
 
-@overload(exp, inline="always")
-def _exp_overload(x):
-    if x == types.float32:
-        return lambda x: _exp_f32(x)
-    if x == types.float64:
-        return lambda x: math.exp(x)
-    return None
+def _by_dtype(generic, float32_impl, float64_impl):
+    """Compile ``generic`` in @njit code as ``float32_impl`` or ``float64_impl``."""
+
+    @overload(generic, inline="always")
+    def _overload(x):
+        if x == types.float32:
+            return lambda x: float32_impl(x)
+        if x == types.float64:
+            return lambda x: float64_impl(x)
+        return None
 
 
-@overload(exp_nonpositive, inline="always")
-def _exp_nonpositive_overload(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpositive_f32(x)
-    if x == types.float64:
-        return lambda x: math.exp(x)
-    return None
-
-
-@overload(tanh, inline="always")
-def _tanh_overload(x):
-    if x == types.float32:
-        return lambda x: _tanh_f32(x)
-    if x == types.float64:
-        return lambda x: math.tanh(x)
-    return None
+_by_dtype(exp, _exp_f32, math.exp)
+_by_dtype(exp_nonpositive, _exp_nonpositive_f32, math.exp)
+_by_dtype(tanh, _tanh_f32, math.tanh)
