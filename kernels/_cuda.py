@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import weakref
 from collections.abc import Callable
 
@@ -163,7 +164,8 @@ class _Launch:
 
     def __call__(self, *args):
         packers = self.kernel._packers(args)
-        if packers is None or not (_default_stream or _resolve_default_stream()):
+        stream = getattr(_thread, "stream", None) or _default_stream()
+        if packers is None or stream is None:
             return self.kernel.dispatcher[self.griddim, self.blockdim](*args)
         cukernel, converters = packers
         flat = []
@@ -175,26 +177,30 @@ class _Launch:
             else:
                 flat.append(convert(a))
         config = _launch_config(self.griddim, self.blockdim)
-        _fast_launch(_default_stream[0], config, cukernel, *flat)
+        _fast_launch(stream, config, cukernel, *flat)
         return None
 
 
-#: [the default stream as cuda.core sees it] once resolved; stays empty with
-#: several GPUs, where launches take Numba's path (it picks each one's context).
-_default_stream: list = []
+#: Per thread: ``stream``, the default stream as cuda.core sees it, once this
+#: thread holds the GPU's context. With several GPUs it is never set, and
+#: launches take Numba's path (it picks each one's context).
+_thread = threading.local()
 _several_gpus = False
 
 
-def _resolve_default_stream() -> bool:
+def _default_stream():
+    """The default stream for this thread's lean launches, or None."""
     global _several_gpus
-    if not _default_stream and not _several_gpus:
-        from numba.cuda.cudadrv import driver
+    if _several_gpus:
+        return None
+    if len(cuda.gpus) != 1:
+        _several_gpus = True
+        return None
+    from numba.cuda.cudadrv import driver
 
-        if len(cuda.gpus) == 1:
-            _default_stream.append(driver._to_core_stream(0))
-        else:
-            _several_gpus = True
-    return bool(_default_stream)
+    cuda.current_context()  # this thread's launches need the context current
+    _thread.stream = driver._to_core_stream(0)
+    return _thread.stream
 
 
 @functools.cache

@@ -78,3 +78,28 @@ def test_launch_key_reads_contiguity_off_shape_and_strides(make, c_contiguous):
     a = make(np.zeros((4, 6), np.float32))
     assert a.flags.c_contiguous == c_contiguous
     assert _cuda._array_key(a) == (a.dtype, a.ndim, c_contiguous)
+
+
+@pytest.mark.cuda
+@pytest.mark.requires_gpu
+def test_lean_launch_from_a_new_thread():
+    """A thread that has not touched the GPU yet gets the context made current."""
+    import threading
+
+    cuda = _cuda.cuda
+    x = cuda.to_device(np.arange(-4, 4, dtype=np.float32))
+    out = cuda.to_device(np.full(8, np.nan, np.float32))
+    errors = []
+
+    def work():
+        try:
+            activations.relu._forward_cuda[1, 32](x, np.float32(1), out)
+            cuda.synchronize()
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert not errors
+    np.testing.assert_array_equal(out.copy_to_host(), np.maximum(np.arange(-4, 4), 0))
