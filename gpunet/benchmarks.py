@@ -9,8 +9,9 @@ and gpunet alternately, of time(peer) / time(gpunet), so that the machine's
 drift between fast and slow states cancels. Above 1, gpunet is faster.
 
 Ceilings, measured at the start of a run: a large float32 matrix product
-(GFLOP/s: numpy's BLAS on the CPU, the best of gpunet's and CuPy's on a GPU)
-and a large copy (GB/s), the limits of compute-bound and memory-bound work.
+(GFLOP/s: numpy's BLAS on the CPU, cuBLAS through CuPy on a GPU, or gpunet's
+tiled kernel without CuPy) and a large copy (GB/s), the limits of
+compute-bound and memory-bound work.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _copy(src, dst):
 
 def matmul_gflops(device, settings: Settings) -> tuple[float, str]:
     """(GFLOP/s, what ran) for a square float32 product: numpy's BLAS on the
-    CPU; on a GPU the faster of gpunet's tiled kernel and cuBLAS (CuPy)."""
+    CPU; on a GPU cuBLAS (through CuPy), or gpunet's tiled kernel without it."""
     n = settings.size(2048 if device.type == "cpu" else 4096, 64)
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
@@ -167,20 +168,17 @@ def matmul_gflops(device, settings: Settings) -> tuple[float, str]:
         fn = functools.partial(np.matmul, a, b, out=out)
         fn()
         return flops / median_time(fn, device, settings) / 1e9, "numpy matmul"
-    da, db = _cuda.cuda.to_device(a), _cuda.cuda.to_device(b)
-    out = _cuda.cuda.device_array((n, n), np.float32)
-    bias = _cuda.cuda.to_device(np.zeros(n, np.float32))
-    best = (0.0, "")
-    runs = [("gpunet tiled", lambda: _dense.dense_cuda(da, db, bias, out))]
     from . import gemm
 
+    da, db = _cuda.cuda.to_device(a), _cuda.cuda.to_device(b)
+    out = _cuda.cuda.device_array((n, n), np.float32)
     if gemm.cublas_available():
-        runs.append(("cuBLAS", lambda: gemm.cublas_matmul(da, db, out, False, False, False)))
-    for name, fn in runs:
-        fn()
-        rate = flops / median_time(fn, device, settings) / 1e9
-        best = max(best, (rate, name))
-    return best
+        fn, name = functools.partial(gemm.cublas_matmul, da, db, out, False, False, False), "cuBLAS"
+    else:
+        bias = _cuda.cuda.to_device(np.zeros(n, np.float32))
+        fn, name = functools.partial(_dense.dense_cuda, da, db, bias, out), "gpunet tiled"
+    fn()
+    return flops / median_time(fn, device, settings) / 1e9, name
 
 
 # --- peers ----------------------------------------------------------------------------
@@ -282,28 +280,33 @@ class Bench:
 
     def elementwise(self):
         """softmax and each activation, forward, on (8192, 1000) float32."""
-        shape = (self.settings.size(8192, 64), 1000)
+        self._memory_bound((self.settings.size(8192, 64), 1000), _NUMPY_ELEMENTWISE)
+
+    def softmax_wide(self):
+        """softmax on (8192, 4096) float32 on a GPU, where rows are long enough
+        for one block per row to stream at the copy bandwidth (GPU only)."""
+        if self.device.type != "cuda":
+            self._note("softmax_wide and matmul run on a GPU only")
+            return
+        self._memory_bound((self.settings.size(8192, 64), 4096), ["softmax"])
+
+    def _memory_bound(self, shape, names):
+        """A row per op of ``names`` (gn.ops functions of one array) on ``shape``,
+        in GB/s of input read plus output written, against numpy (on the CPU),
+        torch and CuPy (on a GPU)."""
         x_host = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 3
         x = self._put(x_host)
         out = self._put(np.empty_like(x_host))
         nbytes = 2 * x_host.nbytes
-        numpy_ops = {
-            "softmax": lambda a: _numpy_softmax(a),
-            "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
-            "tanh": np.tanh,
-            "relu": lambda a: np.maximum(a, 0),
-            "leaky_relu": lambda a: np.where(a > 0, a, np.float32(0.01) * a),
-            "step": lambda a: (a > 0).astype(a.dtype),
-        }
         torch, cupy = self._torch(), self._cupy()
-        for name, numpy_op in numpy_ops.items():
-            op = getattr(ops, name)
-            fn = functools.partial(op, x, out=out)
+        for name in names:
+            fn = functools.partial(getattr(ops, name), x, out=out)
             fn()
             seconds = self._time(fn)
             gbps = nbytes / seconds / 1e9
             row = Row(f"{name} {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", gbps / self.copy_gbps)
             if self.device.type == "cpu" and "numpy" in self.peers:
+                numpy_op = _NUMPY_ELEMENTWISE[name]
                 row.peers["numpy"] = self._ratio(functools.partial(numpy_op, x_host), fn)
             if torch is not None:
                 t = torch.from_numpy(x_host).to(_torch_device(self.device))
@@ -326,42 +329,6 @@ class Bench:
                 cupy_peer()
                 row.peers["cupy"] = self._ratio(cupy_peer, fn)
             self.rows.append(row)
-
-    def softmax_wide(self):
-        """softmax on (8192, 4096) float32 on a GPU, where rows are long enough
-        for one block per row to stream at the copy bandwidth (GPU only)."""
-        if self.device.type != "cuda":
-            self._note("softmax_wide and matmul run on a GPU only")
-            return
-        shape = (self.settings.size(8192, 64), 4096)
-        x_host = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 3
-        x, out = self._put(x_host), self._put(np.empty_like(x_host))
-        fn = functools.partial(ops.softmax, x, out=out)
-        fn()
-        seconds = self._time(fn)
-        gbps = 2 * x_host.nbytes / seconds / 1e9
-        row = Row(f"softmax {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", gbps / self.copy_gbps)
-        torch = self._torch()
-        if torch is not None:
-            t = torch.from_numpy(x_host).to(_torch_device(self.device))
-
-            def peer():
-                torch.softmax(t, -1)
-                torch.cuda.synchronize()
-
-            peer()
-            row.peers["torch"] = self._ratio(peer, fn)
-        cupy = self._cupy()
-        if cupy is not None:
-            xc, softmax = cupy.asarray(x), _cupy_elementwise(cupy, "softmax")
-
-            def cupy_peer():
-                softmax(xc)
-                cupy.cuda.runtime.deviceSynchronize()
-
-            cupy_peer()
-            row.peers["cupy"] = self._ratio(cupy_peer, fn)
-        self.rows.append(row)
 
     def matmul(self):
         """gpunet's tiled float32 product at 4096x4096x4096 on a GPU, against
@@ -660,6 +627,17 @@ def _bare_products(x, W, b, g, y, dx, dW):
 def _numpy_softmax(a):
     e = np.exp(a - a.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+#: The elementwise workloads and their plain numpy forms.
+_NUMPY_ELEMENTWISE = {
+    "softmax": lambda a: _numpy_softmax(a),
+    "sigmoid": lambda a: 1 / (1 + np.exp(-a)),
+    "tanh": np.tanh,
+    "relu": lambda a: np.maximum(a, 0),
+    "leaky_relu": lambda a: np.where(a > 0, a, np.float32(0.01) * a),
+    "step": lambda a: (a > 0).astype(a.dtype),
+}
 
 
 def _torch_elementwise(torch, name):
