@@ -88,10 +88,10 @@ class Kernel:
 
     Numba types every argument, picks the compiled overload and marshals the
     arguments on each launch, about 25 us of Python on a fast host, well over
-    the run time of a small kernel. Here the overload is looked up once per
-    combination of argument types (Numba's array types are cached on the array
-    objects) and the launch goes straight to ``cuda.core``'s ``launch`` on the
-    default stream, with the arguments flattened as Numba's kernel ABI expects.
+    the run time of a small kernel. Here the overload is looked up by each
+    array's (dtype, ndim, C-contiguous), read off its shape and strides, and
+    the launch goes straight to ``cuda.core``'s ``launch`` on the default
+    stream, with the arguments flattened as Numba's kernel ABI expects.
     Anything else (other streams, shared memory sizes, arguments that are not
     Numba device arrays or scalars, several GPUs, a numba-cuda whose internals
     differ) takes Numba's path.
@@ -118,13 +118,13 @@ class Kernel:
         try:
             return self._overloads[key]
         except KeyError:
-            found = self._overloads[key] = _compile_launch(self.dispatcher, args)
+            found = self._overloads[key] = _compile_launch(self.dispatcher, args, key)
             return found
 
 
 def _array_key(a):
     """(dtype, ndim, C-contiguous) of a device array, read off its shape and
-    strides (Numba's typeof of a new array view costs about 10 us)."""
+    strides (Numba's typeof of each new array view costs about 10 us)."""
     expected = a.dtype.itemsize
     for size, stride in zip(reversed(a.shape), reversed(a.strides), strict=True):
         if size > 1 and stride != expected:
@@ -133,14 +133,14 @@ def _array_key(a):
     return a.dtype, a.ndim, True
 
 
-def _compile_launch(dispatcher, args):
-    """Compile for the argument types the launch keys name: arrays as C-contiguous
-    or any layout ("A"), so that one key always means one compiled kernel."""
+def _compile_launch(dispatcher, args, key):
+    """Compile for the argument types ``key`` names: arrays as C-contiguous or
+    any layout ("A"), so that one key always means one compiled kernel."""
     argtypes = tuple(
-        _numba_types.Array(_from_dtype(a.dtype), a.ndim, "C" if _array_key(a)[2] else "A")
+        _numba_types.Array(_from_dtype(k[0]), k[1], "C" if k[2] else "A")
         if type(a) in _ARRAY_TYPES
         else dispatcher.typeof_pyval(a)
-        for a in args
+        for a, k in zip(args, key, strict=True)
     )
     compiled = dispatcher.compile(argtypes)
     if compiled.debug or compiled.extensions:
@@ -284,7 +284,7 @@ def scratch(name: str, n: int, dtype):
         found = _scratch[key] = (cuda.device_array(max(n, 1), dtype), {})
     array, views = found
     view = views.get(n)
-    if view is None:  # one view per length: a launch then sees the same array object
+    if view is None:  # one view per length: slicing a device array costs ~10 us
         view = views[n] = array[:n]
     return view
 
@@ -293,8 +293,8 @@ _flat_views = weakref.WeakKeyDictionary()
 
 
 def flat(x):
-    """``x.ravel()`` for a C-contiguous device array, as the same view object
-    on every call for one array, so that launches find its Numba type cached."""
+    """``x.ravel()`` for a C-contiguous device array, made once per array
+    (a new Numba view costs about 10 us, more than a small kernel's launch)."""
     if x.ndim == 1:
         return x
     try:
