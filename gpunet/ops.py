@@ -102,6 +102,8 @@ def _output(op, kind, out, shape, dtype):
     if kind == "cpu":
         if not out.flags.c_contiguous:
             raise ValueError(f"{op}: expected out to be C-contiguous")
+        if not out.flags.writeable:
+            raise ValueError(f"{op}: expected a writable out, got a read-only array")
         return out, out
     return _contiguous(op, "out", kind, out), out
 
@@ -120,46 +122,43 @@ def _operands(op, names, arrays, out):
 # --- elementwise activations ----------------------------------------------------------
 
 
-#: The constant 1 in each float dtype (the activations' default ``c``), made once.
-_ONE = {dtype: dtype.type(1) for dtype in _FLOAT_DTYPES}
 _REGISTRY = dispatch._registry
+# numpy's own float32 and float64 descriptors: an identity test is the fast
+# path's cheapest dtype check (an equal descriptor made otherwise takes the
+# checked path).
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _activation_forward(name, x, out, c=None):
-    # Fast path, the common small host call: one dtype lookup, the out checks,
-    # the registry's kernel on the arrays as they are (the CPU kernels take
-    # any shape and ravel inside: a view of out, which must be C-contiguous; x
-    # may be any layout). Anything else takes the checked path.
-    if type(x) is np.ndarray:
-        one = _ONE.get(x.dtype)
-        if one is not None:
-            if out is None:
-                result = np.empty(x.shape, x.dtype)  # C order whatever x's layout
-            elif (
-                type(out) is np.ndarray
-                and out.shape == x.shape
-                and out.dtype is x.dtype
-                and out.flags.c_contiguous
-            ):
-                result = out
-            else:
-                result = None
-            if result is not None:
-                _REGISTRY[name, "cpu"](x, result, one if c is None else x.dtype.type(c))
-                return result
+    # Fast path, the common host call: the registry's CPU kernel on the arrays
+    # as they are. It checks them itself (dtypes and layouts when it is
+    # compiled, shapes when it runs) and returns False, having written
+    # nothing, for what it cannot take; the checked path then names the
+    # problem. The dtype test keeps types Numba cannot compile for away from it.
+    if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64):
+        result = np.empty(x.shape, x.dtype) if out is None else out  # C order
+        if type(result) is np.ndarray and _REGISTRY[name, "cpu"](x, result, c):
+            return result
     kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
-    c = 1.0 if c is None else c
-    dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), x.dtype.type(c))
+    done = dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), c)
+    assert done is not False, f"{name}: the CPU kernel refused checked arrays"
     return returned
 
 
 def _activation_backward(name, grad_out, saved_name, saved, out, c=None):
     op = f"{name}_backward"
+    if (  # as in _activation_forward
+        type(grad_out) is np.ndarray
+        and type(saved) is np.ndarray
+        and (grad_out.dtype is _FLOAT32 or grad_out.dtype is _FLOAT64)
+        and saved.dtype is grad_out.dtype
+    ):
+        result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
+        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](grad_out, saved, result, c):
+            return result
     kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
-    c = 1.0 if c is None else c
-    dispatch.kernel_for(op, kind)(
-        _flat(kind, g), _flat(kind, s), _flat(kind, result), g.dtype.type(c)
-    )
+    done = dispatch.kernel_for(op, kind)(_flat(kind, g), _flat(kind, s), _flat(kind, result), c)
+    assert done is not False, f"{op}: the CPU kernel refused checked arrays"
     return returned
 
 

@@ -1,7 +1,8 @@
 """What CPU kernel modules share."""
 
 from numba import types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
+from numba.np import numpy_support
 
 #: Options for every CPU kernel: numpy's error model (Python's raises on a zero
 #: division, and its check stops LLVM vectorising any loop with a division) and
@@ -35,3 +36,36 @@ def wide_vectors(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+# --- checks on Numba types, for launchers that refuse what they cannot take ---------
+
+FLOAT_TYPES = (types.float32, types.float64)
+
+
+def like(a, x) -> bool:
+    """Numba types: x a float32/float64 array and a an array of its dtype and ndim."""
+    return (
+        isinstance(x, types.Array)
+        and x.dtype in FLOAT_TYPES
+        and isinstance(a, types.Array)
+        and a.dtype == x.dtype
+        and a.ndim == x.ndim
+    )
+
+
+def writable_like(out, x) -> bool:
+    """Numba types: ``like(out, x)``, with out C-contiguous and writable."""
+    return like(out, x) and out.layout == "C" and out.mutable
+
+
+def in_dtype_of(x, c):
+    """The scalar c (1 when c is None) in the dtype of the array x, in a CPU kernel."""
+
+
+@overload(in_dtype_of, inline="always")
+def _in_dtype_of(x, c):
+    scalar = numpy_support.as_dtype(x.dtype).type
+    if isinstance(c, types.NoneType):
+        return lambda x, c: scalar(1)
+    return lambda x, c: scalar(c)

@@ -183,6 +183,42 @@ def test_bad_inputs_are_rejected_before_any_work():
     assert np.all(out == 7.0)
     with pytest.raises(ValueError, match="C-contiguous"):
         gn.ops.relu(x, out=np.empty((3, 2), np.float32).T)
+    frozen = np.zeros((2, 3), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable out, got a read-only array"):
+        gn.ops.sigmoid(x, out=frozen)
+    with pytest.raises(ValueError, match="writable out"):
+        gn.ops.relu_backward(x, x, out=frozen)
+    with pytest.raises(TypeError, match="float32 or float64, got float16"):
+        gn.ops.tanh(x.astype(np.float16))
+
+
+@pytest.mark.parametrize("name", sorted(A.ACTIVATIONS))
+def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
+    act = A.ACTIVATIONS[name]
+    x = random_input((2, 3), np.float32)
+    frozen = np.zeros((2, 3), np.float32)
+    frozen.flags.writeable = False
+    refused = [
+        np.zeros((3, 2), np.float32),  # another shape
+        np.zeros((2, 3), np.float64),  # another dtype
+        np.zeros((3, 2), np.float32).T,  # not C-contiguous
+        np.zeros(6, np.float32),  # another ndim
+        frozen,
+    ]
+    for out in refused:
+        assert act.forward_cpu(x, out) is False
+        assert act.backward_cpu(x, x, out, 0.5) is False
+        assert not out.any()
+    out = np.zeros((2, 3), np.float32)
+    assert act.forward_cpu(x.astype(np.int64), out.astype(np.int64)) is False
+    assert act.backward_cpu(x, x.astype(np.float64), out) is False
+    assert act.backward_cpu(x, np.ones((3, 2), np.float32), out) is False
+    assert not out.any()
+    c = 0.2 if name == "leaky_relu" else None  # the constant FORWARD's references use
+    y = np.zeros((3, 2), np.float32)
+    assert act.forward_cpu(x.T, y, c) is True  # any input layout
+    assert_close(y, FORWARD[name][1](x.T), np.float32)
 
 
 @pytest.mark.cuda
