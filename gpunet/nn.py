@@ -28,7 +28,7 @@ import numpy as np
 
 from . import dispatch, ops
 from . import random as _random
-from ._device import Device, _resolve, get_device, to_device, to_numpy
+from ._device import CPU, Device, _resolve, get_device, to_device, to_numpy
 from .kernels import _cuda
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
@@ -57,7 +57,7 @@ def _zeros(shape, dtype, device: Device):
 
 def _device_of(x) -> Device:
     if isinstance(x, np.ndarray):
-        return Device("cpu")
+        return CPU
     return Device("cuda", 0 if _cuda.SIMULATOR else _cuda.cuda.get_current_device().id)
 
 

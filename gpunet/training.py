@@ -201,7 +201,9 @@ class _Batches:
     """Mini-batches of rows of ``arrays`` (X, and y when given) gathered into
     reusable buffers on ``device``.
 
-    On the CPU each batch is one ``np.take`` per array into a buffer. On a GPU
+    On the CPU each batch is one ``np.take`` per array into a buffer (with
+    mode "clip": the rows are valid, and the default mode gathers into a
+    temporary first so as not to leave ``out`` half-written on an error). On a GPU
     rows are gathered into one of two pinned host buffers and copied on a side
     stream; the default-stream kernels that follow wait for the copy, and a
     buffer is refilled only after its previous copy has finished.
@@ -237,7 +239,7 @@ class _Batches:
                 return [a[rows] for a in self.arrays]
             n = len(rows)
             return [
-                np.take(a, rows, axis=0, out=buf[:n])
+                np.take(a, rows, axis=0, out=buf[:n], mode="clip")
                 for a, buf in zip(self.arrays, self.host[0], strict=True)
             ]
         slot = self.slot
@@ -252,7 +254,7 @@ class _Batches:
                 host[:n] = part
             else:
                 n = len(rows)
-                np.take(a, rows, axis=0, out=host[:n])
+                np.take(a, rows, axis=0, out=host[:n], mode="clip")
             # Whole batches use the buffer itself: a new Numba view per step
             # costs about 10 us to make.
             part = dev if n == len(dev) else dev[:n]
