@@ -11,7 +11,10 @@ drift between fast and slow states cancels. Above 1, gpunet is faster.
 Ceilings, measured at the start of a run: a large float32 matrix product
 (GFLOP/s: numpy's BLAS on the CPU, cuBLAS through CuPy on a GPU, or gpunet's
 tiled kernel without CuPy) and a large copy (GB/s), the limits of
-compute-bound and memory-bound work.
+compute-bound and memory-bound work. A memory-bound row's fraction of the
+copy ceiling is timed alternately with that large copy, as peers are (the
+CPU's dense layer, likewise, against its own three products); the other
+rows divide by the ceiling measured at the start.
 """
 
 from __future__ import annotations
@@ -119,33 +122,42 @@ def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -
 # --- ceilings -------------------------------------------------------------------------
 
 
-def copy_gbps(device, settings: Settings) -> float:
-    """GB/s of a plain copy of a large buffer (bytes read plus bytes written)."""
-    n = settings.size(1 << 28, 1 << 16)
+def copies(device, nbytes: int) -> list[Callable]:
+    """Plain copies of an ``nbytes`` buffer into another on ``device``: on the
+    CPU numpy's (one core) and a threaded one (the limit parallel kernels
+    meet on many cores); on a GPU Numba's device copy and CuPy's, whose
+    speeds differ (Numba's alone has varied between 1.1 and 2.0 TB/s on an
+    H100 that copies 2.9)."""
     if device.type == "cpu":
-        # numpy's copy runs on one core; with many cores the threaded copy is
-        # the limit the parallel kernels meet.
-        src = np.ones(n // 2, np.uint8)
+        src = np.ones(nbytes, np.uint8)
         dst = np.empty_like(src)
-        best = math.inf
-        for fn in (functools.partial(np.copyto, dst, src), functools.partial(_copy, src, dst)):
-            fn()
-            best = min(best, median_time(fn, device, settings))
-        return n / best / 1e9
-    # On a GPU, the best of the device-to-device copies at hand: Numba's
-    # alone has varied between 1.1 and 2.0 TB/s on an H100 that copies 2.9.
-    src = _cuda.cuda.to_device(np.ones(n // 2, np.uint8))
-    dst = _cuda.cuda.device_array(n // 2, np.uint8)
-    copies = [functools.partial(dst.copy_to_device, src)]
+        return [functools.partial(np.copyto, dst, src), functools.partial(_copy, src, dst)]
+    src = _cuda.cuda.to_device(np.ones(nbytes, np.uint8))
+    dst = _cuda.cuda.device_array(nbytes, np.uint8)
+    found = [functools.partial(dst.copy_to_device, src)]
     cupy = cupy_module()
     if cupy is not None:
         csrc, cdst = cupy.asarray(src), cupy.asarray(dst)
-        copies.append(functools.partial(cupy.copyto, cdst, csrc))
-    best = math.inf
-    for fn in copies:
+        found.append(functools.partial(cupy.copyto, cdst, csrc))
+    return found
+
+
+def fastest(fns: list[Callable], device, settings: Settings) -> tuple[Callable, float]:
+    """(the fastest of ``fns``, its median seconds per call)."""
+    timed = []
+    for fn in fns:
         fn()
-        best = min(best, median_time(fn, device, settings))
-    return n / best / 1e9
+        timed.append((median_time(fn, device, settings), fn))
+    seconds, fn = min(timed, key=lambda pair: pair[0])
+    return fn, seconds
+
+
+def large_copy(device, settings: Settings) -> tuple[Callable, int, float]:
+    """(the fastest plain copy of a large buffer, the bytes it moves (read
+    plus written), its GB/s)."""
+    n = settings.size(1 << 28, 1 << 16)
+    fn, seconds = fastest(copies(device, n // 2), device, settings)
+    return fn, n, n / seconds / 1e9
 
 
 @numba.njit(parallel=True, cache=False)
@@ -233,7 +245,7 @@ class Bench:
         self.peers = set(peers)
         self.rows: list[Row] = []
         self.notes: list[str] = []
-        self.copy_gbps = copy_gbps(self.device, settings)
+        self._copy, self._copy_bytes, self.copy_gbps = large_copy(self.device, settings)
         self.matmul_gflops, self.matmul_kind = matmul_gflops(self.device, settings)
         # BLAS's worker threads spin for a while after a product; let them go
         # idle before timing kernels that start threads of their own.
@@ -298,13 +310,17 @@ class Bench:
         x = self._put(x_host)
         out = self._put(np.empty_like(x_host))
         nbytes = 2 * x_host.nbytes
+        # Of the copy ceiling: the large copy timed alternately with the op,
+        # as peers are (the machine drifts between fast and slow states).
+        self._note("memory-bound rows: of ceiling = of the large copy's GB/s, timed alternately")
         torch, cupy = self._torch(), self._cupy()
         for name in names:
             fn = functools.partial(getattr(ops, name), x, out=out)
             fn()
             seconds = self._time(fn)
             gbps = nbytes / seconds / 1e9
-            row = Row(f"{name} {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", gbps / self.copy_gbps)
+            of_copy = self._ratio(self._copy, fn) * nbytes / self._copy_bytes
+            row = Row(f"{name} {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", of_copy)
             if self.device.type == "cpu" and "numpy" in self.peers:
                 numpy_op = _NUMPY_ELEMENTWISE[name]
                 row.peers["numpy"] = self._ratio(functools.partial(numpy_op, x_host), fn)

@@ -73,33 +73,15 @@ ROW_OPTIONS = {**CPU_OPTIONS, "fastmath": _FASTMATH}
 
 @numba.njit(inline="always")
 def _row_max(x):
-    """The largest entry of a non-empty row (NaN entries are skipped here and
-    poison the sum that follows). Eight independent running maxima in scalars:
-    a single one is a chain of dependent compares (a max reduction does not
-    vectorise without 'nnan'), and an array of them costs an allocation per row."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = x[0]
-    full = x.size - x.size % 8
-    for b in range(0, full, 8):
-        v = x[b]
-        m0 = v if v > m0 else m0
-        v = x[b + 1]
-        m1 = v if v > m1 else m1
-        v = x[b + 2]
-        m2 = v if v > m2 else m2
-        v = x[b + 3]
-        m3 = v if v > m3 else m3
-        v = x[b + 4]
-        m4 = v if v > m4 else m4
-        v = x[b + 5]
-        m5 = v if v > m5 else m5
-        v = x[b + 6]
-        m6 = v if v > m6 else m6
-        v = x[b + 7]
-        m7 = v if v > m7 else m7
-    m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
-    for j in range(full, x.size):
-        m = x[j] if x[j] > m else m
-    return m
+    """The largest entry of a non-empty row, as the largest of the entries'
+    order keys (an integer maximum vectorises; a float one does not without
+    'nnan'). A NaN with its sign bit clear is the largest key, so it becomes
+    the row's maximum; either way a NaN poisons the sum that follows."""
+    m = vmath.order_key(x[0])
+    for j in range(1, x.size):
+        k = vmath.order_key(x[j])
+        m = k if k > m else m
+    return vmath.from_order_key(m)
 
 
 @numba.njit(inline="always")

@@ -1,4 +1,5 @@
-"""exp and tanh for CPU kernels, written so that LLVM vectorises them.
+"""exp and tanh for CPU kernels, written so that LLVM vectorises them, and
+order keys that turn a float maximum into a vectorisable integer one.
 
 ``math.exp`` inside an ``@njit`` loop is a call into libm for every element:
 no SIMD, and several times the cost of the memory traffic around it. The
@@ -39,6 +40,47 @@ def _float32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
+
+
+@intrinsic
+def order_key(typingctx, x):
+    """The bits of a float32/float64 as an int32/int64 that orders like the
+    float: the sign bit kept, the other bits flipped for negative values. A
+    maximum over keys is an integer maximum, which LLVM vectorises (a float
+    maximum it does not, short of 'nnan'). NaN keys lie beyond the infinities
+    (above +inf for a positive sign bit). ``from_order_key`` inverts it."""
+    if x not in (types.float32, types.float64):
+        return None
+    width = x.bitwidth
+    key = types.int32 if width == 32 else types.int64
+
+    def codegen(context, builder, signature, args):
+        return _flip_negative(builder, builder.bitcast(args[0], ir.IntType(width)), width)
+
+    return key(x), codegen
+
+
+@intrinsic
+def from_order_key(typingctx, key):
+    """The float32/float64 whose ``order_key`` is ``key`` (int32/int64)."""
+    if key not in (types.int32, types.int64):
+        return None
+    width = key.bitwidth
+    value, float_type = (
+        (types.float32, ir.FloatType()) if width == 32 else (types.float64, ir.DoubleType())
+    )
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(_flip_negative(builder, args[0], width), float_type)
+
+    return value(key), codegen
+
+
+def _flip_negative(builder, bits, width):
+    """bits ^ ((bits >> (width - 1)) & (2**(width - 1) - 1)), its own inverse."""
+    int_type = ir.IntType(width)
+    sign = builder.ashr(bits, ir.Constant(int_type, width - 1))
+    return builder.xor(bits, builder.and_(sign, ir.Constant(int_type, (1 << (width - 1)) - 1)))
 
 
 # --- float32 --------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The vectorisable float32 exp and tanh of the CPU kernels against float64
-numpy, and exp_nonpositive bit for bit against exp where it applies."""
+numpy, exp_nonpositive bit for bit against exp where it applies, and the
+order keys that make a float maximum an integer one."""
 
 import numba
 import numpy as np
+import pytest
 from gpunet.kernels import vmath
 
 
@@ -56,3 +58,29 @@ def test_exp_nonpositive_is_exp_bit_for_bit():
 def test_tanh_is_within_a_quarter_ulp_more_than_one():
     x = np.linspace(-10, 10, 200_001, dtype=np.float32)
     assert ulps(apply(2, x), np.tanh(x.astype(np.float64))).max() <= 1.25
+
+
+@numba.njit
+def _keys(x, keys, back):
+    for i in range(x.size):
+        keys[i] = vmath.order_key(x[i])
+        back[i] = vmath.from_order_key(keys[i])
+
+
+@pytest.mark.parametrize("dtype, key_dtype", [(np.float32, np.int32), (np.float64, np.int64)])
+def test_order_keys_order_like_the_floats_and_invert(dtype, key_dtype):
+    finite = np.random.default_rng(0).standard_normal(2000) * 10.0 ** np.arange(-20, 20, 0.02)
+    special = [0.0, -0.0, np.inf, -np.inf, np.finfo(dtype).max, -np.finfo(dtype).max]
+    special += [np.finfo(dtype).tiny, -np.finfo(dtype).tiny, np.finfo(dtype).smallest_subnormal]
+    x = np.concatenate([finite, special]).astype(dtype)
+    keys, back = np.empty(x.size, key_dtype), np.empty_like(x)
+    _keys(x, keys, back)
+    np.testing.assert_array_equal(back.view(key_dtype), x.view(key_dtype))  # bit for bit
+    order = np.argsort(keys, kind="stable")
+    assert np.all(np.diff(x[order]) >= 0)  # the keys sort the floats
+    assert keys[x.size - len(special) + 1] < keys[x.size - len(special)]  # -0.0 below +0.0
+    nan = np.array([np.nan, -np.nan], dtype)
+    nan_keys, nan_back = np.empty(2, key_dtype), np.empty_like(nan)
+    _keys(nan, nan_keys, nan_back)
+    np.testing.assert_array_equal(nan_back.view(key_dtype), nan.view(key_dtype))
+    assert nan_keys[0] > keys.max() and nan_keys[1] < keys.min()  # beyond the infinities
