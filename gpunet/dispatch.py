@@ -52,6 +52,15 @@ def placement(op: str, **arrays) -> str:
     ``arrays`` maps argument names to arrays (``None`` entries are skipped).
     Raises TypeError for non-arrays and DeviceError for a host/GPU mix.
     """
+    host = False  # the common case first: numpy arrays only
+    for x in arrays.values():
+        if type(x) is np.ndarray:
+            host = True
+        elif x is not None:
+            break
+    else:
+        if host:
+            return "cpu"
     kinds = {}
     for name, x in arrays.items():
         if x is None:
