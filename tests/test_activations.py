@@ -193,8 +193,9 @@ def test_bad_inputs_are_rejected_before_any_work():
         gn.ops.tanh(x.astype(np.float16))
 
 
-@pytest.mark.parametrize("name", sorted(A.ACTIVATIONS))
-def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
+def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing():
+    # Every activation's launchers come from one factory: one of them is checked.
+    name = "leaky_relu"
     act = A.ACTIVATIONS[name]
     x = random_input((2, 3), np.float32)
     frozen = np.zeros((2, 3), np.float32)
