@@ -33,6 +33,11 @@ if HAVE_NUMBA_CUDA:
 else:
     SIMULATOR = False
 
+if HAVE_NUMBA_CUDA and not SIMULATOR:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase as _NUMBA_DEVICE_ARRAYS
+else:
+    _NUMBA_DEVICE_ARRAYS = ()
+
 #: Warp shuffles exist on every GPU but not in Numba's CUDA simulator; kernels
 #: that use them pick a shared-memory variant at import time when this is False.
 HAS_WARP_SHUFFLE = HAVE_NUMBA_CUDA and not SIMULATOR
@@ -255,7 +260,10 @@ def is_device_array(x) -> bool:
     ``__cuda_array_interface__``, and the simulator's device arrays."""
     if SIMULATOR:
         return isinstance(x, cuda.devicearray.FakeCUDAArray)
-    return hasattr(x, "__cuda_array_interface__")
+    # Numba's own first: their __cuda_array_interface__ is a property that
+    # builds its dict (a ctypes pointer, the strides, the stream) on every
+    # access, and hasattr() evaluates it.
+    return isinstance(x, _NUMBA_DEVICE_ARRAYS) or hasattr(x, "__cuda_array_interface__")
 
 
 def as_device_array(x):
