@@ -55,9 +55,15 @@ def test_exp_nonpositive_is_exp_bit_for_bit():
     np.testing.assert_array_equal(apply(1, x).view(np.int32), apply(0, x).view(np.int32))
 
 
-def test_tanh_is_within_a_quarter_ulp_more_than_one():
+def test_tanh_is_within_a_third_of_an_ulp_more_than_one():
     x = np.linspace(-10, 10, 200_001, dtype=np.float32)
-    assert ulps(apply(2, x), np.tanh(x.astype(np.float64))).max() <= 1.25
+    assert ulps(apply(2, x), np.tanh(x.astype(np.float64))).max() <= 1.34
+    # Every float32 of the binade where the polynomial hands over to the exp
+    # form, and where the largest error lies (1.33 ulp near 0.628).
+    half = np.float32(0.5).view(np.int32)
+    x = np.arange(half, np.float32(1.0).view(np.int32), dtype=np.int32).view(np.float32)
+    errors = ulps(apply(2, x), np.tanh(x.astype(np.float64)))
+    assert 1.3 < errors.max() <= 1.34
 
 
 @numba.njit
