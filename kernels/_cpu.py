@@ -1,6 +1,8 @@
 """What CPU kernel modules share."""
 
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.core.extending import intrinsic, overload
 from numba.np import numpy_support
 
@@ -38,9 +40,99 @@ def wide_vectors(typingctx):
     return types.none(), codegen
 
 
-# --- checks on Numba types, for launchers that refuse what they cannot take ---------
-
 FLOAT_TYPES = (types.float32, types.float64)
+
+
+# --- streaming stores: writing outputs larger than the caches --------------------------
+
+#: Outputs of at least this many bytes are written with streaming stores by
+#: the kernels that can (softmax and log_softmax): far larger than a core's
+#: L2, so little of such an output would still be cached for its reader.
+STREAMING_MIN_BYTES = 1 << 24
+
+#: Bytes per streaming store: a cache line, and a 512-bit vector (LLVM
+#: splits it into narrower stores where the CPU has no such vectors).
+_LINE = 64
+
+
+@intrinsic
+def store_affine_streaming(typingctx, src, dst, scale, shift):
+    """dst[:] = src * scale + shift (no fused multiply-add) for 1-D C-contiguous
+    float32/float64 arrays of one size and dtype, scale and shift of that
+    dtype; the whole cache lines of dst are written with non-temporal stores.
+    Such a store needs no read of the line first (a normal store to a line
+    not in cache fetches it): an output that only passes through the caches
+    costs one memory stream, not two. Call ``store_fence`` before the output
+    is handed to another thread."""
+    float_array = (
+        isinstance(src, types.Array)
+        and src.ndim == 1
+        and src.layout == "C"
+        and src.dtype in FLOAT_TYPES
+    )
+    if not (float_array and dst == src.copy(readonly=False) and scale == shift == src.dtype):
+        return None
+
+    def codegen(context, builder, signature, args):
+        src_type, dst_type = signature.args[:2]
+        a = context.make_array(src_type)(context, builder, args[0])
+        d = context.make_array(dst_type)(context, builder, args[1])
+        scale, shift = args[2], args[3]
+        itemsize = context.get_abi_sizeof(context.get_data_type(dst_type.dtype))
+        lanes = _LINE // itemsize
+        intp = context.get_value_type(types.intp)
+        one = ir.Constant(intp, 1)
+        n = builder.extract_value(d.shape, 0)
+        # Elements before dst's first whole line, then whole lines, then the rest.
+        offset = builder.and_(
+            builder.neg(builder.ptrtoint(d.data, intp)), ir.Constant(intp, _LINE - 1)
+        )
+        head = builder.udiv(offset, ir.Constant(intp, itemsize))
+        head = builder.select(builder.icmp_signed("<", head, n), head, n)
+        lines = builder.sdiv(builder.sub(n, head), ir.Constant(intp, lanes))
+        body_end = builder.add(head, builder.mul(lines, ir.Constant(intp, lanes)))
+
+        def scalar_stores(start, stop):
+            with cgutils.for_range_slice(builder, start, stop, one, intp) as (j, _):
+                value = builder.load(builder.gep(a.data, [j]))
+                value = builder.fadd(builder.fmul(value, scale), shift)
+                builder.store(value, builder.gep(d.data, [j]))
+
+        scalar_stores(ir.Constant(intp, 0), head)
+        vector = ir.VectorType(scale.type, lanes)
+        scales, shifts = cgutils.get_null_value(vector), cgutils.get_null_value(vector)
+        for lane in range(lanes):
+            index = ir.Constant(ir.IntType(32), lane)
+            scales = builder.insert_element(scales, scale, index)
+            shifts = builder.insert_element(shifts, shift, index)
+        nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
+        step = ir.Constant(intp, lanes)
+        with cgutils.for_range_slice(builder, head, body_end, step, intp) as (j, _):
+            source = builder.bitcast(builder.gep(a.data, [j]), vector.as_pointer())
+            target = builder.bitcast(builder.gep(d.data, [j]), vector.as_pointer())
+            value = builder.load(source, align=itemsize)
+            value = builder.fadd(builder.fmul(value, scales), shifts)
+            builder.store(value, target, align=_LINE).set_metadata("nontemporal", nontemporal)
+        scalar_stores(body_end, n)
+        return context.get_dummy_value()
+
+    return types.none(src, dst, scale, shift), codegen
+
+
+@intrinsic
+def store_fence(typingctx):
+    """A full memory fence: the streaming stores before it are visible to
+    other threads before any memory access after it (they are weakly ordered
+    otherwise)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+# --- checks on Numba types, for launchers that refuse what they cannot take ---------
 
 
 def like(a, x) -> bool:

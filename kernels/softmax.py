@@ -10,6 +10,13 @@ backward ops take the forward *output* ``y``:
 
 Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 
+On the CPU each row is a few passes while it sits in L1. The forward ops
+write outputs of ``_cpu.STREAMING_MIN_BYTES`` or more with streaming stores
+(softmax's exponentials go to a scratch row first): memory then carries the
+input once and the output once, as a copy does, instead of also reading
+every output line before writing it (1.16x at (8192, 1000) float32 on 2 cores,
+same bits).
+
 On the GPU one block works on one row: its threads stride over the row, then
 combine their partial max / sum with a block reduction (warp shuffles, then one
 value per warp through shared memory). Numba's CUDA simulator has no warp
@@ -25,7 +32,13 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS, wide_vectors
+from ._cpu import (
+    CPU_OPTIONS,
+    STREAMING_MIN_BYTES,
+    store_affine_streaming,
+    store_fence,
+    wide_vectors,
+)
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -104,14 +117,36 @@ def _softmax_row(x, out):
 
 
 @numba.njit(inline="always")
-def _log_softmax_row(x, out):
+def _softmax_row_streaming(x, out, scratch):
+    """_softmax_row, the exponentials in ``scratch`` (a row that stays in
+    cache) and ``out`` written with streaming stores."""
+    s = _exp_shifted_row(x, _row_max(x), scratch)
+    one = x.dtype.type(1)
+    store_affine_streaming(scratch, out, one / s, one - one)
+
+
+@numba.njit(inline="always")
+def _log_sum_exp(x):
+    """log(sum(exp(x))), as the row's maximum plus the log of the shifted sum."""
     m = _row_max(x)
     s = x.dtype.type(0)
     for j in range(x.size):
         s += vmath.exp_nonpositive(x[j] - m)
-    shift = m + math.log(s)
+    return m + math.log(s)
+
+
+@numba.njit(inline="always")
+def _log_softmax_row(x, out):
+    shift = _log_sum_exp(x)
     for j in range(x.size):
         out[j] = x[j] - shift
+
+
+@numba.njit(inline="always")
+def _log_softmax_row_streaming(x, out, scratch):
+    """_log_softmax_row with ``out`` written with streaming stores (x * 1 +
+    -shift is x - shift exactly); ``scratch`` is unused."""
+    store_affine_streaming(x, out, x.dtype.type(1), -_log_sum_exp(x))
 
 
 @numba.njit(inline="always")
@@ -132,9 +167,31 @@ def _log_softmax_backward_row(g, y, out):
         out[j] = g[j] - vmath.exp(y[j]) * total
 
 
-def _cpu_rows(row_fn, n_in):
+def _streaming_rows(row_fn):
+    """A row-parallel kernel applying ``row_fn(x_row, out_row, scratch)`` to
+    every row, each thread over one block of rows with a scratch row of its own."""
+
+    @numba.njit(parallel=True, **ROW_OPTIONS)
+    def kernel(x, out):
+        rows, n = x.shape
+        blocks = numba.get_num_threads()
+        if n:
+            for block in numba.prange(blocks):
+                wide_vectors()
+                scratch = np.empty(n, x.dtype)
+                for r in range(block * rows // blocks, (block + 1) * rows // blocks):
+                    row_fn(x[r], out[r], scratch)
+                store_fence()
+
+    return kernel
+
+
+def _cpu_rows(row_fn, n_in, streaming_row_fn=None):
     """Serial and row-parallel kernels applying ``row_fn`` to every row, with
-    512-bit vectors where the CPU has them (see activations._cpu_forward)."""
+    512-bit vectors where the CPU has them (see activations._cpu_forward);
+    outputs of STREAMING_MIN_BYTES or more go to ``streaming_row_fn``'s
+    kernel (see _streaming_rows), when there is one."""
+    streaming = None if streaming_row_fn is None else _streaming_rows(streaming_row_fn)
     if n_in == 1:
 
         @numba.njit(**ROW_OPTIONS)
@@ -166,15 +223,18 @@ def _cpu_rows(row_fn, n_in):
                 row_fn(g[r], y[r], out[r])
 
     def run(*arrays):
-        kernel = serial if arrays[0].size < PARALLEL_THRESHOLD else parallel
+        if streaming is not None and arrays[-1].nbytes >= STREAMING_MIN_BYTES:
+            kernel = streaming
+        else:
+            kernel = serial if arrays[0].size < PARALLEL_THRESHOLD else parallel
         kernel(*arrays)
 
     return run
 
 
-softmax_cpu = _cpu_rows(_softmax_row, 1)
+softmax_cpu = _cpu_rows(_softmax_row, 1, _softmax_row_streaming)
 softmax_cpu.__doc__ = "softmax_cpu(x, out): x, out (rows, n) float32/float64, C-contiguous."
-log_softmax_cpu = _cpu_rows(_log_softmax_row, 1)
+log_softmax_cpu = _cpu_rows(_log_softmax_row, 1, _log_softmax_row_streaming)
 log_softmax_cpu.__doc__ = "log_softmax_cpu(x, out): x, out (rows, n) float32/float64."
 softmax_backward_cpu = _cpu_rows(_softmax_backward_row, 2)
 softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out): (rows, n) each."

@@ -152,3 +152,66 @@ def test_nan_poisons_only_its_row(device, col):
     y = gn.to_numpy(gn.ops.softmax(put(x, device)))
     assert np.isnan(y[1]).all()
     assert np.isfinite(y[[0, 2]]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_affine_streaming_store_writes_exactly_its_slice(dtype):
+    """dst = src * scale + shift, rounded twice as numpy does, for slices that
+    start anywhere in a cache line and end anywhere (a head before the first
+    whole line, whole lines, a tail), from a read-only source; nothing
+    outside dst is touched."""
+    import numba
+    from gpunet.kernels._cpu import store_affine_streaming, store_fence
+
+    @numba.njit
+    def store(src, dst, scale, shift):
+        store_affine_streaming(src, dst, scale, shift)
+        store_fence()
+
+    source = random_input(300, dtype)
+    source.flags.writeable = False
+    scale, shift = dtype(0.3), dtype(-1.7)
+    for start in range(17):
+        for size in (0, 1, 5, 16, 17, 40, 200):
+            out = np.full(300, np.inf, dtype)
+            store(source[start : start + size], out[start + 3 : start + 3 + size], scale, shift)
+            want = np.full(300, np.inf, dtype)
+            want[start + 3 : start + 3 + size] = source[start : start + size] * scale + shift
+            np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_streamed_outputs_match_cached_ones_bit_for_bit(name, dtype, monkeypatch):
+    """Outputs of STREAMING_MIN_BYTES or more are written with streaming
+    stores; with the threshold at 0 every output is, and rows of lengths
+    around a cache line come out as they do through the cache, bit for bit
+    (NaN for NaN), infinities, a NaN and in-place calls included (through
+    the cache, an in-place row's exponentials alias its input, which can
+    keep LLVM from vectorising their sum: another order of additions)."""
+    op = FORWARD[name][0]
+    for n in (1, 3, 15, 16, 17, 33, 1000):
+        x = random_input((37, n), dtype, seed=n)
+        x[1, 0], x[2, -1] = -np.inf, np.nan
+        monkeypatch.setattr(S, "STREAMING_MIN_BYTES", 1 << 62)
+        cached = op(x)
+        monkeypatch.setattr(S, "STREAMING_MIN_BYTES", 0)
+        streamed, in_place = op(x), x.copy()
+        op(in_place, out=in_place)
+        assert same_bits(streamed, cached) and same_bits(in_place, cached)
+
+
+def same_bits(a, b):
+    """a and b bit for bit, but that a NaN matches any NaN (its sign and
+    payload depend on the order of an instruction's operands)."""
+    bits = f"u{a.itemsize}"
+    return bool(np.all((a.view(bits) == b.view(bits)) | (np.isnan(a) & np.isnan(b))))
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_output_large_enough_to_stream_matches_reference(name):
+    from gpunet.kernels._cpu import STREAMING_MIN_BYTES
+
+    op, ref, _, _ = FORWARD[name]
+    x = random_input((STREAMING_MIN_BYTES // 4096 + 3, 1024), np.float32)
+    np.testing.assert_allclose(op(x), ref(x), rtol=2e-6, atol=2e-6 * tolerance_scale(x))
