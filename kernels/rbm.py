@@ -514,15 +514,11 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
     """vWT = momentum * vWT + lr * (S.T @ T - decay * WT); WT += vWT, with
     S.T @ T one BLAS product whose alpha and beta apply lr and the momentum
     (WT is W.T with S, T the hidden statistics and visible states, or W with
-    them swapped). Without momentum and decay the product adds lr * S.T @ T
-    to WT directly, and vWT is written (a second product) only when
-    ``keep_velocity``: WT gets the same arithmetic either way (BLAS may fuse
-    the add, which vWT = lr * S.T @ T; WT += vWT would round twice), so an
-    epoch gives bit for bit what the same batches give split over calls."""
-    if momentum == 0 and decay == 0:
+    them swapped). Without momentum and decay, and unless ``keep_velocity``,
+    the product adds lr * S.T @ T to WT directly and leaves vWT alone (a step
+    that needs no velocity)."""
+    if momentum == 0 and decay == 0 and not keep_velocity:
         _gemm(True, False, lr, S, T, lr - lr + 1, WT)
-        if keep_velocity:
-            _gemm(True, False, lr, S, T, lr - lr, vWT)
         return
     w, v = WT.reshape(WT.size), vWT.reshape(vWT.size)
     beta = momentum
