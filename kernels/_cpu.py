@@ -4,7 +4,9 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic, overload
+from numba.core.imputils import impl_ret_borrowed
 from numba.np import numpy_support
+from numba.np.arrayobj import populate_array
 
 #: Options for every CPU kernel: numpy's error model (Python's raises on a zero
 #: division, and its check stops LLVM vectorising any loop with a division) and
@@ -41,6 +43,47 @@ def wide_vectors(typingctx):
 
 
 FLOAT_TYPES = (types.float32, types.float64)
+
+
+def flat(a):
+    """In a serial CPU kernel: the array a as 1-D, a view when a is
+    C-contiguous (``ravel`` makes one too, through a reshape helper that
+    costs about 260 instructions per call), else a copy. Not in a parallel
+    kernel: parfors does not know the view aliases a, and drops loops that
+    only write to it."""
+
+
+@overload(flat, inline="always")
+def _flat(a):
+    if isinstance(a, types.Array) and a.layout == "C":
+        return lambda a: _flat_view(a)
+    if isinstance(a, types.Array):
+        return lambda a: a.ravel()
+    return None
+
+
+@intrinsic
+def _flat_view(typingctx, a):
+    view_type = a.copy(ndim=1)
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(signature.args[0])(context, builder, args[0])
+        view = context.make_array(view_type)(context, builder)
+        size = context.get_constant(types.intp, 1)
+        for extent in cgutils.unpack_tuple(builder, source.shape):
+            size = builder.mul(size, extent)
+        populate_array(
+            view,
+            data=source.data,
+            shape=[size],
+            strides=[source.itemsize],
+            itemsize=source.itemsize,
+            meminfo=source.meminfo,
+            parent=source.parent,
+        )
+        return impl_ret_borrowed(context, builder, view_type, view._getvalue())
+
+    return view_type(a), codegen
 
 
 # --- streaming stores: writing outputs larger than the caches --------------------------
@@ -158,6 +201,6 @@ def in_dtype_of(x, c):
 @overload(in_dtype_of, inline="always")
 def _in_dtype_of(x, c):
     scalar = numpy_support.as_dtype(x.dtype).type
-    if isinstance(c, types.NoneType):
+    if isinstance(c, (types.NoneType, types.Omitted)):
         return lambda x, c: scalar(1)
     return lambda x, c: scalar(c)

@@ -23,7 +23,15 @@ import numpy as np
 from numba.extending import overload
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD, in_dtype_of, like, wide_vectors, writable_like
+from ._cpu import (
+    CPU_OPTIONS,
+    PARALLEL_THRESHOLD,
+    flat,
+    in_dtype_of,
+    like,
+    wide_vectors,
+    writable_like,
+)
 from ._cuda import cuda, float_signatures, grid_1d
 
 # --- references (the executable spec) -------------------------------------------------
@@ -160,24 +168,24 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # having done nothing, so that the caller can raise the error that names what
 # was wrong. Checks in Python cost more than the whole launch on a small
 # array (a gn.ops call on 10 values went from about 11,000 to 7,500
-# instructions). The constant c is left out when it is 1: a numpy scalar
-# argument costs Numba's dispatcher a third more than the two arrays do.
+# instructions). The constant c is None (or left out) when it is 1: a numpy
+# scalar argument costs Numba's dispatcher a third more than the two arrays
+# do. The launcher is the registered kernel itself, with no Python wrapper.
 
 
 def _cpu_forward(f):
-    # The arrays are of any shape; ravel() is a view of a C-contiguous array
-    # in Numba as in numpy (a copy of x when it is not), so callers need not
-    # make one per call.
+    # The arrays are of any shape; flat() and ravel() view a C-contiguous
+    # array as 1-D (and copy x when it is not), so callers need not.
     @numba.njit(**CPU_OPTIONS)
     def serial(x, c, out):
         wide_vectors()
-        x, out = x.ravel(), out.ravel()
+        x, out = flat(x), flat(out)
         for i in range(x.size):
             out[i] = f(x[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(x, c, out):
-        x, out = x.ravel(), out.ravel()
+        x, out = x.ravel(), out.ravel()  # views parfors knows (flat's it would drop)
         for i in numba.prange(x.size):
             wide_vectors()
             out[i] = f(x[i], c)
@@ -203,27 +211,23 @@ def _cpu_forward(f):
         return impl
 
     @numba.njit
-    def unit(x, out):
-        return launch(x, out, None)
-
-    @numba.njit
-    def scaled(x, out, c):
+    def forward(x, out, c=None):
         return launch(x, out, c)
 
-    return unit, scaled
+    return forward
 
 
 def _cpu_backward(f):
     @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
         wide_vectors()
-        g, s, out = g.ravel(), s.ravel(), out.ravel()
+        g, s, out = flat(g), flat(s), flat(out)
         for i in range(g.size):
             out[i] = f(g[i], s[i], c)
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(g, s, c, out):
-        g, s, out = g.ravel(), s.ravel(), out.ravel()
+        g, s, out = g.ravel(), s.ravel(), out.ravel()  # as in _cpu_forward
         for i in numba.prange(g.size):
             wide_vectors()
             out[i] = f(g[i], s[i], c)
@@ -249,14 +253,10 @@ def _cpu_backward(f):
         return impl
 
     @numba.njit
-    def unit(g, s, out):
-        return launch(g, s, out, None)
-
-    @numba.njit
-    def scaled(g, s, out, c):
+    def backward(g, s, out, c=None):
         return launch(g, s, out, c)
 
-    return unit, scaled
+    return backward
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -301,25 +301,12 @@ class Activation:
 
     def __init__(self, name, forward, backward, cuda_forward=None):
         self.name = name
-        self._forward_cpu = _cpu_forward(forward)
-        self._backward_cpu = _cpu_backward(backward)
+        # Compiled entry points themselves, not methods: the launch is on
+        # every small op's path.
+        self.forward_cpu = _cpu_forward(forward)
+        self.backward_cpu = _cpu_backward(backward)
         self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
-
-        unit, scaled = self._forward_cpu
-
-        def forward_cpu(x, out, c=None):
-            return unit(x, out) if c is None else scaled(x, out, c)
-
-        unit_backward, scaled_backward = self._backward_cpu
-
-        def backward_cpu(grad_out, saved, out, c=None):
-            if c is None:
-                return unit_backward(grad_out, saved, out)
-            return scaled_backward(grad_out, saved, out, c)
-
-        # Plain closures, not methods: the launch is on every small op's path.
-        self.forward_cpu, self.backward_cpu = forward_cpu, backward_cpu
 
     def forward_cuda(self, x, out, c=None):
         if x.size:

@@ -235,3 +235,25 @@ def test_cuda_refuses_non_contiguous_input():
     x = gn.to_device(np.ones((4, 6), np.float32), "cuda")
     with pytest.raises(ValueError, match="C-contiguous"):
         gn.ops.relu(x[:, ::2])
+
+
+def test_flat_views_c_contiguous_arrays_and_copies_others():
+    """kernels._cpu.flat: a 1-D view that writes through for C-contiguous
+    arrays of any ndim (the serial launchers' arrays), a copy otherwise."""
+    import numba
+    from gpunet.kernels._cpu import flat
+
+    @numba.njit
+    def fill(a):
+        v = flat(a)
+        for i in range(v.size):
+            v[i] = i
+        return v.size
+
+    for shape in [(7,), (3, 5), (2, 3, 4), (0, 3)]:
+        a = np.zeros(shape)
+        assert fill(a) == a.size
+        np.testing.assert_array_equal(a.ravel(), np.arange(a.size))
+    strided = np.zeros((4, 6))[:, ::2]
+    assert fill(strided) == strided.size
+    assert not strided.any()
