@@ -88,11 +88,6 @@ def _flat_view(typingctx, a):
 
 # --- streaming stores: writing outputs larger than the caches --------------------------
 
-#: Outputs of at least this many bytes are written with streaming stores by
-#: the kernels that can (softmax and log_softmax): far larger than a core's
-#: L2, so little of such an output would still be cached for its reader.
-STREAMING_MIN_BYTES = 1 << 24
-
 #: Bytes per streaming store: a cache line, and a 512-bit vector (LLVM
 #: splits it into narrower stores where the CPU has no such vectors).
 _LINE = 64

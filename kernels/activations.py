@@ -185,7 +185,7 @@ def _cpu_forward(f):
 
     @numba.njit(parallel=True, **CPU_OPTIONS)
     def parallel(x, c, out):
-        x, out = x.ravel(), out.ravel()  # views parfors knows (flat's it would drop)
+        x, out = x.ravel(), out.ravel()  # not flat(): see its docstring
         for i in numba.prange(x.size):
             wide_vectors()
             out[i] = f(x[i], c)

@@ -11,7 +11,7 @@ backward ops take the forward *output* ``y``:
 Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 
 On the CPU each row is a few passes while it sits in L1. The forward ops
-write outputs of ``_cpu.STREAMING_MIN_BYTES`` or more with streaming stores
+write outputs of ``STREAMING_MIN_BYTES`` or more with streaming stores
 (softmax's exponentials go to a scratch row first): memory then carries the
 input once and the output once, as a copy does, instead of also reading
 every output line before writing it (1.16x at (8192, 1000) float32 on 2 cores,
@@ -32,13 +32,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
-from ._cpu import (
-    CPU_OPTIONS,
-    STREAMING_MIN_BYTES,
-    store_affine_streaming,
-    store_fence,
-    wide_vectors,
-)
+from ._cpu import CPU_OPTIONS, store_affine_streaming, store_fence, wide_vectors
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -75,6 +69,10 @@ def log_softmax_backward_ref(grad_out, y):
 #: Softmax does several times the work per element of an elementwise op, so
 #: it goes parallel at a smaller size.
 PARALLEL_THRESHOLD = 1 << 16
+#: The forward ops write outputs of at least this many bytes with streaming
+#: stores: far larger than a core's L2, so little of such an output would
+#: still be cached for its reader.
+STREAMING_MIN_BYTES = 1 << 24
 
 # Reassociation lets LLVM vectorise the row reductions; no 'nnan'/'ninf', so
 # NaN and infinity keep their IEEE meaning. The row helpers below are inlined

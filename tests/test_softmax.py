@@ -210,8 +210,6 @@ def same_bits(a, b):
 
 @pytest.mark.parametrize("name", sorted(FORWARD))
 def test_output_large_enough_to_stream_matches_reference(name):
-    from gpunet.kernels._cpu import STREAMING_MIN_BYTES
-
     op, ref, _, _ = FORWARD[name]
-    x = random_input((STREAMING_MIN_BYTES // 4096 + 3, 1024), np.float32)
+    x = random_input((S.STREAMING_MIN_BYTES // 4096 + 3, 1024), np.float32)
     np.testing.assert_allclose(op(x), ref(x), rtol=2e-6, atol=2e-6 * tolerance_scale(x))
