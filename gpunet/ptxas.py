@@ -155,16 +155,32 @@ def compile_ptx(spec: KernelSpec, signature: str, cc: tuple[int, int]) -> str:
 
     Raises CompileError (chained to Numba's error) when it does not compile.
     """
+    return compile_ptxs(spec, signature, (cc,))[0]
+
+
+def compile_ptxs(spec: KernelSpec, signature: str, ccs: tuple[tuple[int, int], ...]) -> list[str]:
+    """:func:`compile_ptx` for each compute capability of ``ccs``, from one
+    compilation: Numba types and lowers the kernel once (for the first), and
+    its code library has NVVM generate each PTX from that LLVM IR, as it does
+    for a kernel launched on GPUs of several capabilities.
+    """
     _require_compiler()
-    from numba import cuda
+    from numba.cuda import compiler
 
     try:
-        ptx, _ = cuda.compile_ptx(spec.py_func, signature, cc=cc)
+        library, _ = compiler._compile_pyfunc_with_fixup(
+            spec.py_func, signature, device=False, abi="numba", cc=ccs[0]
+        )
+        ptxs = []
+        for cc in ccs:
+            (ptx,) = library.get_asm_strs(cc=cc)
+            ptxs.append(ptx)
     except Exception as exc:
+        targets = ", ".join(f"{cc[0]}.{cc[1]}" for cc in ccs)
         raise CompileError(
-            f"{spec.name} [{signature}] did not compile to PTX for cc {cc[0]}.{cc[1]}: {exc}"
+            f"{spec.name} [{signature}] did not compile to PTX for cc {targets}: {exc}"
         ) from exc
-    return ptx
+    return ptxs
 
 
 # --- ptxas ----------------------------------------------------------------------------
@@ -243,7 +259,7 @@ def build(spec: KernelSpec, signature: str, archs: Iterable[str] = DEFAULT_ARCHS
 def _build(spec: KernelSpec, signature: str, archs: tuple[str, ...]) -> Build:
     if not archs:
         raise ValueError("expected at least one architecture, got none")
-    ptx = {arch: compile_ptx(spec, signature, arch_cc(arch)) for arch in archs}
+    ptx = dict(zip(archs, compile_ptxs(spec, signature, tuple(map(arch_cc, archs))), strict=True))
     resources = tuple(
         assemble(ptx[arch], arch, name=spec.name, signature=signature) for arch in archs
     )
