@@ -245,6 +245,17 @@ def _setup_fast_launch():
     return launch
 
 
+def device_function(py_func):
+    """A helper called from CUDA kernels, inlined into them: ``numba.njit(inline="always")``,
+    or ``py_func`` itself under the simulator, whose device arrays Numba's CPU
+    target cannot take."""
+    if SIMULATOR:
+        return py_func
+    import numba
+
+    return numba.njit(inline="always")(py_func)
+
+
 def float_signatures(template: str) -> tuple[str, str]:
     """``template`` with ``{t}`` filled by float32 and by float64."""
     return template.format(t="float32"), template.format(t="float64")

@@ -7,9 +7,11 @@ Shapes: x (batch, in_features), W (in_features, out_features), b
 
 On the CPU the matrix products go through BLAS (numpy's matmul); the bias and
 the activation are one fused pass over y (the epilogue). On CUDA a tiled
-matrix product (shared-memory tiles, 4x4 outputs per thread) applies them as it
-writes y. On both, the backward's first pass over grad_out applies the
-activation's derivative and sums the bias gradient at once. The derivative
+matrix product (double-buffered shared-memory tiles, 4x4 outputs per thread,
+or 8x8 for large float32 outputs, see ``gemm_tile``) applies them as it writes
+y (the large tile the bias only, an elementwise pass then the activation). On
+both, the backward's first pass over grad_out applies the activation's
+derivative and sums the bias gradient at once. The derivative
 is taken from the output y (for relu and leaky_relu with alpha > 0, y > 0
 exactly where x > 0), so the layer keeps only its output.
 
@@ -17,6 +19,8 @@ Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numba
 import numpy as np
@@ -122,66 +126,112 @@ _GRAD = {name: _grad_kernel(backward) for name, (_, backward) in EPILOGUES.items
 
 # --- CUDA kernels ---------------------------------------------------------------------
 
-#: Output tile per block (TILE x TILE), the depth of one shared-memory step, and
-#: threads per block side: each thread owns PER x PER outputs, strided by
-#: THREADS so that a warp's stores to a row are contiguous. Shared memory per
-#: block: 2 * TILE * TILE_K values (8 KiB in float32).
-TILE, TILE_K, THREADS = 64, 16, 16
-PER = TILE // THREADS
+#: Threads per block side (16 x 16 = 256 threads). Each thread owns an
+#: (OUT x OUT) block of outputs: OUT // 4 runs of 4 adjacent rows by as many
+#: runs of 4 adjacent columns, the runs 4 * THREADS apart, so that it reads
+#: each k's operands from shared memory as 4-wide vectors (LDS.128) and a
+#: warp's loads hit distinct banks.
+THREADS = 16
 
 
-def _gemm_kernel(name, trans_a, trans_b, epilogue, accumulate=False):
+@dataclasses.dataclass(frozen=True)
+class GemmTile:
+    """A block's output tile (size x size) and k step (depth): the block stages
+    a (size x depth) slice of each operand in shared memory, twice (while one
+    is read the next is written: one barrier per step). Every thread stages 4
+    values of each operand per step, so size * depth is 4 * THREADS**2."""
+
+    size: int
+    depth: int
+
+    def __post_init__(self):
+        if self.size * self.depth != 4 * THREADS**2 or self.size % (4 * THREADS):
+            raise ValueError(f"a tile of {self.size} x {self.depth} does not fit {THREADS}**2 threads")
+
+    @property
+    def out(self) -> int:
+        """Outputs per thread along each side."""
+        return self.size // THREADS
+
+
+#: Small products (batch-sized layers) need many blocks to fill a GPU: 64 x 64
+#: tiles, 4 x 4 outputs per thread. Large ones the most arithmetic per value
+#: read: 128 x 128 tiles, 8 x 8 outputs per thread (float32 only; 64 float64
+#: accumulators would not fit in registers).
+SMALL_TILE, LARGE_TILE = GemmTile(64, 16), GemmTile(128, 8)
+#: A float32 product takes the large tile when that still makes this many
+#: blocks: an H100's 132 SMs hold two of its 256-thread blocks each.
+LARGE_TILE_MIN_BLOCKS = 264
+
+
+def _gemm_kernel(name, trans_a, trans_b, epilogue, accumulate=False, tile=SMALL_TILE):
     """out (M, N) = epilogue(op(a) @ op(b) + bias, c), op transposing when asked.
 
     With ``epilogue`` None, the bias and ``c`` are ignored: a plain product,
-    added to ``out`` when ``accumulate``.
+    added to ``out`` when ``accumulate``. Each output sums its k terms in
+    order with one fused multiply-add each, whatever the tile.
     """
     has_epilogue = epilogue is not None
     epilogue = epilogue or _identity
+    size, depth, out_per = tile.size, tile.depth, tile.out
+    # Shared tiles are (stage, k, run group, thread, place in the run): a
+    # thread's 4-runs are whole rows of the last axis. Indexing them with a
+    # constant group and place keeps the address math to one base per k
+    # (Numba normalises each index on its own) and lets ptxas merge the 4
+    # loads of a run into one LDS.128.
+    shape = (2, depth, size // (4 * THREADS), THREADS, 4)
+    # Staging: when k runs along the source's rows (op(a) of a transposed a,
+    # op(b) of a plain b), a thread copies 4 adjacent values of one source row;
+    # otherwise 4 adjacent values along k of one tile line.
+    across, along = _staging(size), _staging(depth)
+    a_k_rows, b_k_rows = trans_a, not trans_b
+    signatures = float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}, {t}[:, ::1])")
+    if tile != SMALL_TILE:
+        signatures = signatures[:1]
 
-    @_cuda.kernel(
-        f"dense.{name}",
-        float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[::1], {t}, {t}[:, ::1])"),
-    )
+    @_cuda.kernel(f"dense.{name}" + ("" if tile == SMALL_TILE else "_large"), signatures)
     def gemm(a, b, bias, c, out):
         m, n = out.shape
         k_total = a.shape[0] if trans_a else a.shape[1]
-        tile_a = cuda.shared.array((TILE, TILE_K), a.dtype)
-        tile_b = cuda.shared.array((TILE_K, TILE), a.dtype)
-        acc = cuda.local.array((PER, PER), a.dtype)
+        tile_a = cuda.shared.array(shape, a.dtype)
+        tile_b = cuda.shared.array(shape, a.dtype)
+        staged_a = cuda.local.array(4, a.dtype)
+        staged_b = cuda.local.array(4, a.dtype)
+        col_a = cuda.local.array(out_per, a.dtype)
+        row_b = cuda.local.array(out_per, a.dtype)
+        acc = cuda.local.array((out_per, out_per), a.dtype)
         zero = a.dtype.type(0)
-        for p in range(PER):
-            for q in range(PER):
+        for p in range(out_per):
+            for q in range(out_per):
                 acc[p, q] = zero
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         tid = ty * THREADS + tx
-        row0, col0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
-        for k0 in range(0, k_total, TILE_K):
-            for e in range(tid, TILE * TILE_K, THREADS * THREADS):
-                i, k = e // TILE_K, e % TILE_K
-                gi, gk = row0 + i, k0 + k
-                if gi < m and gk < k_total:
-                    tile_a[i, k] = a[gk, gi] if trans_a else a[gi, gk]
-                else:
-                    tile_a[i, k] = zero
-            for e in range(tid, TILE_K * TILE, THREADS * THREADS):
-                k, j = e // TILE, e % TILE
-                gk, gj = k0 + k, col0 + j
-                if gk < k_total and gj < n:
-                    tile_b[k, j] = b[gj, gk] if trans_b else b[gk, gj]
-                else:
-                    tile_b[k, j] = zero
+        row0, col0 = cuda.blockIdx.y * size, cuda.blockIdx.x * size
+        a_line, a_k = _staging_slot(tid, a_k_rows, across, along)
+        b_line, b_k = _staging_slot(tid, b_k_rows, across, along)
+
+        _fetch(a, a_k_rows, row0 + a_line, a_k, m, k_total, staged_a, zero)
+        _fetch(b, b_k_rows, col0 + b_line, b_k, n, k_total, staged_b, zero)
+        _stage(staged_a, a_k_rows, tile_a, 0, a_k, a_line)
+        _stage(staged_b, b_k_rows, tile_b, 0, b_k, b_line)
+        cuda.syncthreads()
+        now = 0
+        for k0 in range(0, k_total, depth):
+            later = k0 + depth < k_total
+            if later:  # the next step's loads are in flight during this one's arithmetic
+                _fetch(a, a_k_rows, row0 + a_line, k0 + depth + a_k, m, k_total, staged_a, zero)
+                _fetch(b, b_k_rows, col0 + b_line, k0 + depth + b_k, n, k_total, staged_b, zero)
+            for k in range(0, depth, 8):
+                _rank_eight(tile_a, tile_b, now, k, ty, tx, out_per, col_a, row_b, acc)
+            if later:
+                _stage(staged_a, a_k_rows, tile_a, 1 - now, a_k, a_line)
+                _stage(staged_b, b_k_rows, tile_b, 1 - now, b_k, b_line)
             cuda.syncthreads()
-            for k in range(TILE_K):
-                for p in range(PER):
-                    av = tile_a[ty + p * THREADS, k]
-                    for q in range(PER):
-                        acc[p, q] += av * tile_b[k, tx + q * THREADS]
-            cuda.syncthreads()
-        for p in range(PER):
-            i = row0 + ty + p * THREADS
-            for q in range(PER):
-                j = col0 + tx + q * THREADS
+            now = 1 - now
+        for p in range(out_per):
+            i = row0 + _owned(p, ty)
+            for q in range(out_per):
+                j = col0 + _owned(q, tx)
                 if i < m and j < n:
                     if has_epilogue:
                         out[i, j] = epilogue(acc[p, q] + bias[j], c)
@@ -191,6 +241,85 @@ def _gemm_kernel(name, trans_a, trans_b, epilogue, accumulate=False):
                         out[i, j] = acc[p, q]
 
     return gemm
+
+
+def _staging(extent):
+    """(shift, mask) splitting a thread index over runs of 4 along ``extent``."""
+    runs = extent // 4
+    return runs.bit_length() - 1, runs - 1
+
+
+@_cuda.device_function
+def _staging_slot(tid, k_rows, across, along):
+    """(line, k) of the first of the 4 values thread ``tid`` stages per step:
+    its run lies along the line (the source row) when ``k_rows``, along k otherwise."""
+    if k_rows:
+        return (tid & across[1]) << 2, tid >> across[0]
+    return tid >> along[0], (tid & along[1]) << 2
+
+
+@_cuda.device_function
+def _fetch(src, k_rows, line, k, lines, k_total, staged, zero):
+    """staged[r] = the r-th value of the run at (line, k) of op(src), zero
+    past its edges; op(src) is src.T when ``k_rows``."""
+    for r in range(4):
+        if k_rows:
+            i, kk = line + r, k
+        else:
+            i, kk = line, k + r
+        if (i < lines) & (kk < k_total):
+            # Unsigned indices: no negative-index wraparound to compute.
+            staged[r] = (
+                src[numba.uint64(kk), numba.uint64(i)]
+                if k_rows
+                else src[numba.uint64(i), numba.uint64(kk)]
+            )
+        else:
+            staged[r] = zero
+
+
+@_cuda.device_function
+def _stage(staged, k_rows, tile, now, k, line):
+    """Write a thread's fetched run, starting at (k, line), into shared stage ``now``."""
+    group, thread, place = line >> 6, (line >> 2) & (THREADS - 1), line & 3
+    for r in range(4):
+        if k_rows:
+            tile[now, k, group, thread, place + r] = staged[r]
+        else:
+            tile[now, k + r, group, thread, place] = staged[r]
+
+
+@_cuda.device_function
+def _rank_one(tile_a, tile_b, now, k, ty, tx, out_per, col_a, row_b, acc):
+    """acc += (this thread's rows of op(a))[:, k] outer (its columns of op(b))[k, :],
+    read from shared stage ``now``."""
+    k = numba.uint64(k)  # no negative-index wraparound to compute
+    for p in range(out_per):
+        col_a[p] = tile_a[now, k, p >> 2, ty, p & 3]
+        row_b[p] = tile_b[now, k, p >> 2, tx, p & 3]
+    for p in range(out_per):
+        for q in range(out_per):
+            acc[p, q] += col_a[p] * row_b[q]
+
+
+@_cuda.device_function
+def _rank_eight(tile_a, tile_b, now, k, ty, tx, out_per, col_a, row_b, acc):
+    """_rank_one for k to k + 7, written out: NVVM leaves a loop over them
+    rolled, and the unrolled k offsets fold into the shared loads' addresses."""
+    _rank_one(tile_a, tile_b, now, k, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 1, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 2, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 3, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 4, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 5, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 6, ty, tx, out_per, col_a, row_b, acc)
+    _rank_one(tile_a, tile_b, now, k + 7, ty, tx, out_per, col_a, row_b, acc)
+
+
+@_cuda.device_function
+def _owned(p, t):
+    """Tile line of the p-th output along a side of the thread with index t there."""
+    return (p >> 2) * (4 * THREADS) + (t << 2) + (p & 3)
 
 
 def _grad_cuda_kernel(name, backward):
@@ -233,9 +362,36 @@ _CUDA_EPILOGUES = dict(
     sigmoid=(act.sigmoid_scalar_cuda, act.sigmoid_backward_scalar),
     tanh=(act.tanh_scalar_cuda, act.tanh_backward_scalar),
 )
+
+
+def _gemm_kernels(name, trans_a, trans_b, epilogue=None, accumulate=False, tiles=None):
+    """{tile: kernel} of one product, for each of ``tiles`` (default both)."""
+    return {
+        tile: _gemm_kernel(name, trans_a, trans_b, epilogue, accumulate, tile)
+        for tile in tiles or (SMALL_TILE, LARGE_TILE)
+    }
+
+
+#: The large tile fuses the bias only: with an activation, its 64 outputs per
+#: thread are applied by a second, elementwise pass (costly activations, such
+#: as sigmoid's IEEE division, would keep the output loop rolled and the
+#: accumulators in local memory; the pass costs little beside a product that
+#: large).
 _FORWARD_CUDA = {
-    name: _gemm_kernel(f"forward_{name or 'linear'}", False, False, forward)
+    name: _gemm_kernels(
+        f"forward_{name or 'linear'}",
+        False,
+        False,
+        forward,
+        tiles=None if name is None else (SMALL_TILE,),
+    )
     for name, (forward, _) in _CUDA_EPILOGUES.items()
+}
+_ACTIVATIONS_CUDA = {
+    "relu": act.relu,
+    "leaky_relu": act.leaky_relu,
+    "sigmoid": act.sigmoid,
+    "tanh": act.tanh,
 }
 _GRAD_CUDA = {
     name: _grad_cuda_kernel(name or "linear", backward)
@@ -245,9 +401,9 @@ _EPILOGUE_CUDA = {
     name: _epilogue_cuda_kernel(name or "linear", forward)
     for name, (forward, _) in _CUDA_EPILOGUES.items()
 }
-_WEIGHT_GRAD_CUDA = _gemm_kernel("matmul_tn", True, False, None)  # x.T @ dz
-_WEIGHT_GRAD_ADD_CUDA = _gemm_kernel("matmul_tn_add", True, False, None, accumulate=True)
-_INPUT_GRAD_CUDA = _gemm_kernel("matmul_nt", False, True, None)  # dz @ W.T
+_WEIGHT_GRAD_CUDA = _gemm_kernels("matmul_tn", True, False)  # x.T @ dz
+_WEIGHT_GRAD_ADD_CUDA = _gemm_kernels("matmul_tn_add", True, False, accumulate=True)
+_INPUT_GRAD_CUDA = _gemm_kernels("matmul_nt", False, True)  # dz @ W.T
 
 
 # --- launchers ------------------------------------------------------------------------
@@ -287,11 +443,19 @@ def dense_backward_cpu(
         np.matmul(dz, W.T, out=dx)
 
 
-def _launch_gemm(kernel, a, b, bias, c, out):
+def gemm_tile(dtype, m: int, n: int) -> GemmTile:
+    """The tile a CUDA product with an (m, n) output of ``dtype`` runs with."""
+    blocks = -(-m // LARGE_TILE.size) * -(-n // LARGE_TILE.size)
+    large = dtype == np.float32 and blocks >= LARGE_TILE_MIN_BLOCKS
+    return LARGE_TILE if large else SMALL_TILE
+
+
+def _launch_gemm(kernels, a, b, bias, c, out):
     m, n = out.shape
     if m and n:
-        grid = ((n + TILE - 1) // TILE, (m + TILE - 1) // TILE)
-        kernel[grid, (THREADS, THREADS)](a, b, bias, c, out)
+        tile = gemm_tile(out.dtype, m, n)
+        grid = (-(-n // tile.size), -(-m // tile.size))
+        kernels[tile][grid, (THREADS, THREADS)](a, b, bias, c, out)
 
 
 def dense_cuda(x, W, b, out, activation=None, alpha=0.01, *, matmul=None):
@@ -303,7 +467,13 @@ def dense_cuda(x, W, b, out, activation=None, alpha=0.01, *, matmul=None):
     one elementwise pass."""
     c = _constant(out.dtype, activation, alpha)
     if matmul is None:
-        _launch_gemm(_FORWARD_CUDA[activation], x, W, b, c, out)
+        forward = _FORWARD_CUDA[activation]
+        if gemm_tile(out.dtype, *out.shape) in forward:
+            _launch_gemm(forward, x, W, b, c, out)
+        else:
+            _launch_gemm(_FORWARD_CUDA[None], x, W, b, c, out)
+            flat = out.reshape(out.size)
+            _ACTIVATIONS_CUDA[activation].forward_cuda(flat, flat, c)
     elif out.size:
         matmul(x, W, out, False, False, False)
         blocks, threads = _cuda.grid_1d(out.size)

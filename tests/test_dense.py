@@ -113,6 +113,49 @@ def test_cuda_matches_references(shape, activation):
         np.testing.assert_allclose(got.copy_to_host(), ref, rtol=rtol, atol=atol)
 
 
+@pytest.mark.cuda
+def test_cuda_large_tile_matches_references_and_the_small_tile(monkeypatch):
+    """Every product on the 128 x 128 tile (forced here for all float32
+    outputs): the forward equals the 64 x 64 tile's exactly (each output sums
+    its k terms in the same order; sigmoid's large-tile forward is a product
+    plus an elementwise pass), and all match the references, with accumulated
+    parameter gradients. The shape crosses the tile's row edge and the 8-deep
+    k step; x.T @ dz runs 129 deep."""
+    from numba import cuda
+
+    x, W, b, g = make((129, 17, 5), np.float32, seed=3)
+    d = [cuda.to_device(v) for v in (x, W, b, g)]
+    y_small = cuda.device_array(g.shape, np.float32)
+    D.dense_cuda(d[0], d[1], d[2], y_small, "sigmoid")
+    monkeypatch.setattr(D, "LARGE_TILE_MIN_BLOCKS", 1)
+    assert D.gemm_tile(np.dtype(np.float32), 1, 1) is D.LARGE_TILE
+    y = cuda.device_array(g.shape, np.float32)
+    D.dense_cuda(d[0], d[1], d[2], y, "sigmoid")
+    y_host = y.copy_to_host()
+    np.testing.assert_array_equal(y_host, y_small.copy_to_host())
+    np.testing.assert_allclose(y_host, D.dense_ref(x, W, b, "sigmoid"), rtol=1e-5, atol=1e-5)
+
+    dx, dz = cuda.device_array_like(d[0]), cuda.device_array_like(d[3])
+    dW, db = cuda.to_device(np.full_like(W, 0.5)), cuda.to_device(np.full_like(b, 0.5))
+    D.dense_backward_cuda(d[3], d[0], d[1], y, dx, dW, db, dz, "sigmoid", accumulate=True)
+    want = D.dense_backward_ref(g, x, W, y_host, "sigmoid")
+    refs = (want[0], want[1] + 0.5, want[2] + 0.5)
+    for got, ref, k in zip((dx, dW, db), refs, (5, 129, 129), strict=True):
+        rtol, atol = tolerance(np.float32, k)
+        np.testing.assert_allclose(got.copy_to_host(), ref, rtol=rtol, atol=atol)
+
+
+def test_gemm_tile_is_large_only_for_float32_outputs_that_fill_a_gpu():
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    assert D.gemm_tile(f32, 4096, 4096) is D.LARGE_TILE
+    assert D.gemm_tile(f64, 4096, 4096) is D.SMALL_TILE
+    assert D.gemm_tile(f32, 128, 512) is D.SMALL_TILE  # an MLP layer at batch 128
+    side = D.LARGE_TILE.size
+    rows = D.LARGE_TILE_MIN_BLOCKS // 8
+    assert D.gemm_tile(f32, rows * side, 8 * side) is D.LARGE_TILE
+    assert D.gemm_tile(f32, rows * side - side, 8 * side) is D.SMALL_TILE
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("activation", ["leaky_relu", "tanh"])
 def test_ops_dense_on_each_device(device, activation):
