@@ -146,7 +146,7 @@ class GemmTile:
 
     def __post_init__(self):
         if self.size * self.depth != 4 * THREADS**2 or self.size % (4 * THREADS):
-            raise ValueError(f"a tile of {self.size} x {self.depth} does not fit {THREADS}**2 threads")
+            raise ValueError(f"a {self.size} x {self.depth} tile does not fit {THREADS**2} threads")
 
     @property
     def out(self) -> int:

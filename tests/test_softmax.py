@@ -21,8 +21,20 @@ FORWARD = {
     ),
 }
 
-# Row lengths around a warp and each CUDA block size (32 and 128 threads per row).
-CUDA_SHAPES = [(3, 1), (2, 31), (2, 33), (5, 7), (2, 129), (1, 513), (0, 4), (3, 0), (2, 2, 5)]
+# Row lengths around a warp, each CUDA block size (32 and 128 threads per row)
+# and the longest row the forward kernels stage in shared memory.
+CUDA_SHAPES = [
+    (3, 1),
+    (2, 31),
+    (2, 33),
+    (5, 7),
+    (2, 129),
+    (1, 513),
+    (1, S.STAGED_ROW + 1),
+    (0, 4),
+    (3, 0),
+    (2, 2, 5),
+]
 CPU_SHAPES = CUDA_SHAPES + [(7, 1000), (64, 1025), (S.PARALLEL_THRESHOLD // 100 + 1, 100)]
 
 
@@ -133,6 +145,24 @@ def test_out_argument_and_in_place(device):
 )
 def test_cuda_threads_per_row(n, threads):
     assert S.row_threads(n) == threads
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_staged_rows_match_the_three_pass_kernels_bit_for_bit(dtype):
+    """Staging a row in shared memory changes where values are reread from,
+    not what is computed: the same maxima, sums, exps and outputs."""
+    from numba import cuda
+
+    x = random_input((3, S.STAGED_ROW), dtype)
+    x[1, 7] = np.nan
+    d = cuda.to_device(x)
+    threads = S.ROW_THREADS[-1]
+    for staged, plain in ((S._SOFTMAX_STAGED, S._SOFTMAX), (S._LOG_SOFTMAX_STAGED, S._LOG_SOFTMAX)):
+        outs = [cuda.device_array_like(d) for _ in range(2)]
+        staged[3, threads](d, outs[0])
+        plain[threads][3, threads](d, outs[1])
+        np.testing.assert_array_equal(outs[0].copy_to_host(), outs[1].copy_to_host())
 
 
 def test_bad_inputs_are_rejected():
