@@ -62,6 +62,7 @@ def test_no_command_is_a_usage_error(capsys):
 
 
 @pytest.mark.skip_on_cudasim("the simulator cannot compile to PTX")
+@pytest.mark.xdist_group("ptxas")  # one worker builds every kernel, once (ptxas caches)
 def test_info_kernels_lists_every_kernel(capsys):
     assert cli.main(["info", "--kernels"]) == 0
     out = capsys.readouterr().out

@@ -23,6 +23,10 @@ CASES = [
 
 needs_compiler = pytest.mark.skip_on_cudasim("the simulator cannot compile to PTX")
 
+# Under pytest-xdist one worker builds every kernel, once, for this module and
+# for the CLI's kernel table (ptxas.build caches per process).
+pytestmark = pytest.mark.xdist_group("ptxas")
+
 
 @pytest.fixture(scope="module")
 def builds():

@@ -21,20 +21,8 @@ FORWARD = {
     ),
 }
 
-# Row lengths around a warp, each CUDA block size (32 and 128 threads per row)
-# and the longest row the forward kernels stage in shared memory.
-CUDA_SHAPES = [
-    (3, 1),
-    (2, 31),
-    (2, 33),
-    (5, 7),
-    (2, 129),
-    (1, 513),
-    (1, S.STAGED_ROW + 1),
-    (0, 4),
-    (3, 0),
-    (2, 2, 5),
-]
+# Row lengths around a warp and each CUDA block size (32 and 128 threads per row).
+CUDA_SHAPES = [(3, 1), (2, 31), (2, 33), (5, 7), (2, 129), (1, 513), (0, 4), (3, 0), (2, 2, 5)]
 CPU_SHAPES = CUDA_SHAPES + [(7, 1000), (64, 1025), (S.PARALLEL_THRESHOLD // 100 + 1, 100)]
 
 
@@ -147,21 +135,43 @@ def test_cuda_threads_per_row(n, threads):
     assert S.row_threads(n) == threads
 
 
+@pytest.mark.parametrize(
+    "n, chosen",
+    [(1, 32), (128, 32), (129, "staged"), (S.STAGED_ROW, "staged"), (S.STAGED_ROW + 1, 128)],
+)
+def test_cuda_forward_stages_the_rows_it_can_hold(n, chosen):
+    """Rows that take the widest blocks go to the staged kernel up to
+    STAGED_ROW values, longer ones to the three-pass kernel."""
+    launched = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, config):
+            return lambda *arrays: launched.append((self.name, config, len(arrays)))
+
+    x = np.empty((3, n), np.float32)
+    S._launch_rows({t: Recorder(t) for t in S.ROW_THREADS}, x, x, staged=Recorder("staged"))
+    assert launched == [(chosen, (3, S.row_threads(n)), 2)]
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cuda_staged_rows_match_the_three_pass_kernels_bit_for_bit(dtype):
     """Staging a row in shared memory changes where values are reread from,
-    not what is computed: the same maxima, sums, exps and outputs."""
+    not what is computed: the same maxima, sums, exps and outputs, on a row
+    as long as the staged kernels take and on a row holding a NaN."""
     from numba import cuda
 
-    x = random_input((3, S.STAGED_ROW), dtype)
+    x = random_input((2, S.STAGED_ROW), dtype)
     x[1, 7] = np.nan
     d = cuda.to_device(x)
     threads = S.ROW_THREADS[-1]
     for staged, plain in ((S._SOFTMAX_STAGED, S._SOFTMAX), (S._LOG_SOFTMAX_STAGED, S._LOG_SOFTMAX)):
         outs = [cuda.device_array_like(d) for _ in range(2)]
-        staged[3, threads](d, outs[0])
-        plain[threads][3, threads](d, outs[1])
+        staged[2, threads](d, outs[0])
+        plain[threads][2, threads](d, outs[1])
         np.testing.assert_array_equal(outs[0].copy_to_host(), outs[1].copy_to_host())
 
 
