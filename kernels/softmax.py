@@ -300,29 +300,32 @@ def _scratch_size(threads):
     return threads // WARP_SIZE if _cuda.HAS_WARP_SHUFFLE else threads
 
 
-#: The forward kernels of ROW_THREADS[-1] threads keep rows of up to this
-#: many values in shared memory as they read them: x then leaves global memory
-#: once instead of three times (its re-reads had come from L1 or L2), and
-#: softmax takes each exp once. 4096 float32 values are 16 KiB per block:
-#: an H100 multiprocessor's shared memory holds 13 such blocks of 128 threads,
-#: more than the 8 its registers allow (64 per thread, ptxas for sm_90).
+#: The forward kernels keep each row in shared memory as they read it, when
+#: it fits: x then leaves global memory once instead of three times (its
+#: re-reads had come from L1 or L2), and softmax takes each exp once. The
+#: narrower kernels hold the longest row they are given (4 values per thread);
+#: the widest holds up to STAGED_ROW and reads longer rows three times. 4096
+#: float32 values are 16 KiB per block: an H100 multiprocessor's shared memory
+#: holds 13 such blocks of 128 threads, more than their registers allow
+#: (about 70 per thread, ptxas for sm_90: 7 blocks), so shared memory does not
+#: bound occupancy.
 STAGED_ROW = 4096
 
 
-def _forward_kernel(threads, log, staged=False):
+def _forward_kernel(threads, log):
     scratch_size = _scratch_size(threads)
     name = "log_softmax" if log else "softmax"
-    row_size = STAGED_ROW if staged else 1  # an unused value without staging
+    row_size = STAGED_ROW if threads == ROW_THREADS[-1] else 4 * threads
 
     @_cuda.kernel(
-        f"softmax.{name}_rows_{threads}" + ("_staged" if staged else ""),
-        float_signatures("void({t}[:, ::1], {t}[:, ::1])"),
+        f"softmax.{name}_rows_{threads}", float_signatures("void({t}[:, ::1], {t}[:, ::1])")
     )
     def kernel(x, out):
         scratch = cuda.shared.array(scratch_size, x.dtype)
         # Each thread stages and rereads only its own values: no barriers.
         row = cuda.shared.array(row_size, x.dtype)
         rows, n = x.shape
+        staged = n <= row_size
         tid = cuda.threadIdx.x
         for r in range(cuda.blockIdx.x, rows, cuda.gridDim.x):
             m = x.dtype.type(-math.inf)
@@ -379,8 +382,6 @@ def _backward_kernel(threads, log):
 
 _SOFTMAX = {t: _forward_kernel(t, False) for t in ROW_THREADS}
 _LOG_SOFTMAX = {t: _forward_kernel(t, True) for t in ROW_THREADS}
-_SOFTMAX_STAGED = _forward_kernel(ROW_THREADS[-1], False, staged=True)
-_LOG_SOFTMAX_STAGED = _forward_kernel(ROW_THREADS[-1], True, staged=True)
 _SOFTMAX_BACKWARD = {t: _backward_kernel(t, False) for t in ROW_THREADS}
 _LOG_SOFTMAX_BACKWARD = {t: _backward_kernel(t, True) for t in ROW_THREADS}
 
@@ -396,27 +397,21 @@ def row_threads(n):
     return ROW_THREADS[-1]
 
 
-def _launch_rows(kernels, first, *arrays, staged=None):
-    """One block per row (striding past MAX_ROW_BLOCKS rows); ``staged`` takes
-    rows of up to STAGED_ROW values that need ROW_THREADS[-1] threads."""
+def _launch_rows(kernels, first, *arrays):
     rows, n = first.shape
     if rows and n:
         threads = row_threads(n)
-        if staged is not None and threads == ROW_THREADS[-1] and n <= STAGED_ROW:
-            kernel = staged
-        else:
-            kernel = kernels[threads]
-        kernel[min(rows, MAX_ROW_BLOCKS), threads](first, *arrays)
+        kernels[threads][min(rows, MAX_ROW_BLOCKS), threads](first, *arrays)
 
 
 def softmax_cuda(x, out):
     """softmax_cuda(x, out): x, out (rows, n) float32/float64 device arrays."""
-    _launch_rows(_SOFTMAX, x, out, staged=_SOFTMAX_STAGED)
+    _launch_rows(_SOFTMAX, x, out)
 
 
 def log_softmax_cuda(x, out):
     """log_softmax_cuda(x, out): x, out (rows, n) float32/float64 device arrays."""
-    _launch_rows(_LOG_SOFTMAX, x, out, staged=_LOG_SOFTMAX_STAGED)
+    _launch_rows(_LOG_SOFTMAX, x, out)
 
 
 def softmax_backward_cuda(grad_out, y, out):
