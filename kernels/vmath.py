@@ -5,16 +5,17 @@ order keys that turn a float maximum into a vectorisable integer one.
 no SIMD, and several times the cost of the memory traffic around it. The
 float32 versions here are straight-line arithmetic (Cody-Waite reduction by
 ln 2, a polynomial, and an exponent built from integer bits), which LLVM turns
-into vector code. float64 keeps libm (its accuracy matters more there than its
-speed: float64 is for gradient checks). CPU kernels only: CUDA kernels use
-the GPU's own ``math.exp`` and ``math.tanh``.
+into vector code. exp is written in LLVM IR, so that it computes the same in
+every kernel whatever fast-math flags the kernel has. float64 keeps libm (its
+accuracy matters more there than its speed: float64 is for gradient checks).
+CPU kernels only: CUDA kernels use the GPU's own ``math.exp`` and ``math.tanh``.
 
 float32 accuracy, against float64 numpy (``tests/test_vmath.py``): within
-1 ulp for exp on [-87.3, 88.7], and 1.34 ulp for tanh (1.33 at most, reached
-near 0.628, just above 0.625 where the polynomial hands over to the exp form;
-every float32 in [0.5, 1) checked). exp flushes
-results that would be subnormal (x < -87.34) to zero, gives inf above 88.72,
-and keeps NaN.
+1 ulp for exp on [-87.3, 88.7] (0.98 at most over 2e7 points), and 1.34 ulp
+for tanh (1.33 at most, reached near 0.628, just above 0.625 where the
+polynomial hands over to the exp form; every float32 in [0.5, 1) checked).
+exp flushes results that would be subnormal (x < -87.34) to zero, gives inf
+above 88.72, and keeps NaN.
 
 The polynomials are Cephes' (S. L. Moshier) ``expf`` and ``tanhf``.
 """
@@ -29,18 +30,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-# --- bit casts ------------------------------------------------------------------------
-
-
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    if bits != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
+# --- order keys ---------------------------------------------------------------------
 
 
 @intrinsic
@@ -85,6 +75,13 @@ def _flip_negative(builder, bits, width):
 
 
 # --- float32 --------------------------------------------------------------------------
+#
+# exp is written in LLVM IR, each instruction carrying its own fast-math flags:
+# Numba gives an instruction that has none its kernel's flags, and under
+# reassociation LLVM would fold the Cody-Waite split of ln 2 back into one
+# constant (up to 4.5 ulp) or the rounding constant away. "contract" lets a
+# multiply and an add fuse; "arcp" (only about division) keeps the last
+# steps of the polynomial unfused, which holds the error under 1 ulp.
 
 _F32 = np.float32
 _LOG2E_F32 = _F32(1.44269504088896341)
@@ -103,9 +100,12 @@ _EXPF_P = tuple(
         5.0000001201e-1,
     )
 )
-_HALF_F32, _ONE_F32, _TWO_F32 = _F32(0.5), _F32(1.0), _F32(2.0)
-# int32 constants, so that LLVM can keep the exponent arithmetic in 32-bit lanes.
-_I32_1, _I32_BIAS, _I32_MANTISSA = np.int32(1), np.int32(127), np.int32(23)
+#: Adding 1.5 * 2**23 rounds a float32 of magnitude below 2**22 to an integer
+#: n, which then sits in the sum's low mantissa bits; with 127 more, the sum's
+#: bits shifted left by 23 are those of 2**n (for n in [-126, 127]).
+_ROUND_F32 = _F32(1.5 * 2**23)
+_ROUND_BIASED_F32 = _ROUND_F32 + _F32(127)
+_ONE_F32, _TWO_F32 = _F32(1.0), _F32(2.0)
 _TANH_SMALL_F32 = _F32(0.625)
 _TANHF_P = tuple(
     _F32(c)
@@ -118,40 +118,83 @@ _TANHF_P = tuple(
     )
 )
 
-
-@numba.njit(inline="always", fastmath={"contract"})
-def _exp_reduced_f32(c):
-    """(p, n) with e**c = p * 2**n, for c within [_EXP_MIN_F32, _EXP_MAX_F32]:
-    Cody-Waite reduction by ln 2 and the polynomial; n a float32 integer."""
-    n = np.floor(c * _LOG2E_F32 + _HALF_F32)
-    r = c - n * _LN2_HI_F32 - n * _LN2_LO_F32
-    p = _EXPF_P[0]
-    p = p * r + _EXPF_P[1]
-    p = p * r + _EXPF_P[2]
-    p = p * r + _EXPF_P[3]
-    p = p * r + _EXPF_P[4]
-    p = p * r + _EXPF_P[5]
-    return p * r * r + r + _ONE_F32, n
+_FLOAT, _INT32 = ir.FloatType(), ir.IntType(32)
+_FUSED, _UNFUSED = ("contract",), ("arcp",)
 
 
-@numba.njit(inline="always")
-def _pow2_f32(k):
-    """2**k for an int32 k in [-126, 127]."""
-    return _float32_from_bits(numba.int32((k + _I32_BIAS) << _I32_MANTISSA))
+def _f32(value):
+    return ir.Constant(_FLOAT, float(value))
 
 
-@numba.njit(inline="always", fastmath={"contract"})
-def _exp_f32(x):
-    p, n = _exp_reduced_f32(min(max(x, _EXP_MIN_F32), _EXP_MAX_F32))
-    # 2**n as two factors, so that n = 128 (x near the top) stays finite.
-    k = numba.int32(n)
-    half = k >> _I32_1
-    y = p * _pow2_f32(half) * _pow2_f32(k - half)
-    if x > _EXP_MAX_F32:
-        y = _F32(np.inf)
-    if x < _EXP_MIN_F32:
-        y = _F32(0.0)
-    return y if x == x else x
+def _multiply_add(builder, a, b, c):
+    return builder.fadd(builder.fmul(a, b, flags=_FUSED), c, flags=_FUSED)
+
+
+def _exp_parts(builder, c, rounding):
+    """IR for (p, t) with e**c = p * 2**n: n = c * log2(e) rounded to an
+    integer, held in t = n + ``rounding`` (see _ROUND_F32); Cody-Waite
+    reduction by ln 2, then Cephes' polynomial. c within [_EXP_MIN_F32,
+    _EXP_MAX_F32] for a meaningful result; NaN gives a NaN p."""
+    t = _multiply_add(builder, c, _f32(_LOG2E_F32), _f32(rounding))
+    minus_n = builder.fsub(_f32(rounding), t, flags=_FUSED)
+    r = _multiply_add(builder, minus_n, _f32(_LN2_HI_F32), c)
+    r = _multiply_add(builder, minus_n, _f32(_LN2_LO_F32), r)
+    p = _f32(_EXPF_P[0])
+    for coefficient in _EXPF_P[1:]:
+        p = _multiply_add(builder, p, r, _f32(coefficient))
+    p = builder.fmul(p, builder.fmul(r, r, flags=_UNFUSED), flags=_UNFUSED)
+    p = builder.fadd(builder.fadd(p, r, flags=_UNFUSED), _f32(1.0), flags=_UNFUSED)
+    return p, t
+
+
+def _pow2_bits(builder, k):
+    """IR for the float32 2**k of an i32 k in [-126, 127]."""
+    return builder.bitcast(
+        builder.shl(builder.add(k, ir.Constant(_INT32, 127)), ir.Constant(_INT32, 23)), _FLOAT
+    )
+
+
+@intrinsic
+def _exp_f32(typingctx, x):
+    """e**x: 2**n as two factors, so that n = 128 (x near the top) stays finite."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        (x,) = args
+        low = builder.fcmp_ordered("<", x, _f32(_EXP_MIN_F32))
+        high = builder.fcmp_ordered(">", x, _f32(_EXP_MAX_F32))
+        # Only the top is clamped: below it the result is replaced by 0,
+        # whatever the reduction made of x; NaN passes through to p.
+        p, t = _exp_parts(builder, builder.select(high, _f32(_EXP_MAX_F32), x), _ROUND_F32)
+        n = builder.sub(
+            builder.bitcast(t, _INT32), ir.Constant(_INT32, int(_ROUND_F32.view(np.int32)))
+        )
+        half = builder.ashr(n, ir.Constant(_INT32, 1))
+        y = builder.fmul(p, _pow2_bits(builder, half), flags=_FUSED)
+        y = builder.fmul(y, _pow2_bits(builder, builder.sub(n, half)), flags=_FUSED)
+        y = builder.select(high, _f32(np.inf), y)
+        return builder.select(low, _f32(0.0), y)
+
+    return types.float32(types.float32), codegen
+
+
+@intrinsic
+def _exp_nonpositive_f32(typingctx, x):
+    """_exp_f32 for x <= 0 (or NaN): 2**n is one normal float (n >= -126
+    wherever the result is kept), built from the rounding sum's bits alone;
+    bit for bit the same."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        (x,) = args
+        p, t = _exp_parts(builder, x, _ROUND_BIASED_F32)
+        bits = builder.shl(builder.bitcast(t, _INT32), ir.Constant(_INT32, 23))
+        y = builder.fmul(p, builder.bitcast(bits, _FLOAT), flags=_FUSED)
+        return builder.select(builder.fcmp_ordered("<", x, _f32(_EXP_MIN_F32)), _f32(0.0), y)
+
+    return types.float32(types.float32), codegen
 
 
 @numba.njit(inline="always", fastmath={"contract"})
@@ -167,17 +210,6 @@ def _tanh_f32(x):
     large = _ONE_F32 - _TWO_F32 / (_exp_f32(_TWO_F32 * a) + _ONE_F32)
     large = large if x >= 0 else -large
     return small if a < _TANH_SMALL_F32 else large
-
-
-@numba.njit(inline="always", fastmath={"contract"})
-def _exp_nonpositive_f32(x):
-    """_exp_f32 for x <= 0 (or NaN): 2**n is one normal float (n >= -126 after
-    the clamp), so one scaling and no overflow checks; bit for bit the same."""
-    p, n = _exp_reduced_f32(max(x, _EXP_MIN_F32))
-    y = p * _pow2_f32(numba.int32(n))
-    if x < _EXP_MIN_F32:
-        y = _F32(0.0)
-    return y if x == x else x
 
 
 # --- generic entry points -------------------------------------------------------------

@@ -28,29 +28,6 @@ def problem(shape, dtype, gaussian, seed=0):
     return [a.astype(dtype) for a in (v, W, b, c, chain)]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_cpu_matches_the_shared_sigmoid_bit_for_bit(dtype):
-    """The epilogues' sigmoid (float32: exp written out for -|x|) against
-    activations' sigmoid over a sweep of bit patterns and the edge values."""
-    import numba
-    from gpunet.kernels import activations as act
-
-    @numba.njit(error_model="numpy", fastmath={"contract"})
-    def both(x, a, b):
-        one = x.dtype.type(1)
-        for i in range(x.size):
-            a[i] = act.sigmoid_scalar(x[i], one)
-            b[i] = R.sigmoid_cpu(x[i], one)
-
-    bits = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32)
-    edges = [0, -0.0, np.inf, -np.inf, np.nan, -87.33654, -87.3365, -87.34, -88.8, 88.8, 1e-40]
-    x = np.concatenate([bits.view(np.float32), np.float32(edges)])
-    x = x[np.isfinite(x)].astype(dtype) if dtype == np.float64 else x
-    a, b = np.empty_like(x), np.empty_like(x)
-    both(x, a, b)
-    np.testing.assert_array_equal(a.view(f"u{a.itemsize}"), b.view(f"u{b.itemsize}"))
-
-
 @pytest.mark.parametrize("persistent,k,gaussian", [(True, 1, False), (False, 2, True)])
 def test_cpu_epoch_drawing_ahead_changes_nothing(persistent, k, gaussian, monkeypatch):
     """An epoch long enough to draw its uniforms ahead on a second thread gives,

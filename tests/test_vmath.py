@@ -1,6 +1,7 @@
 """The vectorisable float32 exp and tanh of the CPU kernels against float64
-numpy, exp_nonpositive bit for bit against exp where it applies, and the
-order keys that make a float maximum an integer one."""
+numpy, exp_nonpositive bit for bit against exp where it applies, exp the
+same under every kernel's fast-math flags, and the order keys that make a
+float maximum an integer one."""
 
 import numba
 import numpy as np
@@ -53,6 +54,32 @@ def test_exp_nonpositive_is_exp_bit_for_bit():
         ]
     )
     np.testing.assert_array_equal(apply(1, x).view(np.int32), apply(0, x).view(np.int32))
+
+
+@numba.njit(fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _exp_under_row_flags(x, out, nonpositive):
+    for i in range(x.size):
+        out[i] = vmath.exp_nonpositive(x[i]) if nonpositive else vmath.exp(x[i])
+
+
+def test_exp_is_the_same_under_the_row_kernels_fast_math_flags():
+    """Softmax's kernels reassociate (to vectorise their sums); exp, inlined
+    there, must not: reassociated, its reduction by ln 2 loses up to 4.5 ulp
+    and its rounding constant cancels."""
+    from gpunet.kernels.softmax import ROW_OPTIONS
+
+    assert ROW_OPTIONS["fastmath"] <= {"reassoc", "contract", "nsz", "arcp"}
+    x = np.concatenate(
+        [
+            np.linspace(-100, 100, 400_001, dtype=np.float32),
+            np.array([-np.inf, np.inf, np.nan, -0.0, -87.33654, -87.33655, 88.72284], np.float32),
+        ]
+    )
+    for fn_id, nonpositive in ((0, False), (1, True)):
+        values = x[x <= 0] if nonpositive else x
+        out = np.empty_like(values)
+        _exp_under_row_flags(values, out, nonpositive)
+        np.testing.assert_array_equal(out.view(np.int32), apply(fn_id, values).view(np.int32))
 
 
 def test_tanh_is_within_a_third_of_an_ulp_more_than_one():
