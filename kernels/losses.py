@@ -132,12 +132,13 @@ def _bce_probs_scalar(p, t, one):
 
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_labels_cpu(z, labels, grad):
-    """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the launcher)."""
+    """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the
+    launcher); z (rows >= 1, n >= 1)."""
     rows, n = z.shape
     losses = np.empty(rows)
+    m = _row_max(z[0])
     for r in range(rows):
-        m = _row_max(z[r])
-        s = _exp_shifted_row(z[r], m, grad[r])
+        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)])
         inv = z.dtype.type(1) / s
         for j in range(n):
             grad[r, j] *= inv
@@ -147,17 +148,19 @@ def _cross_entropy_labels_cpu(z, labels, grad):
             grad[r, label] -= 1
         else:
             losses[r] = np.nan
+        m = following_max
     return losses
 
 
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_targets_cpu(z, t, grad):
-    """Row losses (float64) and grad = softmax * mass - t (scaled by the launcher)."""
+    """Row losses (float64) and grad = softmax * mass - t (scaled by the
+    launcher); z (rows >= 1, n >= 1)."""
     rows, n = z.shape
     losses = np.empty(rows)
+    m = _row_max(z[0])
     for r in range(rows):
-        m = _row_max(z[r])
-        s = _exp_shifted_row(z[r], m, grad[r])
+        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)])
         mass = z.dtype.type(0)
         dot = 0.0
         for j in range(n):
@@ -167,6 +170,7 @@ def _cross_entropy_targets_cpu(z, t, grad):
         for j in range(n):
             grad[r, j] = grad[r, j] * scale - t[r, j]
         losses[r] = (m + math.log(s)) * mass - dot
+        m = following_max
     return losses
 
 
