@@ -138,7 +138,7 @@ def _cross_entropy_labels_cpu(z, labels, grad):
     losses = np.empty(rows)
     m = _row_max(z[0])
     for r in range(rows):
-        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)])
+        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)], True)
         inv = z.dtype.type(1) / s
         for j in range(n):
             grad[r, j] *= inv
@@ -160,7 +160,7 @@ def _cross_entropy_targets_cpu(z, t, grad):
     losses = np.empty(rows)
     m = _row_max(z[0])
     for r in range(rows):
-        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)])
+        s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)], True)
         mass = z.dtype.type(0)
         dot = 0.0
         for j in range(n):

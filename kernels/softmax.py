@@ -99,28 +99,18 @@ def _row_max(x):
 
 
 @numba.njit(inline="always")
-def _exp_shifted_row(x, m, e, following):
-    """e = exp(x - m); returns (its sum, _row_max(following)), ``following``
-    a row of x's length: the next row's maximum is found in the same loop,
-    so that its reads from memory overlap this row's arithmetic."""
+def _exp_shifted_row(x, m, e, following, store):
+    """sum(exp(x - m)), and the maximum of ``following`` (a row of x's
+    length: found in the same loop, so that its reads from memory overlap
+    this row's arithmetic); e = exp(x - m) too when ``store`` (a constant:
+    the loop that only sums writes nothing)."""
     s = x.dtype.type(0)
     k = vmath.order_key(following[0])
     for j in range(x.size):
         v = vmath.exp_nonpositive(x[j] - m)
-        e[j] = v
+        if store:
+            e[j] = v
         s += v
-        key = vmath.order_key(following[j])
-        k = key if key > k else k
-    return s, vmath.from_order_key(k)
-
-
-@numba.njit(inline="always")
-def _sum_exp_shifted(x, m, following):
-    """(sum(exp(x - m)), _row_max(following)), as _exp_shifted_row."""
-    s = x.dtype.type(0)
-    k = vmath.order_key(following[0])
-    for j in range(x.size):
-        s += vmath.exp_nonpositive(x[j] - m)
         key = vmath.order_key(following[j])
         k = key if key > k else k
     return s, vmath.from_order_key(k)
@@ -140,7 +130,7 @@ def _store_affine(src, dst, scale, shift, streaming):
 @numba.njit(inline="always")
 def _softmax_row(x, m, out, scratch, following, streaming):
     """out = softmax(x), m = max(x); returns the maximum of ``following``."""
-    s, following_max = _exp_shifted_row(x, m, scratch, following)
+    s, following_max = _exp_shifted_row(x, m, scratch, following, True)
     one = x.dtype.type(1)
     _store_affine(scratch, out, one / s, one - one, streaming)
     return following_max
@@ -148,8 +138,9 @@ def _softmax_row(x, m, out, scratch, following, streaming):
 
 @numba.njit(inline="always")
 def _log_softmax_row(x, m, out, scratch, following, streaming):
-    """out = log_softmax(x) (x * 1 - shift is x - shift exactly); as _softmax_row."""
-    s, following_max = _sum_exp_shifted(x, m, following)
+    """out = log_softmax(x) (x * 1 - shift is x - shift exactly); as
+    _softmax_row, ``scratch`` unused."""
+    s, following_max = _exp_shifted_row(x, m, scratch, following, False)
     _store_affine(x, out, x.dtype.type(1), -(m + math.log(s)), streaming)
     return following_max
 
@@ -172,7 +163,7 @@ def _log_softmax_backward_row(g, y, out):
         out[j] = g[j] - vmath.exp(y[j]) * total
 
 
-def _forward_kernel(row_fn, parallel, streaming):
+def _row_blocks_kernel(row_fn, parallel, streaming):
     """A kernel applying ``row_fn`` to every row: each thread (one when not
     ``parallel``) takes one block of rows, with a scratch row of its own, and
     finds each row's maximum while working on the row before."""
@@ -201,9 +192,9 @@ def _forward_rows(row_fn):
     """The forward op of ``row_fn``: serial below PARALLEL_THRESHOLD
     elements, row-parallel above, and outputs of STREAMING_MIN_BYTES or more
     written with streaming stores."""
-    serial = _forward_kernel(row_fn, parallel=False, streaming=False)
-    parallel = _forward_kernel(row_fn, parallel=True, streaming=False)
-    streaming = _forward_kernel(row_fn, parallel=True, streaming=True)
+    serial = _row_blocks_kernel(row_fn, parallel=False, streaming=False)
+    parallel = _row_blocks_kernel(row_fn, parallel=True, streaming=False)
+    streaming = _row_blocks_kernel(row_fn, parallel=True, streaming=True)
 
     def run(x, out):
         if out.nbytes >= STREAMING_MIN_BYTES:
