@@ -231,6 +231,7 @@ for _act in activations.ACTIVATIONS.values():
 
 
 def _rows(op, names, arrays, out):
+    """The checked path of the row ops: inputs and out checked, leading axes folded."""
     if arrays[0].ndim == 0:
         raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
     kind, inputs, result, returned = _operands(op, names, arrays, out)
@@ -238,30 +239,54 @@ def _rows(op, names, arrays, out):
     rows = math.prod(leading)
     if inputs[0].ndim != 2:
         inputs, result = [a.reshape(rows, n) for a in inputs], result.reshape(rows, n)
-    dispatch.kernel_for(op, kind)(*inputs, result)
+    done = dispatch.kernel_for(op, kind)(*inputs, result)
+    assert done is not False, f"{op}: the CPU kernel refused checked arrays"
     return returned
+
+
+def _rows_forward(op, x, out):
+    if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64):
+        # The fast path, as in _activation_forward: the CPU launcher checks the
+        # arrays and folds the leading axes itself.
+        result = np.empty(x.shape, x.dtype) if out is None else out
+        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](x, result):
+            return result
+    return _rows(op, ("x",), (x,), out)
+
+
+def _rows_backward(op, grad_out, y, out):
+    if (  # as in _activation_backward
+        type(grad_out) is np.ndarray
+        and type(y) is np.ndarray
+        and (grad_out.dtype is _FLOAT32 or grad_out.dtype is _FLOAT64)
+        and y.dtype is grad_out.dtype
+    ):
+        result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
+        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](grad_out, y, result):
+            return result
+    return _rows(op, ("grad_out", "y"), (grad_out, y), out)
 
 
 def softmax(x, *, out=None):
     """exp(x) / sum(exp(x)) over the last axis, stable for any finite x.
     Shape (..., n); float32/float64."""
-    return _rows("softmax", ("x",), (x,), out)
+    return _rows_forward("softmax", x, out)
 
 
 def log_softmax(x, *, out=None):
     """x - log(sum(exp(x))) over the last axis, stable for any finite x.
     Shape (..., n); float32/float64."""
-    return _rows("log_softmax", ("x",), (x,), out)
+    return _rows_forward("log_softmax", x, out)
 
 
 def softmax_backward(grad_out, y, *, out=None):
     """y * (grad_out - sum(grad_out * y)) over the last axis, where y = softmax(x)."""
-    return _rows("softmax_backward", ("grad_out", "y"), (grad_out, y), out)
+    return _rows_backward("softmax_backward", grad_out, y, out)
 
 
 def log_softmax_backward(grad_out, y, *, out=None):
     """grad_out - exp(y) * sum(grad_out) over the last axis, where y = log_softmax(x)."""
-    return _rows("log_softmax_backward", ("grad_out", "y"), (grad_out, y), out)
+    return _rows_backward("log_softmax_backward", grad_out, y, out)
 
 
 for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward"):

@@ -1,7 +1,8 @@
 """Softmax and log-softmax over the last axis, and their gradients.
 
-Every op works on a C-contiguous 2-D float32 or float64 array of shape
-``(rows, n)`` (callers fold leading axes into ``rows``). Each row is shifted by
+Every op works on C-contiguous float32 or float64 arrays of shape ``(rows,
+n)``; the CPU entry points also take ``(..., n)`` and fold the leading axes
+into rows themselves (CUDA callers fold them). Each row is shifted by
 its maximum before exponentiating, so finite inputs never overflow. The
 backward ops take the forward *output* ``y``:
 
@@ -33,9 +34,17 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from . import _cuda, vmath
-from ._cpu import CPU_OPTIONS, store_affine_streaming, store_fence, wide_vectors
+from ._cpu import (
+    CPU_OPTIONS,
+    like,
+    store_affine_streaming,
+    store_fence,
+    wide_vectors,
+    writable_like,
+)
 from ._cuda import WARP_SIZE, cuda, float_signatures
 
 # --- references (the executable spec) -------------------------------------------------
@@ -188,28 +197,72 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
     return kernel
 
 
+def as_rows(a):
+    """In a CPU kernel: the C-contiguous array a (..., n) as a (rows, n) view."""
+
+
+@overload(as_rows)
+def _as_rows(a):
+    if a.ndim == 2:
+        return lambda a: a
+
+    def impl(a):
+        rows = 1
+        for axis in range(a.ndim - 1):
+            rows *= a.shape[axis]
+        return a.reshape((rows, a.shape[-1]))
+
+    return impl
+
+
+# What an op calls is a compiled launcher, as for the activations (see
+# activations._cpu_forward): it checks the arrays' types when Numba compiles
+# it for them and their shapes when it runs, folds the leading axes into rows,
+# picks the kernel by size and returns True, or returns False having written
+# nothing, so that the caller can raise the error that names what was wrong.
+
+
 def _forward_rows(row_fn):
-    """The forward op of ``row_fn``: serial below PARALLEL_THRESHOLD
-    elements, row-parallel above, and outputs of STREAMING_MIN_BYTES or more
-    written with streaming stores."""
+    """The forward op of ``row_fn`` on arrays (..., n): serial below
+    PARALLEL_THRESHOLD elements, row-parallel above, and outputs of
+    STREAMING_MIN_BYTES or more written with streaming stores."""
     serial = _row_blocks_kernel(row_fn, parallel=False, streaming=False)
     parallel = _row_blocks_kernel(row_fn, parallel=True, streaming=False)
     streaming = _row_blocks_kernel(row_fn, parallel=True, streaming=True)
 
-    def run(x, out):
-        if out.nbytes >= STREAMING_MIN_BYTES:
-            streaming(x, out)
-        elif x.size < PARALLEL_THRESHOLD:
-            serial(x, out)
-        else:
-            parallel(x, out)
+    def launch(x, out):
+        """out = op(x): True, or False (nothing written) for arrays it cannot take."""
 
-    return run
+    @overload(launch, jit_options=ROW_OPTIONS)
+    def _launch(x, out):
+        if not (writable_like(out, x) and x.layout == "C" and x.ndim >= 1):
+            return lambda x, out: False
+
+        def impl(x, out):
+            if out.shape != x.shape:
+                return False
+            rows, out_rows = as_rows(x), as_rows(out)
+            if out.nbytes >= STREAMING_MIN_BYTES:
+                streaming(rows, out_rows)
+            elif x.size < PARALLEL_THRESHOLD:
+                serial(rows, out_rows)
+            else:
+                parallel(rows, out_rows)
+            return True
+
+        return impl
+
+    @numba.njit
+    def forward(x, out):
+        return launch(x, out)
+
+    return forward
 
 
 def _backward_rows(row_fn):
-    """Serial and row-parallel kernels applying ``row_fn(g, y, out)`` to every
-    row, with 512-bit vectors where the CPU has them (see activations._cpu_forward)."""
+    """The backward op of ``row_fn(g, y, out)`` on arrays (..., n): serial and
+    row-parallel kernels, with 512-bit vectors where the CPU has them (see
+    activations._cpu_forward), behind a launcher like ``_forward_rows``'s."""
 
     @numba.njit(**ROW_OPTIONS)
     def serial(g, y, out):
@@ -223,20 +276,47 @@ def _backward_rows(row_fn):
             wide_vectors()
             row_fn(g[r], y[r], out[r])
 
-    def run(g, y, out):
-        (serial if g.size < PARALLEL_THRESHOLD else parallel)(g, y, out)
+    def launch(g, y, out):
+        """out = op(g, y): True, or False (nothing written) for arrays it cannot take."""
 
-    return run
+    @overload(launch, jit_options=ROW_OPTIONS)
+    def _launch(g, y, out):
+        if not (
+            writable_like(out, g)
+            and like(y, g)
+            and g.layout == "C"
+            and y.layout == "C"
+            and g.ndim >= 1
+        ):
+            return lambda g, y, out: False
+
+        def impl(g, y, out):
+            if out.shape != g.shape or y.shape != g.shape:
+                return False
+            rows = (as_rows(g), as_rows(y), as_rows(out))
+            if g.size < PARALLEL_THRESHOLD:
+                serial(*rows)
+            else:
+                parallel(*rows)
+            return True
+
+        return impl
+
+    @numba.njit
+    def backward(g, y, out):
+        return launch(g, y, out)
+
+    return backward
 
 
 softmax_cpu = _forward_rows(_softmax_row)
-softmax_cpu.__doc__ = "softmax_cpu(x, out): x, out (rows, n) float32/float64, C-contiguous."
+softmax_cpu.__doc__ = "softmax_cpu(x, out) -> bool: x, out (..., n) float32/float64, C order."
 log_softmax_cpu = _forward_rows(_log_softmax_row)
-log_softmax_cpu.__doc__ = "log_softmax_cpu(x, out): x, out (rows, n) float32/float64."
+log_softmax_cpu.__doc__ = "log_softmax_cpu(x, out) -> bool: as softmax_cpu."
 softmax_backward_cpu = _backward_rows(_softmax_backward_row)
-softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out): (rows, n) each."
+softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out) -> bool: (..., n) each."
 log_softmax_backward_cpu = _backward_rows(_log_softmax_backward_row)
-log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out): (rows, n) each."
+log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out) -> bool: (..., n)."
 
 
 # --- CUDA kernels ---------------------------------------------------------------------

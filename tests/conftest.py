@@ -44,6 +44,20 @@ def put(x, device):
     return gn.to_device(x, device)
 
 
+def refused_outputs():
+    """Zero float32 arrays a CPU launcher must refuse as ``out`` for a (2, 3)
+    float32 input, each for one reason: shape, dtype, layout, ndim, read-only."""
+    frozen = np.zeros((2, 3), np.float32)
+    frozen.flags.writeable = False
+    return [
+        np.zeros((3, 2), np.float32),  # another shape
+        np.zeros((2, 3), np.float64),  # another dtype
+        np.zeros((3, 2), np.float32).T,  # not C-contiguous
+        np.zeros(6, np.float32),  # another ndim
+        frozen,
+    ]
+
+
 def assert_close(actual, expected, dtype):
     """Shape, then dtype, then values within the dtype's tolerance."""
     actual = gn.to_numpy(actual)

@@ -3,7 +3,7 @@ numerical gradients, stability at large magnitudes, and input checks."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, SIMULATOR, assert_close, put
+from conftest import DEVICES, SIMULATOR, assert_close, put, refused_outputs
 from gpunet.kernels import activations as A
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -198,16 +198,7 @@ def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing():
     name = "leaky_relu"
     act = A.ACTIVATIONS[name]
     x = random_input((2, 3), np.float32)
-    frozen = np.zeros((2, 3), np.float32)
-    frozen.flags.writeable = False
-    refused = [
-        np.zeros((3, 2), np.float32),  # another shape
-        np.zeros((2, 3), np.float64),  # another dtype
-        np.zeros((3, 2), np.float32).T,  # not C-contiguous
-        np.zeros(6, np.float32),  # another ndim
-        frozen,
-    ]
-    for out in refused:
+    for out in refused_outputs():
         assert act.forward_cpu(x, out) is False
         assert act.backward_cpu(x, x, out, 0.5) is False
         assert not out.any()

@@ -1,9 +1,11 @@
 """Softmax and log-softmax over the last axis: kernels against the references,
 numerical gradients, stability, and each CUDA block size."""
 
+import math
+
 import numpy as np
 import pytest
-from conftest import DEVICES, put
+from conftest import DEVICES, put, refused_outputs
 from gpunet.kernels import softmax as S
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,9 @@ FORWARD = {
         S.log_softmax_backward_ref,
     ),
 }
+
+#: The row ops and how many arrays each takes.
+ROW_OPS = {"softmax": 1, "log_softmax": 1, "softmax_backward": 2, "log_softmax_backward": 2}
 
 # Row lengths around a warp and each CUDA block size (32 and 128 threads per row).
 CUDA_SHAPES = [(3, 1), (2, 31), (2, 33), (5, 7), (2, 129), (1, 513), (0, 4), (3, 0), (2, 2, 5)]
@@ -174,6 +179,63 @@ def test_bad_inputs_are_rejected():
         gn.ops.log_softmax(np.ones((2, 2), np.int32))
     with pytest.raises(ValueError, match=r"shape \(2, 3\) like grad_out"):
         gn.ops.softmax_backward(np.ones((2, 3)), np.ones((3, 2)))
+
+
+def test_bad_out_and_second_input_are_named_and_nothing_is_written():
+    x = random_input((2, 3), np.float32)
+    out = np.full((2, 3), 7.0, np.float64)
+    with pytest.raises(ValueError, match="expected out of shape"):
+        gn.ops.softmax(x, out=out)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        gn.ops.log_softmax(x, out=np.empty((3, 2), np.float32).T)
+    frozen = np.zeros((2, 3), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable out"):
+        gn.ops.softmax_backward(x, x, out=frozen)
+    with pytest.raises(TypeError, match="dtype"):
+        gn.ops.log_softmax_backward(x, x.astype(np.float64), out=out)
+    assert np.all(out == 7.0) and not frozen.any()
+
+
+# The forward launchers come from one factory, the backward ones from another:
+# one of each is checked (each new argument type is a compilation).
+@pytest.mark.parametrize("name", ["softmax_cpu", "softmax_backward_cpu"])
+def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
+    launcher = getattr(S, name)
+    inputs = 1 if name == "softmax_cpu" else 2
+    x = random_input((2, 3), np.float32)
+    for out in refused_outputs():
+        assert launcher(*[x] * inputs, out) is False
+        assert not out.any()
+    bad_inputs = [
+        np.asfortranarray(x),  # not C-contiguous
+        np.ones((), np.float32),  # 0-d
+        x.astype(np.int64),  # not a float dtype
+    ]
+    if inputs == 2:
+        bad_inputs += [(x, x.astype(np.float64)), (x, np.ones((3, 2), np.float32))]
+    for bad in bad_inputs:
+        args = bad if isinstance(bad, tuple) else (bad,) * inputs
+        out = np.zeros(args[0].shape, np.float32)
+        assert launcher(*args, out) is False
+        assert not out.any()
+    out = np.zeros((2, 3), np.float32)
+    assert launcher(*[x] * inputs, out) is True and out.any()
+
+
+@pytest.mark.parametrize("shape", [(10,), (2, 3, 7), (2, 0, 4), (3, 0)])
+@pytest.mark.parametrize("name", ROW_OPS)
+def test_any_leading_axes_match_the_same_rows_as_a_matrix(name, shape):
+    """The CPU launchers fold leading axes themselves; a non-contiguous input
+    takes the checked path, which copies it: the same bits every way."""
+    op = getattr(gn.ops, name)
+    arrays = [random_input(shape, np.float32, seed=s) for s in range(ROW_OPS[name])]
+    flat = [a.reshape(math.prod(shape[:-1]), shape[-1]) for a in arrays]
+    want = op(*flat).reshape(shape)
+    assert same_bits(op(*arrays), want)
+    strided = [np.repeat(a, 2, axis=-1)[..., ::2] for a in arrays]
+    assert not strided[0].flags.c_contiguous or strided[0].size == 0
+    assert same_bits(op(*strided), want)
 
 
 @pytest.mark.parametrize("device", DEVICES)
