@@ -231,7 +231,7 @@ for _act in activations.ACTIVATIONS.values():
 
 
 def _rows(op, names, arrays, out):
-    """The checked path of the row ops: inputs and out checked, leading axes folded."""
+    """The row ops' checked path: inputs and out checked, leading axes folded into rows."""
     if arrays[0].ndim == 0:
         raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
     kind, inputs, result, returned = _operands(op, names, arrays, out)
@@ -246,8 +246,8 @@ def _rows(op, names, arrays, out):
 
 def _rows_forward(op, x, out):
     if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64):
-        # The fast path, as in _activation_forward: the CPU launcher checks the
-        # arrays and folds the leading axes itself.
+        # The fast path, as in _activation_forward, for 2-D arrays (the CPU
+        # launcher refuses others; the checked path folds their leading axes).
         result = np.empty(x.shape, x.dtype) if out is None else out
         if type(result) is np.ndarray and _REGISTRY[op, "cpu"](x, result):
             return result

@@ -1,8 +1,7 @@
 """Softmax and log-softmax over the last axis, and their gradients.
 
-Every op works on C-contiguous float32 or float64 arrays of shape ``(rows,
-n)``; the CPU entry points also take ``(..., n)`` and fold the leading axes
-into rows themselves (CUDA callers fold them). Each row is shifted by
+Every op works on a C-contiguous 2-D float32 or float64 array of shape
+``(rows, n)`` (callers fold leading axes into ``rows``). Each row is shifted by
 its maximum before exponentiating, so finite inputs never overflow. The
 backward ops take the forward *output* ``y``:
 
@@ -197,33 +196,17 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
     return kernel
 
 
-def as_rows(a):
-    """In a CPU kernel: the C-contiguous array a (..., n) as a (rows, n) view."""
-
-
-@overload(as_rows)
-def _as_rows(a):
-    if a.ndim == 2:
-        return lambda a: a
-
-    def impl(a):
-        rows = 1
-        for axis in range(a.ndim - 1):
-            rows *= a.shape[axis]
-        return a.reshape((rows, a.shape[-1]))
-
-    return impl
-
-
 # What an op calls is a compiled launcher, as for the activations (see
 # activations._cpu_forward): it checks the arrays' types when Numba compiles
-# it for them and their shapes when it runs, folds the leading axes into rows,
-# picks the kernel by size and returns True, or returns False having written
-# nothing, so that the caller can raise the error that names what was wrong.
+# it for them and their shapes when it runs, picks the kernel by size and
+# returns True, or returns False having written nothing, so that the caller
+# can raise the error that names what was wrong (or fold leading axes into
+# rows and call again). Each launcher takes 2-D arrays only: compiling one
+# for another array type costs about 2 s.
 
 
 def _forward_rows(row_fn):
-    """The forward op of ``row_fn`` on arrays (..., n): serial below
+    """The forward op of ``row_fn`` on (rows, n) arrays: serial below
     PARALLEL_THRESHOLD elements, row-parallel above, and outputs of
     STREAMING_MIN_BYTES or more written with streaming stores."""
     serial = _row_blocks_kernel(row_fn, parallel=False, streaming=False)
@@ -235,19 +218,18 @@ def _forward_rows(row_fn):
 
     @overload(launch, jit_options=ROW_OPTIONS)
     def _launch(x, out):
-        if not (writable_like(out, x) and x.layout == "C" and x.ndim >= 1):
+        if not (writable_like(out, x) and x.layout == "C" and x.ndim == 2):
             return lambda x, out: False
 
         def impl(x, out):
             if out.shape != x.shape:
                 return False
-            rows, out_rows = as_rows(x), as_rows(out)
             if out.nbytes >= STREAMING_MIN_BYTES:
-                streaming(rows, out_rows)
+                streaming(x, out)
             elif x.size < PARALLEL_THRESHOLD:
-                serial(rows, out_rows)
+                serial(x, out)
             else:
-                parallel(rows, out_rows)
+                parallel(x, out)
             return True
 
         return impl
@@ -260,7 +242,7 @@ def _forward_rows(row_fn):
 
 
 def _backward_rows(row_fn):
-    """The backward op of ``row_fn(g, y, out)`` on arrays (..., n): serial and
+    """The backward op of ``row_fn(g, y, out)`` on (rows, n) arrays: serial and
     row-parallel kernels, with 512-bit vectors where the CPU has them (see
     activations._cpu_forward), behind a launcher like ``_forward_rows``'s."""
 
@@ -286,18 +268,17 @@ def _backward_rows(row_fn):
             and like(y, g)
             and g.layout == "C"
             and y.layout == "C"
-            and g.ndim >= 1
+            and g.ndim == 2
         ):
             return lambda g, y, out: False
 
         def impl(g, y, out):
             if out.shape != g.shape or y.shape != g.shape:
                 return False
-            rows = (as_rows(g), as_rows(y), as_rows(out))
             if g.size < PARALLEL_THRESHOLD:
-                serial(*rows)
+                serial(g, y, out)
             else:
-                parallel(*rows)
+                parallel(g, y, out)
             return True
 
         return impl
@@ -310,13 +291,13 @@ def _backward_rows(row_fn):
 
 
 softmax_cpu = _forward_rows(_softmax_row)
-softmax_cpu.__doc__ = "softmax_cpu(x, out) -> bool: x, out (..., n) float32/float64, C order."
+softmax_cpu.__doc__ = "softmax_cpu(x, out) -> bool: x, out (rows, n) float32/float64, C order."
 log_softmax_cpu = _forward_rows(_log_softmax_row)
 log_softmax_cpu.__doc__ = "log_softmax_cpu(x, out) -> bool: as softmax_cpu."
 softmax_backward_cpu = _backward_rows(_softmax_backward_row)
-softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out) -> bool: (..., n) each."
+softmax_backward_cpu.__doc__ = "softmax_backward_cpu(grad_out, y, out) -> bool: (rows, n) each."
 log_softmax_backward_cpu = _backward_rows(_log_softmax_backward_row)
-log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out) -> bool: (..., n)."
+log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out) -> bool: as above."
 
 
 # --- CUDA kernels ---------------------------------------------------------------------

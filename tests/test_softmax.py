@@ -210,6 +210,7 @@ def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
     bad_inputs = [
         np.asfortranarray(x),  # not C-contiguous
         np.ones((), np.float32),  # 0-d
+        np.ones((1, 2, 3), np.float32),  # not 2-D: the caller folds it
         x.astype(np.int64),  # not a float dtype
     ]
     if inputs == 2:
@@ -226,8 +227,8 @@ def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
 @pytest.mark.parametrize("shape", [(10,), (2, 3, 7), (2, 0, 4), (3, 0)])
 @pytest.mark.parametrize("name", ROW_OPS)
 def test_any_leading_axes_match_the_same_rows_as_a_matrix(name, shape):
-    """The CPU launchers fold leading axes themselves; a non-contiguous input
-    takes the checked path, which copies it: the same bits every way."""
+    """Leading axes fold into rows, and a non-contiguous input is copied:
+    the same bits every way."""
     op = getattr(gn.ops, name)
     arrays = [random_input(shape, np.float32, seed=s) for s in range(ROW_OPS[name])]
     flat = [a.reshape(math.prod(shape[:-1]), shape[-1]) for a in arrays]
