@@ -245,9 +245,9 @@ def _rows(op, names, arrays, out):
 
 
 def _rows_forward(op, x, out):
-    if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64):
-        # The fast path, as in _activation_forward, for 2-D arrays (the CPU
-        # launcher refuses others; the checked path folds their leading axes).
+    # The fast path, as in _activation_forward, for 2-D arrays: the CPU
+    # launchers take no others, and the checked path folds their leading axes.
+    if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64) and x.ndim == 2:
         result = np.empty(x.shape, x.dtype) if out is None else out
         if type(result) is np.ndarray and _REGISTRY[op, "cpu"](x, result):
             return result
@@ -260,6 +260,7 @@ def _rows_backward(op, grad_out, y, out):
         and type(y) is np.ndarray
         and (grad_out.dtype is _FLOAT32 or grad_out.dtype is _FLOAT64)
         and y.dtype is grad_out.dtype
+        and grad_out.ndim == 2
     ):
         result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
         if type(result) is np.ndarray and _REGISTRY[op, "cpu"](grad_out, y, result):
