@@ -98,6 +98,18 @@ def test_catalogue_has_every_kernel_of_every_kernel_module():
     assert not unseen, f"the module scan missed catalogue kernels (extend _cuda_kernels): {unseen}"
 
 
+def test_runs_in_the_ptxas_group_under_loadgroup(request):
+    # Each process builds the catalogue once; if this module's tests spread over
+    # several workers, the suite builds it once per worker (minutes each).
+    option = request.config.option
+    if not getattr(option, "loadgroup", False):
+        pytest.skip("not a pytest-xdist worker under --dist loadgroup")
+    assert request.node.nodeid.endswith("@ptxas"), (
+        f"pytest-xdist did not group {request.node.nodeid}: check the pytest and "
+        "pytest-xdist versions the test extra allows"
+    )
+
+
 @needs_compiler
 def test_find_ptxas_uses_the_wheel():
     path = ptxas.find_ptxas()
