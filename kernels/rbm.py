@@ -452,6 +452,16 @@ def _copy_flat(src, dst):
 
 
 @numba.njit(**CPU_OPTIONS)
+def _transpose_into(src, dst):
+    """dst (n, m) = src (m, n).T, as loops: a slice assignment (dst[:, :] =
+    src.T) makes Numba compile its shape-mismatch message, about 7 s of the
+    first fit in each process."""
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[i, j] = src[j, i]
+
+
+@numba.njit(**CPU_OPTIONS)
 def _column_sums(a, scale, out):
     """out += scale * the column sums of a (rows, cols), row after row; four
     rows per pass over ``out`` (the same sums, a quarter of its loads and
@@ -702,8 +712,8 @@ def _cd_epoch_cpu(
     if used and ahead:
         ahead_state[1] = 0
     if transposed:
-        W[:, :] = WT.T
-        vW[:, :] = vWT.T
+        _transpose_into(WT, W)
+        _transpose_into(vWT, vW)
     return offset
 
 
