@@ -196,13 +196,21 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
     return kernel
 
 
-# What an op calls is a compiled launcher, as for the activations (see
-# activations._cpu_forward): it checks the arrays' types when Numba compiles
-# it for them and their shapes when it runs, picks the kernel by size and
-# returns True, or returns False having written nothing, so that the caller
-# can raise the error that names what was wrong (or fold leading axes into
-# rows and call again). Each launcher takes 2-D arrays only: compiling one
-# for another array type costs about 2 s.
+# What an op calls checks the arrays in a compiled launcher, as for the
+# activations (see activations._cpu_forward): their types when Numba compiles
+# it for them, their shapes when it runs. It returns True, or False having
+# written nothing, so that the caller can raise the error that names what was
+# wrong (or fold leading axes into rows and call again). The launcher runs the
+# serial kernel itself and leaves arrays of PARALLEL_THRESHOLD elements or more
+# to the parallel (or streaming) kernel, called from Python: those compile only
+# once a large array comes (linking all three into the launcher made its
+# first call 8.6 s, against 2.4 s), for one more call of about 0.7 us beside
+# a kernel of 20 us or more. Each launcher takes 2-D arrays only: compiling
+# one for another array type costs seconds.
+
+#: What a launcher returns: nothing written, for arrays it cannot take; done;
+#: checked, and large enough for the caller to run the parallel kernel.
+_REFUSED, _DONE, _LARGE = 0, 1, 2
 
 
 def _forward_rows(row_fn):
@@ -214,30 +222,34 @@ def _forward_rows(row_fn):
     streaming = _row_blocks_kernel(row_fn, parallel=True, streaming=True)
 
     def launch(x, out):
-        """out = op(x): True, or False (nothing written) for arrays it cannot take."""
+        """out = op(x) below PARALLEL_THRESHOLD elements: _DONE, _LARGE or _REFUSED."""
 
     @overload(launch, jit_options=ROW_OPTIONS)
     def _launch(x, out):
         if not (writable_like(out, x) and x.layout == "C" and x.ndim == 2):
-            return lambda x, out: False
+            return lambda x, out: _REFUSED
 
         def impl(x, out):
             if out.shape != x.shape:
-                return False
-            if out.nbytes >= STREAMING_MIN_BYTES:
-                streaming(x, out)
-            elif x.size < PARALLEL_THRESHOLD:
-                serial(x, out)
-            else:
-                parallel(x, out)
-            return True
+                return _REFUSED
+            if x.size >= PARALLEL_THRESHOLD:
+                return _LARGE
+            serial(x, out)
+            return _DONE
 
         return impl
 
     @numba.njit
-    def forward(x, out):
+    def checked(x, out):
         return launch(x, out)
 
+    def forward(x, out):
+        code = checked(x, out)
+        if code == _LARGE:
+            (streaming if out.nbytes >= STREAMING_MIN_BYTES else parallel)(x, out)
+        return code != _REFUSED
+
+    forward.kernels = {"serial": serial, "parallel": parallel, "streaming": streaming}
     return forward
 
 
@@ -259,7 +271,7 @@ def _backward_rows(row_fn):
             row_fn(g[r], y[r], out[r])
 
     def launch(g, y, out):
-        """out = op(g, y): True, or False (nothing written) for arrays it cannot take."""
+        """out = op(g, y) below PARALLEL_THRESHOLD elements: _DONE, _LARGE or _REFUSED."""
 
     @overload(launch, jit_options=ROW_OPTIONS)
     def _launch(g, y, out):
@@ -270,22 +282,27 @@ def _backward_rows(row_fn):
             and y.layout == "C"
             and g.ndim == 2
         ):
-            return lambda g, y, out: False
+            return lambda g, y, out: _REFUSED
 
         def impl(g, y, out):
             if out.shape != g.shape or y.shape != g.shape:
-                return False
-            if g.size < PARALLEL_THRESHOLD:
-                serial(g, y, out)
-            else:
-                parallel(g, y, out)
-            return True
+                return _REFUSED
+            if g.size >= PARALLEL_THRESHOLD:
+                return _LARGE
+            serial(g, y, out)
+            return _DONE
 
         return impl
 
     @numba.njit
-    def backward(g, y, out):
+    def checked(g, y, out):
         return launch(g, y, out)
+
+    def backward(g, y, out):
+        code = checked(g, y, out)
+        if code == _LARGE:
+            parallel(g, y, out)
+        return code != _REFUSED
 
     return backward
 

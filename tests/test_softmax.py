@@ -222,6 +222,9 @@ def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
         assert not out.any()
     out = np.zeros((2, 3), np.float32)
     assert launcher(*[x] * inputs, out) is True and out.any()
+    large = random_input((S.PARALLEL_THRESHOLD // 8, 8), np.float32)  # the parallel kernel
+    out = np.zeros_like(large)
+    assert launcher(*[large] * inputs, out) is True and out.all()
 
 
 @pytest.mark.parametrize("shape", [(10,), (2, 3, 7), (2, 0, 4), (3, 0)])
@@ -277,22 +280,21 @@ def test_affine_streaming_store_writes_exactly_its_slice(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(FORWARD))
-def test_streamed_outputs_match_cached_ones_bit_for_bit(name, dtype, monkeypatch):
+def test_streamed_outputs_match_cached_ones_bit_for_bit(name, dtype):
     """Outputs of STREAMING_MIN_BYTES or more are written with streaming
-    stores; with the threshold at 0 every output is, and rows of lengths
-    around a cache line come out as they do through the cache, bit for bit
+    stores by a kernel of their own; on small arrays, rows of lengths around
+    a cache line come out of it as they do through the cache, bit for bit
     (NaN for NaN), infinities, a NaN and in-place calls included (through
     the cache, an in-place row's exponentials alias its input, which can
     keep LLVM from vectorising their sum: another order of additions)."""
     op = FORWARD[name][0]
+    streaming = getattr(S, f"{name}_cpu").kernels["streaming"]
     for n in (1, 3, 15, 16, 17, 33, 1000):
         x = random_input((37, n), dtype, seed=n)
         x[1, 0], x[2, -1] = -np.inf, np.nan
-        monkeypatch.setattr(S, "STREAMING_MIN_BYTES", 1 << 62)
-        cached = op(x)
-        monkeypatch.setattr(S, "STREAMING_MIN_BYTES", 0)
-        streamed, in_place = op(x), x.copy()
-        op(in_place, out=in_place)
+        cached, streamed, in_place = op(x), np.empty_like(x), x.copy()
+        streaming(x, streamed)
+        streaming(in_place, in_place)
         assert same_bits(streamed, cached) and same_bits(in_place, cached)
 
 
