@@ -288,7 +288,7 @@ def test_streamed_outputs_match_cached_ones_bit_for_bit(name, dtype):
     the cache, an in-place row's exponentials alias its input, which can
     keep LLVM from vectorising their sum: another order of additions)."""
     op = FORWARD[name][0]
-    streaming = getattr(S, f"{name}_cpu").kernels["streaming"]
+    streaming = getattr(S, f"{name}_cpu").streaming
     for n in (1, 3, 15, 16, 17, 33, 1000):
         x = random_input((37, n), dtype, seed=n)
         x[1, 0], x[2, -1] = -np.inf, np.nan
