@@ -122,42 +122,60 @@ def _operands(op, names, arrays, out):
 # --- elementwise activations ----------------------------------------------------------
 
 
-_REGISTRY = dispatch._registry
+_CPU_KERNELS = dispatch._registry["cpu"]
 # numpy's own float32 and float64 descriptors: an identity test is the fast
 # path's cheapest dtype check (an equal descriptor made otherwise takes the
 # checked path).
 _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
-def _activation_forward(name, x, out, c=None):
-    # Fast path, the common host call: the registry's CPU kernel on the arrays
-    # as they are. It checks them itself (dtypes and layouts when it is
-    # compiled, shapes when it runs) and returns False, having written
-    # nothing, for what it cannot take; the checked path then names the
-    # problem. The dtype test keeps types Numba cannot compile for away from it.
-    if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64):
-        result = np.empty(x.shape, x.dtype) if out is None else out  # C order
-        if type(result) is np.ndarray and _REGISTRY[name, "cpu"](x, result, c):
-            return result
+def _activation_checked(name, x, out, *c):
+    """A forward activation's checked path: names what is wrong with the
+    arguments, or runs the kernel of the device they are on."""
     kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
-    done = dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), c)
+    done = dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), *c)
     assert done is not False, f"{name}: the CPU kernel refused checked arrays"
     return returned
 
 
-def _activation_backward(name, grad_out, saved_name, saved, out, c=None):
-    op = f"{name}_backward"
-    if (  # as in _activation_forward
+def _activation_op(name, doc):
+    """The op ``name(x, *, out=None)`` of an activation without a constant."""
+
+    def op(x, *, out=None):
+        # Fast path, the common host call: the registry's CPU kernel on the
+        # arrays as they are. It checks them itself (dtypes and layouts when
+        # it is compiled, shapes when it runs) and returns False, having
+        # written nothing, for what it cannot take; the checked path then
+        # names the problem. The dtype test keeps types Numba cannot compile
+        # for away from it. It is written out here, not called: a Python call
+        # is about a sixth of a small op.
+        if type(x) is np.ndarray and ((dtype := x.dtype) is _FLOAT32 or dtype is _FLOAT64):
+            result = np.empty(x.shape, dtype) if out is None else out  # C order
+            if type(result) is np.ndarray and _CPU_KERNELS[name](x, result):
+                return result
+        return _activation_checked(name, x, out)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    return op
+
+
+def _activation_backward(op, grad_out, saved_name, saved, out, c=None):
+    if (  # as in _activation_op
         type(grad_out) is np.ndarray
         and type(saved) is np.ndarray
-        and (grad_out.dtype is _FLOAT32 or grad_out.dtype is _FLOAT64)
-        and saved.dtype is grad_out.dtype
+        and ((dtype := grad_out.dtype) is _FLOAT32 or dtype is _FLOAT64)
+        and saved.dtype is dtype
     ):
-        result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
-        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](grad_out, saved, result, c):
+        result = np.empty(grad_out.shape, dtype) if out is None else out
+        kernel = _CPU_KERNELS[op]
+        if type(result) is np.ndarray and (
+            kernel(grad_out, saved, result) if c is None else kernel(grad_out, saved, result, c)
+        ):
             return result
     kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
-    done = dispatch.kernel_for(op, kind)(_flat(kind, g), _flat(kind, s), _flat(kind, result), c)
+    args = (_flat(kind, g), _flat(kind, s), _flat(kind, result)) + (() if c is None else (c,))
+    done = dispatch.kernel_for(op, kind)(*args)
     assert done is not False, f"{op}: the CPU kernel refused checked arrays"
     return returned
 
@@ -168,56 +186,49 @@ def _check_alpha(op, alpha):
     return float(alpha)
 
 
-def step(x, *, out=None):
-    """Heaviside step: 1 where x > 0, else 0. Any shape; float32/float64."""
-    return _activation_forward("step", x, out)
-
-
-def sigmoid(x, *, out=None):
-    """1 / (1 + exp(-x)), computed without overflow. Any shape; float32/float64."""
-    return _activation_forward("sigmoid", x, out)
-
-
-def tanh(x, *, out=None):
-    """Hyperbolic tangent. Any shape; float32/float64."""
-    return _activation_forward("tanh", x, out)
-
-
-def relu(x, *, out=None):
-    """max(x, 0); NaN stays NaN. Any shape; float32/float64."""
-    return _activation_forward("relu", x, out)
+step = _activation_op("step", "Heaviside step: 1 where x > 0, else 0. Any shape; float32/float64.")
+sigmoid = _activation_op(
+    "sigmoid", "1 / (1 + exp(-x)), computed without overflow. Any shape; float32/float64."
+)
+tanh = _activation_op("tanh", "Hyperbolic tangent. Any shape; float32/float64.")
+relu = _activation_op("relu", "max(x, 0); NaN stays NaN. Any shape; float32/float64.")
 
 
 def leaky_relu(x, alpha=0.01, *, out=None):
     """x where x > 0, else alpha * x. Any shape; float32/float64."""
-    return _activation_forward("leaky_relu", x, out, _check_alpha("leaky_relu", alpha))
+    alpha = _check_alpha("leaky_relu", alpha)
+    if type(x) is np.ndarray and ((dtype := x.dtype) is _FLOAT32 or dtype is _FLOAT64):
+        result = np.empty(x.shape, dtype) if out is None else out  # as in _activation_op
+        if type(result) is np.ndarray and _CPU_KERNELS["leaky_relu"](x, result, alpha):
+            return result
+    return _activation_checked("leaky_relu", x, out, alpha)
 
 
 def step_backward(grad_out, x, *, out=None):
     """Zeros shaped like grad_out: the step function's gradient is zero
     everywhere it is defined, so nothing flows back through it."""
-    return _activation_backward("step", grad_out, "x", x, out)
+    return _activation_backward("step_backward", grad_out, "x", x, out)
 
 
 def sigmoid_backward(grad_out, y, *, out=None):
     """grad_out * y * (1 - y), where y = sigmoid(x)."""
-    return _activation_backward("sigmoid", grad_out, "y", y, out)
+    return _activation_backward("sigmoid_backward", grad_out, "y", y, out)
 
 
 def tanh_backward(grad_out, y, *, out=None):
     """grad_out * (1 - y**2), where y = tanh(x)."""
-    return _activation_backward("tanh", grad_out, "y", y, out)
+    return _activation_backward("tanh_backward", grad_out, "y", y, out)
 
 
 def relu_backward(grad_out, x, *, out=None):
     """grad_out where x > 0, else 0."""
-    return _activation_backward("relu", grad_out, "x", x, out)
+    return _activation_backward("relu_backward", grad_out, "x", x, out)
 
 
 def leaky_relu_backward(grad_out, x, alpha=0.01, *, out=None):
     """grad_out where x > 0, else alpha * grad_out."""
     alpha = _check_alpha("leaky_relu_backward", alpha)
-    return _activation_backward("leaky_relu", grad_out, "x", x, out, alpha)
+    return _activation_backward("leaky_relu_backward", grad_out, "x", x, out, alpha)
 
 
 for _act in activations.ACTIVATIONS.values():
@@ -245,11 +256,11 @@ def _rows(op, names, arrays, out):
 
 
 def _rows_forward(op, x, out):
-    # The fast path, as in _activation_forward, for 2-D arrays: the CPU
+    # The fast path, as in _activation_op, for 2-D arrays: the CPU
     # launchers take no others, and the checked path folds their leading axes.
     if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64) and x.ndim == 2:
         result = np.empty(x.shape, x.dtype) if out is None else out
-        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](x, result):
+        if type(result) is np.ndarray and _CPU_KERNELS[op](x, result):
             return result
     return _rows(op, ("x",), (x,), out)
 
@@ -263,7 +274,7 @@ def _rows_backward(op, grad_out, y, out):
         and grad_out.ndim == 2
     ):
         result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
-        if type(result) is np.ndarray and _REGISTRY[op, "cpu"](grad_out, y, result):
+        if type(result) is np.ndarray and _CPU_KERNELS[op](grad_out, y, result):
             return result
     return _rows(op, ("grad_out", "y"), (grad_out, y), out)
 

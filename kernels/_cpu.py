@@ -196,6 +196,6 @@ def in_dtype_of(x, c):
 @overload(in_dtype_of, inline="always")
 def _in_dtype_of(x, c):
     scalar = numpy_support.as_dtype(x.dtype).type
-    if isinstance(c, (types.NoneType, types.Omitted)):
+    if isinstance(c, types.NoneType):
         return lambda x, c: scalar(1)
     return lambda x, c: scalar(c)

@@ -168,12 +168,13 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # having done nothing, so that the caller can raise the error that names what
 # was wrong. Checks in Python cost more than the whole launch on a small
 # array (a gn.ops call on 10 values went from about 11,000 to 7,500
-# instructions). The constant c is None (or left out) when it is 1: a numpy
-# scalar argument costs Numba's dispatcher a third more than the two arrays
-# do. The launcher is the registered kernel itself, with no Python wrapper.
+# instructions). A launcher takes the op's constant only when the op has one
+# (leaky_relu's alpha): every argument costs Numba's dispatcher time, a None
+# about a fifth of a two-array call, a numpy scalar a third. The launcher is
+# the registered kernel itself, with no Python wrapper.
 
 
-def _cpu_forward(f):
+def _cpu_forward(f, constant):
     # The arrays are of any shape; flat() and ravel() view a C-contiguous
     # array as 1-D (and copy x when it is not), so callers need not.
     @numba.njit(**CPU_OPTIONS)
@@ -210,14 +211,22 @@ def _cpu_forward(f):
 
         return impl
 
-    @numba.njit
-    def forward(x, out, c=None):
-        return launch(x, out, c)
+    if constant:
+
+        @numba.njit
+        def forward(x, out, c):
+            return launch(x, out, c)
+
+    else:
+
+        @numba.njit
+        def forward(x, out):
+            return launch(x, out, None)
 
     return forward
 
 
-def _cpu_backward(f):
+def _cpu_backward(f, constant):
     @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
         wide_vectors()
@@ -252,9 +261,17 @@ def _cpu_backward(f):
 
         return impl
 
-    @numba.njit
-    def backward(g, s, out, c=None):
-        return launch(g, s, out, c)
+    if constant:
+
+        @numba.njit
+        def backward(g, s, out, c):
+            return launch(g, s, out, c)
+
+    else:
+
+        @numba.njit
+        def backward(g, s, out):
+            return launch(g, s, out, None)
 
     return backward
 
@@ -289,22 +306,24 @@ def _cuda_backward(name, f):
 class Activation:
     """One elementwise activation on both targets.
 
-    ``forward_cpu(x, out, c=None)`` / ``forward_cuda(x, out, c=None)`` and the
-    matching ``backward_*(grad_out, saved, out, c=None)`` take arrays of one
-    float dtype and the same size: flat and C-contiguous on CUDA; on the CPU
-    of any shape, the inputs of any layout and ``out`` C-contiguous. ``c`` is
-    the op's constant (alpha for leaky_relu; None stands for 1). The CPU ones
+    ``forward_cpu(x, out)`` / ``forward_cuda(x, out)`` and the matching
+    ``backward_*(grad_out, saved, out)`` take arrays of one float dtype and
+    the same size: flat and C-contiguous on CUDA; on the CPU of any shape, the
+    inputs of any layout and ``out`` C-contiguous. An activation with a
+    ``constant`` (leaky_relu's alpha) takes it as a last argument ``c``, which
+    the CPU launchers require and the CUDA ones default to 1. The CPU ones
     return True, or False having written nothing when the arrays do not fit
     that description (the caller then says what was wrong).
     ``cuda_forward`` replaces ``forward`` on the GPU where the CPU version uses vmath.
     """
 
-    def __init__(self, name, forward, backward, cuda_forward=None):
+    def __init__(self, name, forward, backward, cuda_forward=None, *, constant=False):
         self.name = name
+        self.constant = constant
         # Compiled entry points themselves, not methods: the launch is on
         # every small op's path.
-        self.forward_cpu = _cpu_forward(forward)
-        self.backward_cpu = _cpu_backward(backward)
+        self.forward_cpu = _cpu_forward(forward, constant)
+        self.backward_cpu = _cpu_backward(backward, constant)
         self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
 
@@ -328,6 +347,6 @@ step = Activation("step", step_scalar, step_backward_scalar)
 sigmoid = Activation("sigmoid", sigmoid_scalar, sigmoid_backward_scalar, sigmoid_scalar_cuda)
 tanh = Activation("tanh", tanh_scalar, tanh_backward_scalar, tanh_scalar_cuda)
 relu = Activation("relu", relu_scalar, relu_backward_scalar)
-leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar)
+leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar, constant=True)
 
 ACTIVATIONS = {a.name: a for a in (step, sigmoid, tanh, relu, leaky_relu)}

@@ -193,24 +193,35 @@ def test_bad_inputs_are_rejected_before_any_work():
         gn.ops.tanh(x.astype(np.float16))
 
 
-def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing():
-    # Every activation's launchers come from one factory: one of them is checked.
-    name = "leaky_relu"
+@pytest.mark.parametrize("name", ["relu", "leaky_relu"])
+def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
+    # Every activation's launchers come from one factory, in two forms: with
+    # the op's constant as a last argument (leaky_relu) and without.
     act = A.ACTIVATIONS[name]
+    c = (0.2,) if act.constant else ()  # the constant FORWARD's references use
     x = random_input((2, 3), np.float32)
     for out in refused_outputs():
-        assert act.forward_cpu(x, out) is False
-        assert act.backward_cpu(x, x, out, 0.5) is False
+        assert act.forward_cpu(x, out, *c) is False
+        assert act.backward_cpu(x, x, out, *c) is False
         assert not out.any()
     out = np.zeros((2, 3), np.float32)
-    assert act.forward_cpu(x.astype(np.int64), out.astype(np.int64)) is False
-    assert act.backward_cpu(x, x.astype(np.float64), out) is False
-    assert act.backward_cpu(x, np.ones((3, 2), np.float32), out) is False
+    assert act.forward_cpu(x.astype(np.int64), out.astype(np.int64), *c) is False
+    assert act.backward_cpu(x, x.astype(np.float64), out, *c) is False
+    assert act.backward_cpu(x, np.ones((3, 2), np.float32), out, *c) is False
     assert not out.any()
-    c = 0.2 if name == "leaky_relu" else None  # the constant FORWARD's references use
     y = np.zeros((3, 2), np.float32)
-    assert act.forward_cpu(x.T, y, c) is True  # any input layout
+    assert act.forward_cpu(x.T, y, *c) is True  # any input layout
     assert_close(y, FORWARD[name][1](x.T), np.float32)
+
+
+def test_only_leaky_relu_launchers_take_a_constant():
+    for act in A.ACTIVATIONS.values():
+        assert act.constant == (act.name == "leaky_relu")
+    x, out = np.ones(4, np.float32), np.empty(4, np.float32)
+    with pytest.raises(TypeError):
+        A.relu.forward_cpu(x, out, 0.5)
+    with pytest.raises(TypeError):
+        A.leaky_relu.forward_cpu(x, out)
 
 
 @pytest.mark.cuda
