@@ -397,14 +397,23 @@ class Bench:
         x_host = np.ones((1, 10), np.float32)
         x = self._put(x_host)
         out = self._put(np.empty_like(x_host))
-        fn = functools.partial(ops.relu, x, out=out)
+
+        # Both sides are timed through a plain function, as user code calls
+        # them: a functools.partial with a keyword merges dictionaries on
+        # every call, about 0.2 us here, a fifth of what it would time.
+        def fn():
+            ops.relu(x, out=out)
+
         fn()
         seconds = self._time(fn)
         row = Row("dispatch: relu 1x10", seconds, seconds * 1e6, "us/call", None)
         torch = self._torch()
         if torch is not None:
             t = torch.from_numpy(x_host).to(_torch_device(self.device))
-            peer = functools.partial(torch.relu, t)
+
+            def peer():
+                torch.relu(t)
+
             peer()
             row.peers["torch"] = self._ratio(peer, fn)
         self.rows.append(row)
