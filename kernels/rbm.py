@@ -34,7 +34,9 @@ Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
+import functools
 import glob
 import math
 import os
@@ -292,7 +294,7 @@ else:
     _gemm = _gemm_dot
 
 
-@numba.njit(**CPU_OPTIONS)
+@numba.njit(nogil=True, **CPU_OPTIONS)
 def _draw_cpu(u, seed, offset):
     """Fill ``u`` (float32, 1-D) with the draw at ``offset`` (a multiple of 4);
     return the offset after it."""
@@ -372,12 +374,12 @@ _VISIBLE_BERNOULLI = _EPILOGUE_CPU[SIGMOID, False, BERNOULLI]
 _VISIBLE_GAUSSIAN = _EPILOGUE_CPU[IDENTITY, False, GAUSSIAN]
 
 #: Epochs of at least this many batches work on the transposed weights (see
-#: ``_cd_epoch_cpu``).
+#: ``cd_epoch_cpu``).
 TRANSPOSED_MIN_BATCHES = 8
 
 #: The epoch draws its uniforms DRAW_CHUNK batches at a time, the next chunk on
-#: a second thread (where there is one) when the epoch has at least
-#: DRAW_AHEAD_MIN_BATCHES batches.
+#: a second thread (where Numba may use more than one) when the epoch has at
+#: least DRAW_AHEAD_MIN_BATCHES batches.
 DRAW_CHUNK = 64
 DRAW_AHEAD_MIN_BATCHES = 256
 #: A chunk drawn ahead that takes this many times the per-batch time of the
@@ -388,13 +390,6 @@ DRAW_AHEAD_MIN_BATCHES = 256
 DRAW_AHEAD_SLOWDOWN = 1.5
 #: [calls left that skip drawing ahead, the current back-off]
 _DRAW_AHEAD_STATE = np.zeros(2, np.int64)
-
-
-@numba.njit
-def _clock():
-    with numba.objmode(now="float64"):
-        now = time.perf_counter()
-    return now
 
 
 #: A bias tile for the epilogue holds at least this many values (whole rows)
@@ -412,13 +407,9 @@ def _bias_tile(bias, rows):
     return np.tile(bias, max(1, min(rows, -(-_TILE_VALUES // max(1, bias.size)))))
 
 
-@numba.njit(**CPU_OPTIONS)
 def _tile_rows(cols):
     """The fewest rows of ``cols`` values that make a multiple of _TILE_ALIGN."""
-    rows = 1
-    while (rows * cols) % _TILE_ALIGN:
-        rows += 1
-    return rows
+    return _TILE_ALIGN // math.gcd(cols, _TILE_ALIGN)
 
 
 @numba.njit(**CPU_OPTIONS)
@@ -449,16 +440,6 @@ def _copy_flat(src, dst):
     at 10 x 64)."""
     for e in range(src.size):
         dst[e] = src[e]
-
-
-@numba.njit(**CPU_OPTIONS)
-def _transpose_into(src, dst):
-    """dst (n, m) = src (m, n).T, as loops: a slice assignment (dst[:, :] =
-    src.T) makes Numba compile its shape-mismatch message, about 7 s of the
-    first fit in each process."""
-    for i in range(dst.shape[0]):
-        for j in range(dst.shape[1]):
-            dst[i, j] = src[j, i]
 
 
 @numba.njit(**CPU_OPTIONS)
@@ -501,12 +482,12 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
         w[e] += v[e]
 
 
-@numba.njit(**CPU_OPTIONS)
+@numba.njit(nogil=True, **CPU_OPTIONS)
 def _cd_batches(
     first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb, gc, ct, bt,
     seed, offset, lr, momentum, decay, k, persistent, gaussian, transposed,
 ):  # fmt: skip
-    """Batches ``first`` to ``stop - 1`` of ``_cd_epoch_cpu``, their uniforms
+    """Batches ``first`` to ``stop - 1`` of ``cd_epoch_cpu``, their uniforms
     drawn already: ``u`` holds the stream words from ``base`` on."""
     n_hidden, n_visible = c.size, b.size
     dtype = T.dtype
@@ -575,146 +556,26 @@ def _cd_batches(
     return offset
 
 
-@numba.njit(parallel=True, **CPU_OPTIONS)
-def _cd_batches_drawing_ahead(
-    first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb, gc, ct, bt,
-    seed, offset, lr, momentum, decay, k, persistent, gaussian, transposed, ahead, ahead_base,
-):  # fmt: skip
-    """_cd_batches on one thread while the other draws the next chunk's
-    uniforms into ``ahead`` (from stream word ``ahead_base``)."""
-    end = np.empty(1, np.uint64)
-    for p in numba.prange(2):
-        if p == 0:
-            end[0] = _cd_batches(
-                first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
-                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
-                transposed,
-            )  # fmt: skip
-        else:
-            _draw_cpu(ahead, seed, ahead_base)
-    return end[0]
-
-
 @numba.njit(**CPU_OPTIONS)
-def _chunk_words(bounds, first, stop, m_chain, n_visible, n_hidden, k, persistent, words):
-    """Stream words batches ``first`` to ``stop - 1`` draw (see ``cd_words``)."""
-    total = 0
-    for t in range(first, stop):
+def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, words):
+    """(words, rows, longest): the stream words each run of ``chunk`` batches
+    draws (int64, see ``cd_words``), the most rows in a batch, the most words
+    in a run."""
+    n_batches = bounds.size - 1
+    total = np.zeros((n_batches + chunk - 1) // chunk, np.int64)
+    rows = 0
+    for t in range(n_batches):
         n = bounds[t + 1] - bounds[t]
+        rows = max(rows, n)
         m = m_chain if persistent else n
         visible = (m * n_visible * words + 3) // 4 * 4
         hidden = (m * n_hidden + 3) // 4 * 4
         start = 0 if persistent else (n * n_hidden + 3) // 4 * 4
-        total += start + k * visible + (k if persistent else k - 1) * hidden
-    return total
-
-
-@numba.njit(**CPU_OPTIONS)
-def _cd_epoch_cpu(
-    X,
-    bounds,
-    W,
-    b,
-    c,
-    vW,
-    vb,
-    vc,
-    chain,
-    seed,
-    offset,
-    lr,
-    momentum,
-    decay,
-    k,
-    persistent,
-    gaussian,
-    transposed,
-    ahead_state,
-):
-    """CD-k / PCD-k updates of W, b, c (and velocities) over the batches
-    X[bounds[t]:bounds[t + 1]]; returns the stream offset after them.
-
-    With ``transposed`` the epoch works on a copy of the weights transposed,
-    WT (V, H): the k + 1 hidden products per batch (v @ WT) are then in the
-    layout that small BLAS products run fastest in (1.6x the v @ W.T form
-    at 10 x 64 x 100), against k visible products (h @ WT.T) in the slower
-    one. The two transposes cost about as much as a few batches."""
-    n_hidden, n_visible = W.shape
-    dtype = W.dtype
-    rows = 0
-    for t in range(bounds.size - 1):
-        rows = max(rows, bounds[t + 1] - bounds[t])
-    chain_rows = chain.shape[0] if persistent else rows
-    words = 2 if gaussian else 1
-    WT = np.ascontiguousarray(W.T) if transposed else W
-    vWT = np.ascontiguousarray(vW.T) if transposed else vW
-    T = np.empty((rows + chain_rows, n_hidden), dtype)  # hidden statistics, scaled
-    S = np.empty((rows + chain_rows, n_visible), dtype)  # visible states
-    gb = np.empty(n_visible, dtype)
-    gc = np.empty(n_hidden, dtype)
-    hs = chain if persistent else np.empty((rows, n_hidden), dtype)
-    ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
-    bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
-    _fill_tile(c, ct)
-    _fill_tile(b, bt)
-    # The uniforms are drawn a chunk of batches at a time, ahead of them (the
-    # same stream words as drawn batch by batch); with two threads and enough
-    # chunks, the next chunk's draw runs on the second core while this
-    # chunk's batches run: Philox leaves the critical path.
-    n_batches = bounds.size - 1
-    m_chain = chain.shape[0]
-    chunk_words = _chunk_words(bounds, 0, min(n_batches, DRAW_CHUNK), m_chain, n_visible,
-                               n_hidden, k, persistent, words)  # fmt: skip
-    for first in range(DRAW_CHUNK, n_batches, DRAW_CHUNK):
-        chunk_words = max(chunk_words, _chunk_words(
-            bounds, first, min(n_batches, first + DRAW_CHUNK), m_chain, n_visible, n_hidden, k,
-            persistent, words))  # fmt: skip
-    buffers = np.empty((2, chunk_words), np.float32)
-    ahead = n_batches >= DRAW_AHEAD_MIN_BATCHES and numba.get_num_threads() > 1
-    if ahead and ahead_state[0] > 0:
-        ahead_state[0] -= 1
-        ahead = False
-    used = ahead
-    per_batch = 0.0  # seconds per batch of the first chunk, on one thread
-    size = _chunk_words(bounds, 0, min(n_batches, DRAW_CHUNK), m_chain, n_visible, n_hidden, k,
-                        persistent, words)  # fmt: skip
-    _draw_cpu(buffers[0, :size], seed, offset)
-    for first in range(0, n_batches, DRAW_CHUNK):
-        stop = min(n_batches, first + DRAW_CHUNK)
-        u = buffers[(first // DRAW_CHUNK) % 2]
-        nxt = buffers[(first // DRAW_CHUNK + 1) % 2]
-        size = _chunk_words(bounds, first, stop, m_chain, n_visible, n_hidden, k, persistent,
-                            words)  # fmt: skip
-        next_size = _chunk_words(bounds, stop, min(n_batches, stop + DRAW_CHUNK), m_chain,
-                                 n_visible, n_hidden, k, persistent, words)  # fmt: skip
-        next_base = offset + uint64(size)
-        began = _clock()
-        if ahead and next_size and per_batch > 0:
-            offset = _cd_batches_drawing_ahead(
-                first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
-                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
-                transposed, nxt[:next_size], next_base,
-            )  # fmt: skip
-            if _clock() - began > DRAW_AHEAD_SLOWDOWN * per_batch * (stop - first):
-                ahead = False
-                ahead_state[1] = min(max(2 * ahead_state[1], 4), 1024)
-                ahead_state[0] = ahead_state[1]
-        else:
-            offset = _cd_batches(
-                first, stop, u, offset, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb,
-                gc, ct, bt, seed, offset, lr, momentum, decay, k, persistent, gaussian,
-                transposed,
-            )  # fmt: skip
-            if next_size:
-                _draw_cpu(nxt[:next_size], seed, next_base)
-            if per_batch == 0:
-                per_batch = (_clock() - began) / (stop - first)
-    if used and ahead:
-        ahead_state[1] = 0
-    if transposed:
-        _transpose_into(WT, W)
-        _transpose_into(vWT, vW)
-    return offset
+        total[t // chunk] += start + k * visible + (k if persistent else k - 1) * hidden
+    longest = 0
+    for words_in_run in total:
+        longest = max(longest, words_in_run)
+    return total, rows, longest
 
 
 @numba.njit(**CPU_OPTIONS)
@@ -1025,7 +886,7 @@ def cd_epoch_cpu(
     gaussian,
 ):  # fmt: skip
     """CD-k (PCD-k when ``persistent``) updates over the batches
-    X[bounds[t]:bounds[t + 1]], all inside one compiled call.
+    X[bounds[t]:bounds[t + 1]], DRAW_CHUNK batches to a compiled call.
 
     ``params`` (W, b, c) and ``velocities`` (same shapes, C-contiguous) are
     updated in place, ``chain`` (m, H) too when ``persistent``; ``bounds`` is
@@ -1033,19 +894,90 @@ def cd_epoch_cpu(
     The velocities after the call are those of its last step (without
     momentum and decay the steps before it skip them). Returns the offset
     after the epoch's draws.
+
+    With at least TRANSPOSED_MIN_BATCHES batches the epoch works on a copy of
+    the weights transposed, WT (V, H): the k + 1 hidden products per batch
+    (v @ WT) are then in the layout that small BLAS products run fastest in
+    (1.6x the v @ W.T form at 10 x 64 x 100), against k visible products
+    (h @ WT.T) in the slower one. The two transposes cost about as much as a
+    few batches.
+
+    The uniforms are drawn a chunk of batches at a time, ahead of them (the
+    same stream words as drawn batch by batch); with two threads and enough
+    chunks, the next chunk's draw runs on a second thread while this chunk's
+    batches run (both compiled without the GIL), so that Philox leaves the
+    critical path. The chunks are called from here rather than from one
+    compiled epoch: Numba optimises a compiled caller again with everything
+    it calls, which made the first epoch in a process compile for 18 s
+    instead of 8 s.
     """
     W, b, c = params
     vW, vb, vc = velocities
     assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
     X = np.ascontiguousarray(X)  # the products take rows of contiguous values
-    t = W.dtype.type
-    transposed = len(bounds) - 1 >= TRANSPOSED_MIN_BATCHES
-    end = _cd_epoch_cpu(
-        X, bounds, W, b, c, vW, vb, vc, chain, np.uint64(seed), np.uint64(offset), t(lr),
-        t(momentum), t(decay), int(k), bool(persistent), bool(gaussian), transposed,
-        _DRAW_AHEAD_STATE,
+    dtype = W.dtype
+    t = dtype.type
+    n_hidden, n_visible = W.shape
+    n_batches = len(bounds) - 1
+    transposed = n_batches >= TRANSPOSED_MIN_BATCHES
+    m_chain = chain.shape[0]
+    sizes, rows, longest = _epoch_plan(bounds, DRAW_CHUNK, m_chain, n_visible, n_hidden, int(k),
+                                       bool(persistent), 2 if gaussian else 1)  # fmt: skip
+    WT = np.ascontiguousarray(W.T) if transposed else W
+    vWT = np.ascontiguousarray(vW.T) if transposed else vW
+    T = np.empty((rows + (m_chain if persistent else rows), n_hidden), dtype)  # hidden statistics
+    S = np.empty((T.shape[0], n_visible), dtype)  # visible states
+    hs = chain if persistent else np.empty((rows, n_hidden), dtype)
+    ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
+    bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
+    _fill_tile(c, ct)
+    _fill_tile(b, bt)
+    buffers = np.empty((2, longest), np.float32)
+    seed, offset = np.uint64(seed), np.uint64(offset)
+    work = (
+        X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, np.empty(n_visible, dtype),
+        np.empty(n_hidden, dtype), ct, bt, seed,
     )  # fmt: skip
-    return int(end)
+    rule = (t(lr), t(momentum), t(decay), int(k), bool(persistent), bool(gaussian), transposed)
+    ahead = n_batches >= DRAW_AHEAD_MIN_BATCHES and numba.get_num_threads() > 1
+    if ahead and _DRAW_AHEAD_STATE[0] > 0:
+        _DRAW_AHEAD_STATE[0] -= 1
+        ahead = False
+    used = ahead
+    per_batch = 0.0  # seconds per batch of the first chunk, on one thread
+    if n_batches:
+        _draw_cpu(buffers[0, : sizes[0]], seed, offset)
+    for i, first in enumerate(range(0, n_batches, DRAW_CHUNK)):
+        stop = min(n_batches, first + DRAW_CHUNK)
+        u, nxt = buffers[i % 2], buffers[(i + 1) % 2, : sizes[i + 1] if i + 1 < sizes.size else 0]
+        next_base = offset + np.uint64(sizes[i])
+        began = time.perf_counter()
+        if ahead and nxt.size and per_batch > 0:
+            drawn = _drawing_thread().submit(_draw_cpu, nxt, seed, next_base)
+            offset = np.uint64(_cd_batches(first, stop, u, offset, *work, offset, *rule))
+            drawn.result()
+            if time.perf_counter() - began > DRAW_AHEAD_SLOWDOWN * per_batch * (stop - first):
+                ahead = False
+                _DRAW_AHEAD_STATE[1] = min(max(2 * _DRAW_AHEAD_STATE[1], 4), 1024)
+                _DRAW_AHEAD_STATE[0] = _DRAW_AHEAD_STATE[1]
+        else:
+            offset = np.uint64(_cd_batches(first, stop, u, offset, *work, offset, *rule))
+            if nxt.size:
+                _draw_cpu(nxt, seed, next_base)
+            if per_batch == 0:
+                per_batch = (time.perf_counter() - began) / (stop - first)
+    if used and ahead:
+        _DRAW_AHEAD_STATE[1] = 0
+    if transposed:
+        np.copyto(W, WT.T)
+        np.copyto(vW, vWT.T)
+    return int(offset)
+
+
+@functools.cache
+def _drawing_thread():
+    """The one worker thread that draws a chunk's uniforms ahead."""
+    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpunet-rbm-draw")
 
 
 def free_energy_cpu(v, z, b, gaussian, out):
