@@ -119,7 +119,7 @@ class TrainingVsTorch(_TrainingPeer):
         return benchmarks.TorchMLP(torch, weights, X, y, BATCH, cpu, LR, MOMENTUM).epoch
 
     def track_ratio_vs_torch(self, peer):
-        return median_ratio(self.peer, self.gpunet, "cpu")
+        return median_ratio(self.peer, self.gpunet, "cpu", foreign_threads=True)
 
     track_ratio_vs_torch.unit = "torch time / gpunet time"
 

@@ -150,10 +150,14 @@ def median_time(fn, device: str) -> float:
     return benchmarks.median_time(fn, gn.Device(device), SETTINGS)
 
 
-def median_ratio(reference, candidate, device: str) -> float:
+def median_ratio(reference, candidate, device: str, foreign_threads=False) -> float:
     """Median over alternating rounds (candidate, then reference) of
-    time(reference) / time(candidate): above 1 means the candidate is faster."""
-    return benchmarks.median_ratio(reference, candidate, gn.Device(device), SETTINGS)
+    time(reference) / time(candidate): above 1 means the candidate is faster.
+    ``foreign_threads``: the reference runs a thread pool of its own (torch on
+    the CPU), and each sample first waits for the other side's to go idle."""
+    return benchmarks.median_ratio(
+        reference, candidate, gn.Device(device), SETTINGS, foreign_threads
+    )
 
 
 def gbps(nbytes: int, seconds: float) -> float:

@@ -35,7 +35,9 @@ from . import optim as _optim
 from .kernels import _cuda
 from .kernels import dense as _dense
 
-#: Pause after the matrix-product ceiling (OpenBLAS's threads spin about 0.1 s).
+#: Pause for a thread pool to go idle: OpenBLAS's workers spin about 0.1 s
+#: after a product, and a peer whose threads start meanwhile shares its cores
+#: with them.
 BLAS_IDLE_SECONDS = 0.3
 
 
@@ -65,6 +67,11 @@ class Settings:
         # 20 ms: long enough that a peer's threads still spinning when a sample
         # starts (OpenMP's, OpenBLAS's) cost a few percent, not a third.
         return 1e-4 if self.quick else 2e-2
+
+    @property
+    def idle_seconds(self) -> float:
+        """The pause before each sample of a ratio between thread pools."""
+        return 0.0 if self.quick else BLAS_IDLE_SECONDS
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -108,13 +115,24 @@ def median_time(fn: Callable, device, settings: Settings) -> float:
     return statistics.median(_sample(fn, device, number) for _ in _rounds(settings))
 
 
-def median_ratio(peer: Callable, gpunet: Callable, device, settings: Settings) -> float:
-    """Median over alternating rounds of time(peer) / time(gpunet)."""
+def median_ratio(
+    peer: Callable, gpunet: Callable, device, settings: Settings, foreign_threads=False
+) -> float:
+    """Median over alternating rounds of time(peer) / time(gpunet).
+
+    ``foreign_threads``: the peer runs a CPU thread pool of its own (torch's),
+    so each sample waits ``settings.idle_seconds`` first for the other side's
+    workers to stop spinning. Without the pause torch's MLP epoch ran 1.35x
+    slower straight after gpunet's (whose OpenBLAS workers still spun) than
+    after one of its own, and the ratio credited gpunet with the difference."""
+    idle = settings.idle_seconds if foreign_threads and device.type == "cpu" else 0.0
     n_peer = _per_sample(peer, device, settings.sample_seconds)
     n_ours = _per_sample(gpunet, device, settings.sample_seconds)
     ratios = []
     for _ in _rounds(settings):
+        time.sleep(idle)
         ours = _sample(gpunet, device, n_ours)
+        time.sleep(idle)
         ratios.append(_sample(peer, device, n_peer) / ours)
     return statistics.median(ratios)
 
@@ -254,8 +272,8 @@ class Bench:
     def _time(self, fn):
         return median_time(fn, self.device, self.settings)
 
-    def _ratio(self, peer, ours, device=None):
-        return median_ratio(peer, ours, device or self.device, self.settings)
+    def _ratio(self, peer, ours, device=None, foreign_threads=False):
+        return median_ratio(peer, ours, device or self.device, self.settings, foreign_threads)
 
     def _torch(self):
         torch = torch_module() if "torch" in self.peers else None
@@ -333,7 +351,7 @@ class Bench:
                     _torch_sync(torch, self.device)
 
                 peer()
-                row.peers["torch"] = self._ratio(peer, fn)
+                row.peers["torch"] = self._ratio(peer, fn, foreign_threads=True)
             if cupy is not None:
                 xc = cupy.asarray(x)
                 cupy_op = _cupy_elementwise(cupy, name)
@@ -379,7 +397,7 @@ class Bench:
                 torch.cuda.synchronize()
 
             peer()
-            row.peers["torch"] = self._ratio(peer, fn)
+            row.peers["torch"] = self._ratio(peer, fn, foreign_threads=True)
         cupy = self._cupy()
         if cupy is not None:
             ca, cb, cout = cupy.asarray(da), cupy.asarray(db), cupy.empty((n, n), np.float32)
@@ -415,7 +433,7 @@ class Bench:
                 torch.relu(t)
 
             peer()
-            row.peers["torch"] = self._ratio(peer, fn)
+            row.peers["torch"] = self._ratio(peer, fn, foreign_threads=True)
         self.rows.append(row)
 
     # --- dense layers and training ---------------------------------------------------
@@ -472,7 +490,7 @@ class Bench:
                 _torch_sync(torch, self.device)
 
             torch_layer()
-            row.peers["torch"] = self._ratio(torch_layer, ours)
+            row.peers["torch"] = self._ratio(torch_layer, ours, foreign_threads=True)
         cupy = self._cupy()
         if cupy is not None:
             xc, Wc, bc, gc = (cupy.asarray(a) for a in (x, W, b, g))
@@ -512,7 +530,7 @@ class Bench:
         torch = self._torch()
         if torch is not None:
             row.peers["torch"] = self._ratio(
-                TorchMLP(torch, weights, X, y, batch, self.device).epoch, ours
+                TorchMLP(torch, weights, X, y, batch, self.device).epoch, ours, foreign_threads=True
             )
         if self.device.type == "cpu" and "sklearn" in self.peers:
             try:

@@ -67,3 +67,28 @@ def test_gpu_campaign_needs_a_gpu(capsys):
     campaign = runpy.run_path(str(ROOT / "asv_benchmarks" / "gpu_campaign.py"))
     assert campaign["main"]([]) == 2
     assert "no CUDA GPU found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device,foreign_threads,pauses", [
+    ("cpu", True, 1), ("cpu", False, 0), ("cuda", True, 0),
+])  # fmt: skip
+def test_ratios_between_thread_pools_pause_before_each_sample(
+    monkeypatch, device, foreign_threads, pauses
+):
+    """Against a peer with CPU threads of its own, each sample of either side
+    starts after a pause long enough for the other's spinning workers to stop."""
+    settings = benchmarks.Settings()
+    events = []
+    monkeypatch.setattr(benchmarks, "_per_sample", lambda fn, device, seconds: 1)
+    monkeypatch.setattr(benchmarks, "_sample", lambda fn, device, n: events.append(fn) or 1.0)
+    monkeypatch.setattr(benchmarks.time, "sleep", lambda s: events.append(s) if s else None)
+    peer, ours = "peer", "ours"
+    ratio = benchmarks.median_ratio(peer, ours, gn.Device(device), settings, foreign_threads)
+    assert ratio == 1.0
+    one_round = [settings.idle_seconds] * pauses + [ours] + [settings.idle_seconds] * pauses
+    one_round += [peer]
+    assert settings.idle_seconds == benchmarks.BLAS_IDLE_SECONDS > 0.1
+    rounds = len(events) // len(one_round)
+    assert rounds >= settings.min_samples
+    assert events == one_round * rounds
+    assert benchmarks.Settings(quick=True).idle_seconds == 0
