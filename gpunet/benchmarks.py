@@ -34,6 +34,7 @@ from . import losses as _losses
 from . import optim as _optim
 from .kernels import _cuda
 from .kernels import dense as _dense
+from .kernels._cpu import store_affine_streaming, store_fence
 
 #: Pause for a thread pool to go idle: OpenBLAS's workers spin about 0.1 s
 #: after a product, and a peer whose threads start meanwhile shares its cores
@@ -142,14 +143,27 @@ def median_ratio(
 
 def copies(device, nbytes: int) -> list[Callable]:
     """Plain copies of an ``nbytes`` buffer into another on ``device``: on the
-    CPU numpy's (one core) and a threaded one (the limit parallel kernels
-    meet on many cores); on a GPU Numba's device copy and CuPy's, whose
-    speeds differ (Numba's alone has varied between 1.1 and 2.0 TB/s on an
-    H100 that copies 2.9)."""
+    CPU numpy's (one core), a threaded one (the limit parallel kernels meet on
+    many cores) and a threaded one with streaming stores (the limit of
+    kernels that write so; a plain store first reads the line it writes:
+    on a 2-core AMD EPYC, 28-35 GB/s against 38 for gpunet's streaming
+    activations); on a GPU Numba's device copy and CuPy's, whose speeds
+    differ (Numba's alone has varied between 1.1 and 2.0 TB/s on an H100
+    that copies 2.9)."""
     if device.type == "cpu":
         src = np.ones(nbytes, np.uint8)
         dst = np.empty_like(src)
-        return [functools.partial(np.copyto, dst, src), functools.partial(_copy, src, dst)]
+        found = [functools.partial(np.copyto, dst, src), functools.partial(_copy, src, dst)]
+        if nbytes % _STREAMING_CHUNK == 0:
+            rows = (-1, _STREAMING_CHUNK // 4)
+            found.append(
+                functools.partial(
+                    _streaming_copy,
+                    src.view(np.float32).reshape(rows),
+                    dst.view(np.float32).reshape(rows),
+                )
+            )
+        return found
     src = _cuda.cuda.to_device(np.ones(nbytes, np.uint8))
     dst = _cuda.cuda.device_array(nbytes, np.uint8)
     found = [functools.partial(dst.copy_to_device, src)]
@@ -184,6 +198,19 @@ def _copy(src, dst):
     chunk = 1 << 16
     for c in numba.prange((src.size + chunk - 1) // chunk):
         dst[c * chunk : (c + 1) * chunk] = src[c * chunk : (c + 1) * chunk]
+
+
+#: Bytes per row of the streaming copy (a quick run's buffer holds two).
+_STREAMING_CHUNK = 1 << 14
+
+
+@numba.njit(parallel=True, cache=False)
+def _streaming_copy(src, dst):
+    """dst[:] = src, (rows, 4096) float32 arrays (a byte buffer viewed so), a
+    row per step over all of Numba's threads, written with streaming stores."""
+    for r in numba.prange(src.shape[0]):
+        store_affine_streaming(src[r], dst[r], None, None)
+        store_fence()
 
 
 def matmul_gflops(device, settings: Settings) -> tuple[float, str]:

@@ -97,7 +97,8 @@ _LINE = 64
 def store_affine_streaming(typingctx, src, dst, scale, shift):
     """dst[:] = src * scale + shift (no fused multiply-add) for 1-D C-contiguous
     float32/float64 arrays of one size and dtype, scale and shift of that
-    dtype; the whole cache lines of dst are written with non-temporal stores.
+    dtype, or dst[:] = src, bit for bit, when both are None; the whole cache
+    lines of dst are written with non-temporal stores.
     Such a store needs no read of the line first (a normal store to a line
     not in cache fetches it): an output that only passes through the caches
     costs one memory stream, not two. Call ``store_fence`` before the output
@@ -108,7 +109,8 @@ def store_affine_streaming(typingctx, src, dst, scale, shift):
         and src.layout == "C"
         and src.dtype in FLOAT_TYPES
     )
-    if not (float_array and dst == src.copy(readonly=False) and scale == shift == src.dtype):
+    copy = isinstance(scale, types.NoneType) and isinstance(shift, types.NoneType)
+    if not (float_array and dst == src.copy(readonly=False) and (copy or scale == shift == src.dtype)):
         return None
 
     def codegen(context, builder, signature, args):
@@ -130,16 +132,18 @@ def store_affine_streaming(typingctx, src, dst, scale, shift):
         lines = builder.sdiv(builder.sub(n, head), ir.Constant(intp, lanes))
         body_end = builder.add(head, builder.mul(lines, ir.Constant(intp, lanes)))
 
+        def affine(value, scale, shift):
+            return value if copy else builder.fadd(builder.fmul(value, scale), shift)
+
         def scalar_stores(start, stop):
             with cgutils.for_range_slice(builder, start, stop, one, intp) as (j, _):
                 value = builder.load(builder.gep(a.data, [j]))
-                value = builder.fadd(builder.fmul(value, scale), shift)
-                builder.store(value, builder.gep(d.data, [j]))
+                builder.store(affine(value, scale, shift), builder.gep(d.data, [j]))
 
         scalar_stores(ir.Constant(intp, 0), head)
-        vector = ir.VectorType(scale.type, lanes)
+        vector = ir.VectorType(context.get_data_type(src_type.dtype), lanes)
         scales, shifts = cgutils.get_null_value(vector), cgutils.get_null_value(vector)
-        for lane in range(lanes):
+        for lane in range(0 if copy else lanes):
             index = ir.Constant(ir.IntType(32), lane)
             scales = builder.insert_element(scales, scale, index)
             shifts = builder.insert_element(shifts, shift, index)
@@ -148,8 +152,7 @@ def store_affine_streaming(typingctx, src, dst, scale, shift):
         with cgutils.for_range_slice(builder, head, body_end, step, intp) as (j, _):
             source = builder.bitcast(builder.gep(a.data, [j]), vector.as_pointer())
             target = builder.bitcast(builder.gep(d.data, [j]), vector.as_pointer())
-            value = builder.load(source, align=itemsize)
-            value = builder.fadd(builder.fmul(value, scales), shifts)
+            value = affine(builder.load(source, align=itemsize), scales, shifts)
             builder.store(value, target, align=_LINE).set_metadata("nontemporal", nontemporal)
         scalar_stores(body_end, n)
         return context.get_dummy_value()

@@ -4,6 +4,7 @@ absence, and the CUDA path of the cheapest workload."""
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 import gpunet as gn
@@ -51,6 +52,21 @@ def test_ratios_are_peer_time_over_gpunet_time():
     slow = lambda: sum(range(20000))  # noqa: E731
     fast = lambda: sum(range(2000))  # noqa: E731
     assert benchmarks.median_ratio(slow, fast, gn.Device("cpu"), settings) > 2
+
+
+@pytest.mark.parametrize("nbytes", [1 << 15, 3 << 14, 1000])
+def test_cpu_copies_for_the_ceiling_copy_every_byte(nbytes):
+    """Each of the copies the copy ceiling is the fastest of moves the whole
+    buffer; the streaming one joins where its rows divide the buffer."""
+    fns = benchmarks.copies(gn.Device("cpu"), nbytes)
+    assert len(fns) == (3 if nbytes % benchmarks._STREAMING_CHUNK == 0 else 2)
+    for fn in fns:
+        dst, src = fn.args if fn.func is np.copyto else fn.args[::-1]
+        src, dst = src.reshape(-1).view(np.uint8), dst.reshape(-1).view(np.uint8)
+        src[:] = np.random.default_rng(nbytes).integers(0, 256, nbytes, np.uint8)
+        dst[:] = 0
+        fn()
+        assert src.nbytes == nbytes and np.array_equal(dst, src)
 
 
 @pytest.mark.cuda

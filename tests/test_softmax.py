@@ -279,6 +279,30 @@ def test_affine_streaming_store_writes_exactly_its_slice(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streaming_store_without_scale_and_shift_copies_bit_for_bit(dtype):
+    """With scale and shift None the store is a copy of the bits, whatever
+    they hold (NaN payloads, signalling NaNs, -0.0, subnormals: arithmetic
+    would change some of them), from any start to any end."""
+    import numba
+    from gpunet.kernels._cpu import store_affine_streaming, store_fence
+
+    @numba.njit
+    def store(src, dst):
+        store_affine_streaming(src, dst, None, None)
+        store_fence()
+
+    bits = np.random.default_rng(0).integers(0, 256, 300 * np.dtype(dtype).itemsize, np.uint8)
+    source = bits.view(dtype)
+    for start in range(17):
+        for size in (0, 1, 5, 16, 17, 40, 200):
+            out = np.zeros(300, dtype)
+            store(source[start : start + size], out[start + 3 : start + 3 + size])
+            want = np.zeros(300, dtype)
+            want[start + 3 : start + 3 + size] = source[start : start + size]
+            assert out.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(FORWARD))
 def test_streamed_outputs_match_cached_ones_bit_for_bit(name, dtype):
     """Outputs of STREAMING_MIN_BYTES or more are written with streaming
