@@ -110,7 +110,9 @@ def store_affine_streaming(typingctx, src, dst, scale, shift):
         and src.dtype in FLOAT_TYPES
     )
     copy = isinstance(scale, types.NoneType) and isinstance(shift, types.NoneType)
-    if not (float_array and dst == src.copy(readonly=False) and (copy or scale == shift == src.dtype)):
+    if not (
+        float_array and dst == src.copy(readonly=False) and (copy or scale == shift == src.dtype)
+    ):
         return None
 
     def codegen(context, builder, signature, args):
@@ -142,11 +144,13 @@ def store_affine_streaming(typingctx, src, dst, scale, shift):
 
         scalar_stores(ir.Constant(intp, 0), head)
         vector = ir.VectorType(context.get_data_type(src_type.dtype), lanes)
-        scales, shifts = cgutils.get_null_value(vector), cgutils.get_null_value(vector)
-        for lane in range(0 if copy else lanes):
-            index = ir.Constant(ir.IntType(32), lane)
-            scales = builder.insert_element(scales, scale, index)
-            shifts = builder.insert_element(shifts, shift, index)
+        scales = shifts = None
+        if not copy:
+            scales, shifts = cgutils.get_null_value(vector), cgutils.get_null_value(vector)
+            for lane in range(lanes):
+                index = ir.Constant(ir.IntType(32), lane)
+                scales = builder.insert_element(scales, scale, index)
+                shifts = builder.insert_element(shifts, shift, index)
         nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
         step = ir.Constant(intp, lanes)
         with cgutils.for_range_slice(builder, head, body_end, step, intp) as (j, _):

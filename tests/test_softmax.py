@@ -253,11 +253,14 @@ def test_nan_poisons_only_its_row(device, col):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_affine_streaming_store_writes_exactly_its_slice(dtype):
-    """dst = src * scale + shift, rounded twice as numpy does, for slices that
-    start anywhere in a cache line and end anywhere (a head before the first
-    whole line, whole lines, a tail), from a read-only source; nothing
-    outside dst is touched."""
+@pytest.mark.parametrize("form", ["affine", "copy"])
+def test_streaming_store_writes_exactly_its_slice(dtype, form):
+    """dst = src * scale + shift, rounded twice as numpy does, or with scale
+    and shift None a copy of the bits, whatever they hold (NaN payloads,
+    signalling NaNs, -0.0, subnormals: arithmetic would change some of them);
+    for slices that start anywhere in a cache line and end anywhere (a head
+    before the first whole line, whole lines, a tail), from a read-only
+    source; nothing outside dst is touched."""
     import numba
     from gpunet.kernels._cpu import store_affine_streaming, store_fence
 
@@ -266,39 +269,19 @@ def test_affine_streaming_store_writes_exactly_its_slice(dtype):
         store_affine_streaming(src, dst, scale, shift)
         store_fence()
 
-    source = random_input(300, dtype)
+    if form == "affine":
+        source, scale, shift = random_input(300, dtype), dtype(0.3), dtype(-1.7)
+    else:
+        bits = np.random.default_rng(0).integers(0, 256, 300 * np.dtype(dtype).itemsize, np.uint8)
+        source, scale, shift = bits.view(dtype), None, None
     source.flags.writeable = False
-    scale, shift = dtype(0.3), dtype(-1.7)
     for start in range(17):
         for size in (0, 1, 5, 16, 17, 40, 200):
             out = np.full(300, np.inf, dtype)
             store(source[start : start + size], out[start + 3 : start + 3 + size], scale, shift)
             want = np.full(300, np.inf, dtype)
-            want[start + 3 : start + 3 + size] = source[start : start + size] * scale + shift
-            np.testing.assert_array_equal(out, want)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_streaming_store_without_scale_and_shift_copies_bit_for_bit(dtype):
-    """With scale and shift None the store is a copy of the bits, whatever
-    they hold (NaN payloads, signalling NaNs, -0.0, subnormals: arithmetic
-    would change some of them), from any start to any end."""
-    import numba
-    from gpunet.kernels._cpu import store_affine_streaming, store_fence
-
-    @numba.njit
-    def store(src, dst):
-        store_affine_streaming(src, dst, None, None)
-        store_fence()
-
-    bits = np.random.default_rng(0).integers(0, 256, 300 * np.dtype(dtype).itemsize, np.uint8)
-    source = bits.view(dtype)
-    for start in range(17):
-        for size in (0, 1, 5, 16, 17, 40, 200):
-            out = np.zeros(300, dtype)
-            store(source[start : start + size], out[start + 3 : start + 3 + size])
-            want = np.zeros(300, dtype)
-            want[start + 3 : start + 3 + size] = source[start : start + size]
+            part = source[start : start + size]
+            want[start + 3 : start + 3 + size] = part if scale is None else part * scale + shift
             assert out.tobytes() == want.tobytes()
 
 
