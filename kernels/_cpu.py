@@ -1,5 +1,7 @@
-"""What CPU kernel modules share."""
+"""What CPU kernel modules share, and the threaded copies whose speed is the
+CPU's memory ceiling in ``gpunet bench``."""
 
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -20,9 +22,9 @@ CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 #: and gradient pass, the losses after the last layer, the optimizer updates
 #: after the backward products) are serial at every size: BLAS's worker
 #: threads keep spinning for a while after each call, and a Numba parallel
-#: region started then waits for cores they hold. Measured on 2 cores, an
-#: MLP training epoch (784-512-256-10, batch 128) took 443 ms with those
-#: kernels parallel above this threshold and 138 ms with them serial.
+#: region started then waits for cores they hold: on 2 cores an MLP training
+#: epoch ran much slower with those kernels parallel above this
+#: threshold than with them serial.
 PARALLEL_THRESHOLD = 1 << 18
 
 
@@ -31,8 +33,8 @@ def wide_vectors(typingctx):
     """Call first thing in a CPU kernel: lets LLVM vectorise the kernel's
     loops with 512-bit vectors where the CPU has them. On CPUs with AVX-512
     its default tuning stops at 256 bits; on others the attribute changes
-    nothing. The results are the same; the RBM's flat passes ran about 10%
-    faster with it."""
+    nothing. The results are the same; the RBM's flat passes run faster
+    with it."""
 
     def codegen(context, builder, signature, args):
         # A string attribute, which llvmlite's checked ``add`` does not know.
@@ -175,6 +177,30 @@ def store_fence(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+# --- copies: the memory ceilings of parallel kernels -----------------------------------
+
+
+@numba.njit(parallel=True)
+def parallel_copy(src, dst):
+    """dst[:] = src for 1-D arrays of one size and dtype, over all of Numba's
+    threads in chunks of 65536 elements: the limit that parallel kernels
+    with plain stores meet."""
+    chunk = 1 << 16
+    for c in numba.prange((src.size + chunk - 1) // chunk):
+        dst[c * chunk : (c + 1) * chunk] = src[c * chunk : (c + 1) * chunk]
+
+
+@numba.njit(parallel=True)
+def streaming_copy(src, dst):
+    """dst[:] = src for C-contiguous (rows, n) float32/float64 arrays of one
+    shape, a row per step over all of Numba's threads, written with streaming
+    stores: the limit of kernels that write so (a plain store first reads the
+    line it writes, a streaming one does not)."""
+    for r in numba.prange(src.shape[0]):
+        store_affine_streaming(src[r], dst[r], None, None)
+        store_fence()
 
 
 # --- checks on Numba types, for launchers that refuse what they cannot take ---------

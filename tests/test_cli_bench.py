@@ -9,6 +9,7 @@ import pytest
 
 import gpunet as gn
 from gpunet import benchmarks, cli
+from gpunet.benchmarks import ceilings, timing, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def test_no_peers_times_gpunet_alone(capsys):
 
 
 def test_missing_peers_are_skipped_with_a_note(monkeypatch):
-    monkeypatch.setattr(benchmarks, "torch_module", lambda: None)
+    monkeypatch.setattr(workloads, "torch_module", lambda: None)
     bench = benchmarks.Bench("cpu", benchmarks.Settings(quick=True), peers=("numpy", "torch"))
     (row,) = bench.run(["dispatch"])
     assert "torch" not in row.peers
@@ -59,7 +60,7 @@ def test_cpu_copies_for_the_ceiling_copy_every_byte(nbytes):
     """Each of the copies the copy ceiling is the fastest of moves the whole
     buffer; the streaming one joins where its rows divide the buffer."""
     fns = benchmarks.copies(gn.Device("cpu"), nbytes)
-    assert len(fns) == (3 if nbytes % benchmarks._STREAMING_CHUNK == 0 else 2)
+    assert len(fns) == (3 if nbytes % ceilings._STREAMING_CHUNK == 0 else 2)
     for fn in fns:
         dst, src = fn.args if fn.func is np.copyto else fn.args[::-1]
         src, dst = src.reshape(-1).view(np.uint8), dst.reshape(-1).view(np.uint8)
@@ -95,9 +96,9 @@ def test_ratios_between_thread_pools_pause_before_each_sample(
     starts after a pause long enough for the other's spinning workers to stop."""
     settings = benchmarks.Settings()
     events = []
-    monkeypatch.setattr(benchmarks, "_per_sample", lambda fn, device, seconds: 1)
-    monkeypatch.setattr(benchmarks, "_sample", lambda fn, device, n: events.append(fn) or 1.0)
-    monkeypatch.setattr(benchmarks.time, "sleep", lambda s: events.append(s) if s else None)
+    monkeypatch.setattr(timing, "_per_sample", lambda fn, device, seconds: 1)
+    monkeypatch.setattr(timing, "_sample", lambda fn, device, n: events.append(fn) or 1.0)
+    monkeypatch.setattr(timing.time, "sleep", lambda s: events.append(s) if s else None)
     peer, ours = "peer", "ours"
     ratio = benchmarks.median_ratio(peer, ours, gn.Device(device), settings, foreign_threads)
     assert ratio == 1.0
