@@ -19,6 +19,7 @@ from ._device import (
     to_device,
     to_numpy,
 )
+from .exceptions import NotFittedError
 from .gemm import get_gemm, set_gemm
 from .random import manual_seed
 from .rbm import RBM
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Device",
     "DeviceError",
+    "NotFittedError",
     "RBM",
     "cuda_status",
     "data",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .exceptions import NotFittedError
+
 
 def batches(X, y=None, batch_size=32, shuffle=False, seed=None):
     """Yield mini-batches ``(X_batch, y_batch)`` (or ``X_batch`` when ``y`` is
@@ -36,13 +38,10 @@ def batches(X, y=None, batch_size=32, shuffle=False, seed=None):
 # --- scalers --------------------------------------------------------------------------
 
 
-class NotFittedError(ValueError, AttributeError):
-    """A scaler was used before ``fit`` (as scikit-learn's NotFittedError)."""
-
-
 def _scaler_input(op, X):
     """(kind, X as a C-contiguous float array on its device, X on the host in float64)."""
-    from . import dispatch, ops
+    from . import dispatch
+    from ._arrays import check_dtypes, contiguous
     from ._device import to_numpy
 
     kind = dispatch.placement(op, X=X)
@@ -53,8 +52,8 @@ def _scaler_input(op, X):
             raise TypeError(f"{op}: expected a numeric array, got dtype {X.dtype}")
         X = np.ascontiguousarray(X, X.dtype if X.dtype in (np.float32, np.float64) else np.float64)
     else:
-        ops._check_dtypes(op, ("X",), (X,))
-        X = ops._contiguous(op, "X", kind, X)
+        check_dtypes(op, ("X",), (X,))
+        X = contiguous(op, "X", kind, X)
     host = to_numpy(X).astype(np.float64, copy=False)
     if not np.isfinite(host).all():
         raise ValueError(f"{op}: X holds NaN or infinite values")

@@ -1,8 +1,9 @@
-"""The kernel registry: one implementation per (op, device kind).
+"""The kernel registry: one implementation per (op, device kind), built from
+the ``KERNELS`` tables that end each kernels module.
 
-``register(op, kind, fn)`` adds a kernel; ``kernel_for(op, kind)`` finds it or
-raises NotImplementedError naming both; ``placement(...)`` tells which device
-kind a set of input arrays lives on, refusing a mix of host and GPU arrays.
+``kernel_for(op, kind)`` finds a kernel or raises NotImplementedError naming
+both; ``placement(...)`` tells which device kind a set of input arrays lives
+on, refusing a mix of host and GPU arrays.
 """
 
 from __future__ import annotations
@@ -12,30 +13,68 @@ from collections.abc import Callable
 import numpy as np
 
 from ._device import DeviceError
-from .kernels import _cuda
+from .kernels import (
+    _cuda,
+    activations,
+    batchnorm,
+    dense,
+    dropout,
+    losses,
+    metrics,
+    optim,
+    rbm,
+    rng,
+    scalers,
+    softmax,
+)
+from .kernels._table import OpKernels
 
 #: Device kinds in order of preference.
 KINDS = ("cuda", "cpu")
 
+#: The kernels modules whose tables make the registry.
+MODULES = (
+    activations,
+    softmax,
+    dense,
+    losses,
+    metrics,
+    dropout,
+    batchnorm,
+    scalers,
+    optim,
+    rng,
+    rbm,
+)
+
+
+def _table() -> dict[str, OpKernels]:
+    ops = {}
+    for module in MODULES:
+        for op, entry in module.KERNELS.items():
+            assert op not in ops, f"op {op!r} is in two kernel tables"
+            ops[op] = entry
+    return ops
+
+
+#: op -> its reference and entry points, from every module's table.
+TABLE = _table()
+
 #: kind -> op -> kernel. Keyed by kind first, so that the ops' fast paths
-#: find a CPU kernel with one string key (a tuple key costs them a tenth of
-#: a small call).
-_registry: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
-
-
-def register(op: str, kind: str, fn: Callable) -> Callable:
-    """Make ``fn`` the ``kind`` ("cpu" or "cuda") implementation of ``op``."""
-    if kind not in KINDS:
-        raise ValueError(f"expected a device kind in {KINDS}, got {kind!r}")
-    _registry[kind][op] = fn
-    return fn
+#: find a CPU kernel with one string key.
+_registry: dict[str, dict[str, Callable]] = {
+    "cpu": {op: entry.cpu for op, entry in TABLE.items()},
+    "cuda": {op: entry.cuda for op, entry in TABLE.items()},
+}
 
 
 def kernel_for(op: str, kind: str) -> Callable:
-    """The registered ``kind`` implementation of ``op``."""
+    """The ``kind`` ("cpu" or "cuda") implementation of ``op``."""
     try:
         return _registry[kind][op]
     except KeyError:
+        if kind not in _registry:
+            raise ValueError(f"expected a device kind in {KINDS}, got {kind!r}") from None
         have = sorted(k for k, kernels in _registry.items() if op in kernels)
         if not have:
             raise NotImplementedError(f"gpunet has no op named {op!r}") from None

@@ -19,7 +19,6 @@ import functools
 import numpy as np
 
 from .kernels import _cuda
-from .kernels import dense as _dense
 
 MODES = ("auto", "numba", "cublas")
 #: ``auto`` hands products of at least this many multiply-adds to cuBLAS. On an
@@ -125,19 +124,8 @@ def _pointer(x) -> int:
         return x.__cuda_array_interface__["data"][0]
 
 
-def dense_cuda(x, W, b, out, activation=None, alpha=0.01):
-    """The "dense" CUDA kernel with the product chosen by the gemm mode."""
-    m, k = x.shape
-    matmul = cublas_matmul if _use_cublas(m, W.shape[1], k) else None
-    return _dense.dense_cuda(x, W, b, out, activation, alpha, matmul=matmul)
-
-
-def dense_backward_cuda(
-    grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False
-):
-    """The "dense_backward" CUDA kernel with the products chosen by the gemm mode."""
-    m, k = x.shape
-    matmul = cublas_matmul if _use_cublas(m, W.shape[1], k) else None
-    _dense.dense_backward_cuda(
-        grad_out, x, W, y, dx, dW, db, dz, activation, alpha, accumulate, matmul=matmul
-    )
+def cuda_matmul(m: int, k: int, n: int):
+    """The product the CUDA dense kernels use for an (m, k) @ (k, n) layer:
+    ``cublas_matmul`` where the mode picks cuBLAS, else None (gpunet's own
+    tiled kernel, with the bias and activation fused)."""
+    return cublas_matmul if _use_cublas(m, n, k) else None

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import dispatch
+from . import dispatch, ops
+from ._arrays import check_dtypes, empty
 from .kernels import _cuda
-from .ops import _empty, _loss_operands
 
 
 class Loss:
-    """Base class: subclasses name their kernel (``op``) and how they score."""
+    """Base class: subclasses name their gn.ops loss (``op``) and how they score."""
 
     #: The gn.ops loss the object runs.
     op: str
@@ -35,34 +35,38 @@ class Loss:
     def __init__(self):
         self._buffers = {}
 
+    def _op(self):
+        return _LOSS_OPS[self.op]
+
     def __call__(self, pred, target):
         """(mean loss as a 0-d array, d loss / d pred); see the module docstring."""
-        kind, pred, target = _loss_operands(self.op, pred, target)
-        loss_buffer, loss, grad = self._outputs(kind, pred)
-        dispatch.kernel_for(self.op, kind)(pred, target, grad, loss_buffer)
+        loss_buffer, loss, grad = self._outputs(pred, target)
+        self._op()(pred, target, out=(loss_buffer, grad))
         return loss, grad
 
     def into(self, pred, target, loss_out, hits_out=None):
         """As ``__call__``, but the loss goes into ``loss_out`` (a 1-element
         array of pred's dtype on its device, such as one slot of a per-step
         record) and, when ``hits_out`` is given, the hit count (see ``hits``)
-        into it, with the inputs checked once; returns grad."""
+        into it; returns grad."""
         if hits_out is not None:
             self._check_classifier()
-        kind, pred, target = _loss_operands(self.op, pred, target)
-        grad = self._outputs(kind, pred)[2]
-        dispatch.kernel_for(self.op, kind)(pred, target, grad, loss_out)
+        grad = self._outputs(pred, target)[2]
+        self._op()(pred, target, out=(loss_out, grad))
         if hits_out is not None:
-            self._count_hits(kind, pred, target, hits_out)
+            self.hits(pred, target, hits_out)
         return grad
 
-    def _outputs(self, kind, pred):
-        key = (kind, pred.shape, pred.dtype.str)
+    def _outputs(self, pred, target):
+        """(loss buffer, its 0-d view, grad) for pred's shape, kept between calls."""
+        kind = dispatch.placement(self.op, pred=pred, target=target)
+        key = (kind, tuple(pred.shape), getattr(pred.dtype, "str", None))
         found = self._buffers.get(key)
         if found is None:
+            check_dtypes(self.op, ("pred",), (pred,))
             self._buffers.clear()  # one batch shape at a time (the last batch may differ)
-            buffer = _empty(kind, (1,), pred.dtype)
-            found = (buffer, _cuda.scalar_view(buffer), _empty(kind, pred.shape, pred.dtype))
+            buffer = empty(kind, (1,), pred.dtype)
+            found = (buffer, _cuda.scalar_view(buffer), empty(kind, pred.shape, pred.dtype))
             self._buffers[key] = found
         return found
 
@@ -71,18 +75,14 @@ class Loss:
         device); the target as ``__call__`` takes it. Raises TypeError for a
         regression loss."""
         self._check_classifier()
-        kind, pred, target = _loss_operands(self.op, pred, target)
-        self._count_hits(kind, pred, target, out)
+        if self.hits_kind == "argmax":
+            ops.argmax_hits(pred, target, out=out)
+        else:
+            ops.binary_hits(pred, target, self.threshold, out=out)
 
     def _check_classifier(self):
         if self.hits_kind is None:
             raise TypeError(f"{type(self).__name__} is a regression loss: it has no accuracy")
-
-    def _count_hits(self, kind, pred, target, out):
-        if self.hits_kind == "argmax":
-            dispatch.kernel_for("argmax_hits", kind)(pred, target, out)
-        else:
-            dispatch.kernel_for("binary_hits", kind)(pred, target, self.threshold, out)
 
     def hits_per_sample(self, pred) -> int:
         """How many hits one sample can score (its number of outputs for binary losses)."""
@@ -137,6 +137,14 @@ class BinaryCrossEntropy(Loss):
     def config(self) -> dict:
         return {"from_logits": self.from_logits}
 
+
+#: The gn.ops function of each loss op.
+_LOSS_OPS = {
+    "softmax_cross_entropy": ops.softmax_cross_entropy,
+    "mse": ops.mse,
+    "binary_cross_entropy": ops.binary_cross_entropy,
+    "binary_cross_entropy_probs": ops.binary_cross_entropy_probs,
+}
 
 #: Loss names accepted where a loss object is expected (``fit(loss="mse")``).
 LOSSES = {

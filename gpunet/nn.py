@@ -28,37 +28,14 @@ import numpy as np
 
 from . import dispatch, ops
 from . import random as _random
-from ._device import CPU, Device, _resolve, get_device, to_device, to_numpy
-from .kernels import _cuda
+from ._arrays import check_alpha, check_dtypes, check_probability, contiguous, empty
+from ._arrays import device_of as _device_of
+from ._arrays import float_dtype as _float_dtype
+from ._arrays import zeros as _zeros
+from ._device import Device, _resolve, get_device, to_device, to_numpy
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
-from .kernels import optim as _optim
 from .training import Model
-
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _float_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"expected dtype float32 or float64, got {dtype}")
-    return dtype
-
-
-def _zeros(shape, dtype, device: Device):
-    """A new array of zeros on ``device``."""
-    if device.type == "cpu":
-        return np.zeros(shape, dtype)
-    with _cuda.cuda.gpus[device.index]:
-        a = _cuda.cuda.device_array(shape, dtype)
-        dispatch.kernel_for("zero", "cuda")(a)
-    return a
-
-
-def _device_of(x) -> Device:
-    if isinstance(x, np.ndarray):
-        return CPU
-    return Device("cuda", 0 if _cuda.SIMULATOR else _cuda.cuda.get_current_device().id)
 
 
 class Parameter:
@@ -106,7 +83,7 @@ class Parameter:
         """(gradient array, accumulate?) for a backward pass that then owns it."""
         accumulate = not self._grad_is_zero
         if self._grad is None:
-            self._grad = ops._empty(self.device.type, self.data.shape, self.data.dtype)
+            self._grad = empty(self.device.type, self.data.shape, self.data.dtype)
         self._grad_is_zero = False
         return self._grad, accumulate
 
@@ -208,7 +185,7 @@ class Layer:
         if found is None:
             for old in [k for k in self._outputs if k[0] == name]:
                 del self._outputs[old]
-            found = self._outputs[key] = ops._empty(kind, shape, dtype)
+            found = self._outputs[key] = empty(kind, shape, dtype)
         return found
 
     def _check_input(self, x, features, dtype):
@@ -268,7 +245,7 @@ class Dense(Layer):
         if activation not in _dense.EPILOGUES:
             names = ", ".join(repr(a) for a in _dense.EPILOGUES)
             raise ValueError(f"Dense: expected activation in ({names}), got {activation!r}")
-        self.alpha = ops._check_alpha("Dense", alpha)
+        self.alpha = check_alpha("Dense", alpha)
         if init is None:
             init = "he" if activation in ("relu", "leaky_relu") else "glorot"
         if init not in INITS:
@@ -293,12 +270,11 @@ class Dense(Layer):
 
     def forward(self, x):
         """(batch, in_features) -> (batch, out_features), on the layer's device."""
-        W, b = self.weight.data, self.bias.data
+        W = self.weight.data
         self._check_input(x, self.in_features, W.dtype)
         kind = dispatch.placement("Dense.forward", x=x, weight=W)
-        x = ops._contiguous("Dense.forward", "x", kind, x)
         y = self._output("y", kind, (x.shape[0], self.out_features), W.dtype)
-        dispatch.kernel_for("dense", kind)(x, W, b, y, self.activation, self.alpha)
+        ops.dense(x, W, self.bias.data, self.activation, self.alpha, out=y)
         self._x, self._y = x, y
         return y
 
@@ -316,17 +292,17 @@ class Dense(Layer):
         if grad_out.dtype != y.dtype:
             raise TypeError(f"Dense.backward: expected a {y.dtype} grad_out, got {grad_out.dtype}")
         kind = dispatch.placement("Dense.backward", grad_out=grad_out, weight=W)
-        g = ops._contiguous("Dense.backward", "grad_out", kind, grad_out)
-        dx = self._output("dx", kind, x.shape, x.dtype) if input_grad else None
-        dz = self._output("dz", kind, y.shape, y.dtype)
+        dx = self._output("dx", kind, tuple(x.shape), x.dtype) if input_grad else None
+        dz = self._output("dz", kind, tuple(y.shape), y.dtype)
         dW, accumulate_w = self.weight._grad_for_backward()
         db, accumulate_b = self.bias._grad_for_backward()
         if accumulate_w != accumulate_b:  # one cleared, the other not: clear explicitly
             dW, db = self.weight.grad, self.bias.grad
             accumulate_w = True
-        dispatch.kernel_for("dense_backward", kind)(
-            g, x, W, y, dx, dW, db, dz, self.activation, self.alpha, accumulate_w
-        )
+        ops.dense_backward(
+            grad_out, x, W, y, self.activation, self.alpha,
+            input_grad=input_grad, accumulate=accumulate_w, dx=dx, dW=dW, db=db, dz=dz,
+        )  # fmt: skip
         return dx
 
     def config(self) -> dict:
@@ -385,7 +361,7 @@ class LeakyReLU(_Activation):
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
-        self.alpha = ops._check_alpha("LeakyReLU", alpha)
+        self.alpha = check_alpha("LeakyReLU", alpha)
 
     def _args(self):
         return (self.alpha,)
@@ -434,7 +410,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5, *, seed: int | None = None):
         super().__init__()
-        self.p = ops._check_dropout_p("Dropout", p)
+        self.p = check_probability("Dropout", p)
         self.seed = seed
         self._generator = _random.default_generator if seed is None else _random.Generator(seed)
         self._draw = None  # (seed, offset) of the last training forward, None for identity
@@ -443,17 +419,16 @@ class Dropout(Layer):
     def forward(self, x):
         """x (any shape) -> the same shape: dropped out in training, else x itself."""
         kind = dispatch.placement("Dropout.forward", x=x)
-        ops._check_dtypes("Dropout.forward", ("x",), (x,))
+        check_dtypes("Dropout.forward", ("x",), (x,))
         self._shape = tuple(x.shape)
         if not self.training or self.p == 0:
             self._draw = None
             return x
-        x = ops._contiguous("Dropout.forward", "x", kind, x)
         generator = self._generator
         generator.take(-generator.offset % 4)  # masks start at a Philox block
-        offset = generator.take(_dropout.words(x.size))
+        offset = generator.take(_dropout.words(math.prod(self._shape)))
         y = self._output("y", kind, self._shape, x.dtype)
-        dispatch.kernel_for("dropout", kind)(x.ravel(), y.ravel(), generator.seed, offset, self.p)
+        ops.dropout(x, self.p, generator.seed, offset, out=y)
         self._draw = (generator.seed, offset)
         return y
 
@@ -470,10 +445,8 @@ class Dropout(Layer):
         if self._draw is None:
             return grad_out
         kind = dispatch.placement("Dropout.backward", grad_out=grad_out)
-        g = ops._contiguous("Dropout.backward", "grad_out", kind, grad_out)
-        dx = self._output("dx", kind, self._shape, g.dtype)
-        dispatch.kernel_for("dropout", kind)(g.ravel(), dx.ravel(), *self._draw, self.p)
-        return dx
+        dx = self._output("dx", kind, self._shape, grad_out.dtype)
+        return ops.dropout(grad_out, self.p, *self._draw, out=dx)
 
     def config(self) -> dict:
         return {"p": self.p} if self.seed is None else {"p": self.p, "seed": self.seed}
@@ -562,7 +535,7 @@ class BatchNorm1d(Layer):
         weight, bias = self._affine()
         self._check_input(x, self.num_features, weight.dtype)
         kind = dispatch.placement("BatchNorm1d.forward", x=x, weight=weight)
-        x = ops._contiguous("BatchNorm1d.forward", "x", kind, x)
+        x = contiguous("BatchNorm1d.forward", "x", kind, x)
         n, c = x.shape
         batch_stats = self.training or not self.track_running_stats
         if self.training and n < 2:
@@ -604,7 +577,7 @@ class BatchNorm1d(Layer):
             )
         weight, _ = self._affine()
         kind = dispatch.placement("BatchNorm1d.backward", grad_out=grad_out, weight=weight)
-        g = ops._contiguous("BatchNorm1d.backward", "grad_out", kind, grad_out)
+        g = contiguous("BatchNorm1d.backward", "grad_out", kind, grad_out)
         c = self.num_features
         if self.affine:
             dweight, accumulate = self.weight._grad_for_backward()
@@ -735,7 +708,3 @@ class Sequential(Model, Layer):
         lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
         count = sum(int(np.prod(p.shape)) for p in self.parameters())
         return "Sequential(\n" + "\n".join(lines) + f"\n)  # {count:,} parameters on {self.device}"
-
-
-dispatch.register("zero", "cpu", _optim.zero_cpu)
-dispatch.register("zero", "cuda", _optim.zero_cuda)

@@ -22,102 +22,19 @@ import math
 import numpy as np
 
 from . import dispatch, gemm
-from .kernels import _cuda, activations
-from .kernels import batchnorm as _batchnorm
+from ._arrays import (
+    check_alpha,
+    check_dtypes,
+    check_probability,
+    contiguous,
+    empty,
+    flat,
+    operands,
+    output,
+)
+from .kernels import _cuda
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
-from .kernels import losses as _losses
-from .kernels import metrics as _metrics
-from .kernels import scalers as _scalers
-from .kernels import softmax as _softmax
-
-_FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
-
-
-def _on_host(arrays, out):
-    """True when every array is a numpy array: the common case, checked cheaply."""
-    for x in arrays:
-        if type(x) is not np.ndarray:
-            return False
-    return out is None or type(out) is np.ndarray
-
-
-def _contiguous(op, name, kind, x):
-    """``x`` as a C-contiguous array the kernels accept (a copy only on the host)."""
-    if kind == "cpu":
-        return np.ascontiguousarray(x)
-    x = _cuda.as_device_array(x)
-    if not x.is_c_contiguous():
-        raise ValueError(
-            f"{op}: expected {name} to be C-contiguous on the GPU, got strides {x.strides}"
-        )
-    return x
-
-
-def _empty(kind, shape, dtype):
-    if kind == "cpu":
-        return np.empty(shape, dtype)
-    return _cuda.cuda.device_array(shape, dtype)
-
-
-def _check_dtypes(op, names, arrays):
-    """All of ``arrays`` float32, or all float64."""
-    first = arrays[0]
-    for name, x in zip(names, arrays, strict=True):
-        if x.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{op}: expected {name} of dtype float32 or float64, got {x.dtype}")
-        if x.dtype != first.dtype:
-            raise TypeError(
-                f"{op}: expected {name} of dtype {first.dtype} like {names[0]}, got {x.dtype}"
-            )
-
-
-def _inputs(op, names, arrays, out=None):
-    """Check ``arrays`` (same shape and float dtype, one device, with ``out``);
-    return (kind, C-contiguous inputs)."""
-    first = arrays[0]
-    if _on_host(arrays, out):
-        kind = "cpu"
-    else:
-        kind = dispatch.placement(op, **dict(zip(names, arrays, strict=True)), out=out)
-    _check_dtypes(op, names, arrays)
-    for name, x in zip(names, arrays, strict=True):
-        if x.shape != first.shape:
-            raise ValueError(
-                f"{op}: expected {name} of shape {first.shape} like {names[0]}, got {x.shape}"
-            )
-    return kind, [_contiguous(op, name, kind, x) for name, x in zip(names, arrays, strict=True)]
-
-
-def _output(op, kind, out, shape, dtype):
-    """(array the kernel writes, object to return): a new array, or ``out`` checked."""
-    if out is None:
-        result = _empty(kind, shape, dtype)
-        return result, result
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(
-            f"{op}: expected out of shape {shape} and dtype {dtype}, "
-            f"got {out.shape} and {out.dtype}"
-        )
-    if kind == "cpu":
-        if not out.flags.c_contiguous:
-            raise ValueError(f"{op}: expected out to be C-contiguous")
-        if not out.flags.writeable:
-            raise ValueError(f"{op}: expected a writable out, got a read-only array")
-        return out, out
-    return _contiguous(op, "out", kind, out), out
-
-
-def _flat(kind, x):
-    """``x`` as a 1-D view (C-contiguous ``x``; on a GPU the same view each call)."""
-    return x.ravel() if kind == "cpu" else _cuda.flat(x)
-
-
-def _operands(op, names, arrays, out):
-    """``_inputs`` and ``_output``: (kind, inputs, output array, the object to return)."""
-    kind, inputs = _inputs(op, names, arrays, out)
-    return (kind, inputs, *_output(op, kind, out, arrays[0].shape, arrays[0].dtype))
-
 
 # --- elementwise activations ----------------------------------------------------------
 
@@ -132,8 +49,8 @@ _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 def _activation_checked(name, x, out, *c):
     """A forward activation's checked path: names what is wrong with the
     arguments, or runs the kernel of the device they are on."""
-    kind, (x,), result, returned = _operands(name, ("x",), (x,), out)
-    done = dispatch.kernel_for(name, kind)(_flat(kind, x), _flat(kind, result), *c)
+    kind, (x,), result, returned = operands(name, ("x",), (x,), out)
+    done = dispatch.kernel_for(name, kind)(flat(kind, x), flat(kind, result), *c)
     assert done is not False, f"{name}: the CPU kernel refused checked arrays"
     return returned
 
@@ -173,17 +90,11 @@ def _activation_backward(op, grad_out, saved_name, saved, out, c=None):
             kernel(grad_out, saved, result) if c is None else kernel(grad_out, saved, result, c)
         ):
             return result
-    kind, (g, s), result, returned = _operands(op, ("grad_out", saved_name), (grad_out, saved), out)
-    args = (_flat(kind, g), _flat(kind, s), _flat(kind, result)) + (() if c is None else (c,))
+    kind, (g, s), result, returned = operands(op, ("grad_out", saved_name), (grad_out, saved), out)
+    args = (flat(kind, g), flat(kind, s), flat(kind, result)) + (() if c is None else (c,))
     done = dispatch.kernel_for(op, kind)(*args)
     assert done is not False, f"{op}: the CPU kernel refused checked arrays"
     return returned
-
-
-def _check_alpha(op, alpha):
-    if not np.isfinite(alpha):
-        raise ValueError(f"{op}: expected a finite alpha, got {alpha}")
-    return float(alpha)
 
 
 step = _activation_op("step", "Heaviside step: 1 where x > 0, else 0. Any shape; float32/float64.")
@@ -196,7 +107,7 @@ relu = _activation_op("relu", "max(x, 0); NaN stays NaN. Any shape; float32/floa
 
 def leaky_relu(x, alpha=0.01, *, out=None):
     """x where x > 0, else alpha * x. Any shape; float32/float64."""
-    alpha = _check_alpha("leaky_relu", alpha)
+    alpha = check_alpha("leaky_relu", alpha)
     if type(x) is np.ndarray and ((dtype := x.dtype) is _FLOAT32 or dtype is _FLOAT64):
         result = np.empty(x.shape, dtype) if out is None else out  # as in _activation_op
         if type(result) is np.ndarray and _CPU_KERNELS["leaky_relu"](x, result, alpha):
@@ -227,15 +138,8 @@ def relu_backward(grad_out, x, *, out=None):
 
 def leaky_relu_backward(grad_out, x, alpha=0.01, *, out=None):
     """grad_out where x > 0, else alpha * grad_out."""
-    alpha = _check_alpha("leaky_relu_backward", alpha)
+    alpha = check_alpha("leaky_relu_backward", alpha)
     return _activation_backward("leaky_relu_backward", grad_out, "x", x, out, alpha)
-
-
-for _act in activations.ACTIVATIONS.values():
-    dispatch.register(_act.name, "cpu", _act.forward_cpu)
-    dispatch.register(_act.name, "cuda", _act.forward_cuda)
-    dispatch.register(f"{_act.name}_backward", "cpu", _act.backward_cpu)
-    dispatch.register(f"{_act.name}_backward", "cuda", _act.backward_cuda)
 
 
 # --- softmax over the last axis -------------------------------------------------------
@@ -245,7 +149,7 @@ def _rows(op, names, arrays, out):
     """The row ops' checked path: inputs and out checked, leading axes folded into rows."""
     if arrays[0].ndim == 0:
         raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
-    kind, inputs, result, returned = _operands(op, names, arrays, out)
+    kind, inputs, result, returned = operands(op, names, arrays, out)
     *leading, n = inputs[0].shape
     rows = math.prod(leading)
     if inputs[0].ndim != 2:
@@ -301,11 +205,6 @@ def log_softmax_backward(grad_out, y, *, out=None):
     return _rows_backward("log_softmax_backward", grad_out, y, out)
 
 
-for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward"):
-    dispatch.register(_name, "cpu", getattr(_softmax, f"{_name}_cpu"))
-    dispatch.register(_name, "cuda", getattr(_softmax, f"{_name}_cuda"))
-
-
 # --- dense layers ---------------------------------------------------------------------
 
 
@@ -320,51 +219,82 @@ def _check_dense(op, x, W, activation, alpha):
             f"{op}: expected x of shape (batch, {W.shape[0]}) for W of shape {W.shape}, "
             f"got {x.shape}"
         )
-    return _check_alpha(op, alpha)
+    return check_alpha(op, alpha)
 
 
 def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
     """act(x @ W + b): x (batch, in_features), W (in_features, out_features),
     b (out_features,) -> (batch, out_features); float32/float64. ``activation``:
-    None, "relu", "leaky_relu" (with ``alpha``), "sigmoid" or "tanh"."""
+    None, "relu", "leaky_relu" (with ``alpha``), "sigmoid" or "tanh". On a GPU
+    the product is gpunet's tiled kernel or cuBLAS, as ``gn.set_gemm`` says."""
     alpha = _check_dense("dense", x, W, activation, alpha)
     if b.shape != (W.shape[1],):
         raise ValueError(f"dense: expected b of shape ({W.shape[1]},), got {b.shape}")
     kind = dispatch.placement("dense", x=x, W=W, b=b, out=out)
-    _check_dtypes("dense", ("x", "W", "b"), (x, W, b))
-    x, W, b = (_contiguous("dense", n, kind, a) for n, a in (("x", x), ("W", W), ("b", b)))
-    result, returned = _output("dense", kind, out, (x.shape[0], W.shape[1]), x.dtype)
-    dispatch.kernel_for("dense", kind)(x, W, b, result, activation, alpha)
+    check_dtypes("dense", ("x", "W", "b"), (x, W, b))
+    x, W, b = (contiguous("dense", n, kind, a) for n, a in (("x", x), ("W", W), ("b", b)))
+    result, returned = output("dense", kind, out, (x.shape[0], W.shape[1]), x.dtype)
+    kernel = dispatch.kernel_for("dense", kind)
+    if kind == "cuda":
+        kernel(x, W, b, result, activation, alpha, matmul=gemm.cuda_matmul(*x.shape, W.shape[1]))
+    else:
+        kernel(x, W, b, result, activation, alpha)
     return returned
 
 
-def dense_backward(grad_out, x, W, y, activation=None, alpha=0.01):
-    """Gradients of y = dense(x, W, b, activation): returns (dx, dW, db), shaped
-    like x, W and b, for grad_out = d loss / d y of shape (batch, out_features)."""
-    alpha = _check_dense("dense_backward", x, W, activation, alpha)
+def dense_backward(
+    grad_out,
+    x,
+    W,
+    y,
+    activation=None,
+    alpha=0.01,
+    *,
+    input_grad=True,
+    accumulate=False,
+    dx=None,
+    dW=None,
+    db=None,
+    dz=None,
+):
+    """Gradients of y = dense(x, W, b, activation) for grad_out = d loss / d y
+    (batch, out_features): returns (dx, dW, db), shaped like x, W and b.
+
+    Each result is a new array, or written into ``dx``, ``dW``, ``db`` when
+    given; with ``accumulate`` the gradients are added into the ``dW`` and
+    ``db`` given (summing over several backward passes). ``input_grad=False``
+    skips d loss / d x and its product (dx is then None). ``dz`` is scratch
+    for d loss / d (x @ W + b), shaped like grad_out; it may be grad_out
+    itself, which is then overwritten.
+    """
+    op = "dense_backward"
+    alpha = _check_dense(op, x, W, activation, alpha)
     if grad_out.shape != (x.shape[0], W.shape[1]):
         raise ValueError(
-            f"dense_backward: expected grad_out of shape {(x.shape[0], W.shape[1])}, "
-            f"got {grad_out.shape}"
+            f"{op}: expected grad_out of shape {(x.shape[0], W.shape[1])}, got {grad_out.shape}"
         )
     if y.shape != grad_out.shape:
-        raise ValueError(f"dense_backward: expected y of shape {grad_out.shape}, got {y.shape}")
+        raise ValueError(f"{op}: expected y of shape {grad_out.shape}, got {y.shape}")
+    if accumulate and (dW is None or db is None):
+        raise ValueError(f"{op}: accumulate=True adds into dW and db: pass both")
     names, arrays = ("grad_out", "y", "x", "W"), (grad_out, y, x, W)
-    kind = dispatch.placement("dense_backward", **dict(zip(names, arrays, strict=True)))
-    _check_dtypes("dense_backward", names, arrays)
-    g, y, x, W = (
-        _contiguous("dense_backward", n, kind, a) for n, a in zip(names, arrays, strict=True)
+    kind = dispatch.placement(
+        op, **dict(zip(names, arrays, strict=True)), dx=dx, dW=dW, db=db, dz=dz
     )
-    dx, dW = _empty(kind, x.shape, x.dtype), _empty(kind, W.shape, W.dtype)
-    db, dz = _empty(kind, (W.shape[1],), W.dtype), _empty(kind, g.shape, g.dtype)
-    dispatch.kernel_for("dense_backward", kind)(g, x, W, y, dx, dW, db, dz, activation, alpha)
-    return dx, dW, db
-
-
-dispatch.register("dense", "cpu", _dense.dense_cpu)
-dispatch.register("dense", "cuda", gemm.dense_cuda)
-dispatch.register("dense_backward", "cpu", _dense.dense_backward_cpu)
-dispatch.register("dense_backward", "cuda", gemm.dense_backward_cuda)
+    check_dtypes(op, names, arrays)
+    g, y, x, W = (contiguous(op, n, kind, a) for n, a in zip(names, arrays, strict=True))
+    dtype = x.dtype
+    dW, dW_returned = output(op, kind, dW, W.shape, dtype, "dW")
+    db, db_returned = output(op, kind, db, (W.shape[1],), dtype, "db")
+    dz = output(op, kind, dz, g.shape, dtype, "dz")[0]
+    dx, dx_returned = output(op, kind, dx, x.shape, dtype, "dx") if input_grad else (None, None)
+    kernel = dispatch.kernel_for(op, kind)
+    args = (g, x, W, y, dx, dW, db, dz, activation, alpha, bool(accumulate))
+    if kind == "cuda":
+        kernel(*args, matmul=gemm.cuda_matmul(*x.shape, W.shape[1]))
+    else:
+        kernel(*args)
+    return dx_returned, dW_returned, db_returned
 
 
 # --- losses ---------------------------------------------------------------------------
@@ -380,8 +310,8 @@ def _float_target(op, kind, pred, target):
         if target.dtype.kind not in "biuf":
             raise TypeError(f"{op}: expected a numeric target, got dtype {target.dtype}")
         return np.ascontiguousarray(target, pred.dtype)
-    _check_dtypes(op, ("pred", "target"), (pred, target))
-    return _contiguous(op, "target", kind, target)
+    check_dtypes(op, ("pred", "target"), (pred, target))
+    return contiguous(op, "target", kind, target)
 
 
 def _class_target(op, kind, logits, target):
@@ -401,31 +331,40 @@ def _class_target(op, kind, logits, target):
         raise TypeError(
             f"{op}: expected class indices of dtype int64 on the GPU, got {target.dtype}"
         )
-    return _contiguous(op, "target", kind, target)
+    return contiguous(op, "target", kind, target)
 
 
 def _loss_operands(op, pred, target):
     """Check a loss's inputs before any kernel runs; return (kind, pred, target)
-    as the kernels take them. Used by the ops below and by ``gn.losses``."""
+    as the kernels take them (``op``: a loss op or a hit count)."""
     kind = dispatch.placement(op, pred=pred, target=target)
-    _check_dtypes(op, ("pred",), (pred,))
-    if op == "softmax_cross_entropy":
+    check_dtypes(op, ("pred",), (pred,))
+    if op in ("softmax_cross_entropy", "argmax_hits"):
         if pred.ndim != 2:
             raise ValueError(f"{op}: expected 2-D logits (batch, classes), got shape {pred.shape}")
         target = _class_target(op, kind, pred, target)
     else:
         target = _float_target(op, kind, pred, target)
-    return kind, _contiguous(op, "pred", kind, pred), target
+    return kind, contiguous(op, "pred", kind, pred), target
 
 
-def _loss(op, pred, target):
+def _loss(op, pred, target, out):
     kind, pred, target = _loss_operands(op, pred, target)
-    grad, loss = _empty(kind, pred.shape, pred.dtype), _empty(kind, (1,), pred.dtype)
+    if out is None:
+        loss, grad = empty(kind, (1,), pred.dtype), empty(kind, pred.shape, pred.dtype)
+        returned = _cuda.scalar_view(loss), grad
+    else:
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError(f"{op}: expected out=(loss, grad), got {type(out).__name__}")
+        dispatch.placement(op, pred=pred, loss=out[0], grad=out[1])
+        loss = output(op, kind, out[0], (1,), pred.dtype, "the loss out")[0]
+        grad = output(op, kind, out[1], pred.shape, pred.dtype, "the grad out")[0]
+        returned = out
     dispatch.kernel_for(op, kind)(pred, target, grad, loss)
-    return _cuda.scalar_view(loss), grad
+    return returned
 
 
-def softmax_cross_entropy(logits, target):
+def softmax_cross_entropy(logits, target, *, out=None):
     """Mean cross-entropy of softmax(logits) over the batch, and its gradient.
 
     logits (batch, C) float32/float64; target: class indices (batch,) of an
@@ -433,46 +372,47 @@ def softmax_cross_entropy(logits, target):
     probabilities. Returns (loss 0-d, grad (batch, C)); an index outside
     [0, C) makes the loss NaN.
     """
-    return _loss("softmax_cross_entropy", logits, target)
+    return _loss("softmax_cross_entropy", logits, target, out)
 
 
-def mse(pred, target):
+def mse(pred, target, *, out=None):
     """Mean over all elements of 1/2 (pred - target)^2, and its gradient
     (pred - target) / n. Returns (loss 0-d, grad shaped like pred)."""
-    return _loss("mse", pred, target)
+    return _loss("mse", pred, target, out)
 
 
-def binary_cross_entropy(logits, target):
+def binary_cross_entropy(logits, target, *, out=None):
     """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1],
     computed stably from the logits, and its gradient (sigmoid(z) - t) / n."""
-    return _loss("binary_cross_entropy", logits, target)
+    return _loss("binary_cross_entropy", logits, target, out)
 
 
-def binary_cross_entropy_probs(probs, target):
+def binary_cross_entropy_probs(probs, target, *, out=None):
     """Binary cross-entropy of probabilities in [0, 1], as PyTorch's BCELoss
     (logarithms clamped at -100). Prefer binary_cross_entropy on logits."""
-    return _loss("binary_cross_entropy_probs", probs, target)
+    return _loss("binary_cross_entropy_probs", probs, target, out)
 
 
-for _name in ("softmax_cross_entropy", "mse", "binary_cross_entropy", "binary_cross_entropy_probs"):
-    dispatch.register(_name, "cpu", getattr(_losses, f"{_name}_cpu"))
-    dispatch.register(_name, "cuda", getattr(_losses, f"{_name}_cuda"))
-
-for _name in ("argmax_hits", "binary_hits"):
-    dispatch.register(_name, "cpu", getattr(_metrics, f"{_name}_cpu"))
-    dispatch.register(_name, "cuda", getattr(_metrics, f"{_name}_cuda"))
-
-
-# --- dropout and batch normalization --------------------------------------------------
+def argmax_hits(scores, target, *, out=None):
+    """How many rows of ``scores`` (batch, C) have their largest entry at the
+    target class (class indices (batch,), or rows (batch, C) whose argmax is
+    the class): a 1-element array of scores' dtype, or ``out`` filled."""
+    kind, scores, target = _loss_operands("argmax_hits", scores, target)
+    result, returned = output("argmax_hits", kind, out, (1,), scores.dtype)
+    dispatch.kernel_for("argmax_hits", kind)(scores, target, result)
+    return returned
 
 
-def _check_dropout_p(op, p):
-    """``p`` as a float in [0, 1]; TypeError or ValueError otherwise."""
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{op}: expected a number p, got {type(p).__name__}")
-    if not 0 <= p <= 1:
-        raise ValueError(f"{op}: expected a dropout probability p in [0, 1], got {p}")
-    return float(p)
+def binary_hits(pred, target, threshold=0.0, *, out=None):
+    """How many elements agree: ``pred > threshold`` against ``target > 0.5``
+    (same shape): a 1-element array of pred's dtype, or ``out`` filled."""
+    kind, pred, target = _loss_operands("binary_hits", pred, target)
+    result, returned = output("binary_hits", kind, out, (1,), pred.dtype)
+    dispatch.kernel_for("binary_hits", kind)(pred, target, float(threshold), result)
+    return returned
+
+
+# --- dropout ---------------------------------------------------------------------------
 
 
 def dropout(x, p, seed, offset, *, out=None):
@@ -482,7 +422,7 @@ def dropout(x, p, seed, offset, *, out=None):
     call uses ``gpunet.kernels.dropout.words(x.size)`` words). The same
     (seed, offset, p) give the same mask on every device, so the backward is
     ``dropout(grad_out, p, seed, offset)``."""
-    p = _check_dropout_p("dropout", p)
+    p = check_probability("dropout", p)
     for name, value in (("seed", seed), ("offset", offset)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"dropout: expected an int {name}, got {type(value).__name__}")
@@ -493,17 +433,8 @@ def dropout(x, p, seed, offset, *, out=None):
             f"dropout: expected an offset that is a multiple of 4 with room for the draw, "
             f"got {offset}"
         )
-    kind, (x,), result, returned = _operands("dropout", ("x",), (x,), out)
+    kind, (x,), result, returned = operands("dropout", ("x",), (x,), out)
     dispatch.kernel_for("dropout", kind)(
-        _flat(kind, x), _flat(kind, result), int(seed), int(offset), p
+        flat(kind, x), flat(kind, result), int(seed), int(offset), p
     )
     return returned
-
-
-dispatch.register("dropout", "cpu", _dropout.dropout_cpu)
-dispatch.register("dropout", "cuda", _dropout.dropout_cuda)
-for _name in ("batchnorm", "batchnorm_inference", "batchnorm_backward"):
-    dispatch.register(_name, "cpu", getattr(_batchnorm, f"{_name}_cpu"))
-    dispatch.register(_name, "cuda", getattr(_batchnorm, f"{_name}_cuda"))
-dispatch.register("column_affine", "cpu", _scalers.column_affine_cpu)
-dispatch.register("column_affine", "cuda", _scalers.column_affine_cuda)

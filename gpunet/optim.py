@@ -16,9 +16,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import dispatch, ops
+from . import dispatch
+from ._arrays import flat
 from ._device import to_device
-from .kernels import optim as _optim
 
 
 def _check_nonnegative(name, value):
@@ -61,7 +61,7 @@ class Optimizer:
             state = self.state.get(id(p))
             if state is None:
                 state = self.state[id(p)] = self._new_state(p)
-            self._update(p, ops._flat(kind, p.data), ops._flat(kind, p.grad), state, kind)
+            self._update(p, flat(kind, p.data), flat(kind, p.grad), state, kind)
 
     def _check(self, p):
         if p.data.dtype != p.grad.dtype:
@@ -286,9 +286,3 @@ class CosineAnnealingLR(LRScheduler):
             self.eta_min
             + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
         )
-
-
-dispatch.register("sgd", "cpu", _optim.sgd_cpu)
-dispatch.register("sgd", "cuda", _optim.sgd_cuda)
-dispatch.register("adam", "cpu", _optim.adam_cpu)
-dispatch.register("adam", "cuda", _optim.adam_cuda)

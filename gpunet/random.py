@@ -15,7 +15,7 @@ import numpy as np
 
 from . import dispatch
 from ._device import _resolve, get_device
-from .kernels import _cuda, rng
+from .kernels import _cuda
 
 
 class Generator:
@@ -79,7 +79,3 @@ def manual_seed(seed: int) -> Generator:
 def uniform(shape, *, dtype="float32", device=None, out=None):
     """Uniform values in [0, 1) from the default generator (see Generator.uniform)."""
     return default_generator.uniform(shape, dtype=dtype, device=device, out=out)
-
-
-dispatch.register("uniform", "cpu", rng.uniform_cpu)
-dispatch.register("uniform", "cuda", rng.uniform_cuda)

@@ -18,14 +18,11 @@ import numpy as np
 
 from . import dispatch
 from ._device import _resolve
+from .exceptions import NotFittedError
 from .kernels import _cuda
 from .kernels import rbm as _rbm
 
 _VISIBLE = ("bernoulli", "gaussian")
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``."""
 
 
 def _random_state(random_state):
@@ -276,7 +273,7 @@ class RBM:
     del _parameter
 
     def _kernel(self, op):
-        return dispatch.kernel_for(f"rbm.{op}", self._kind)
+        return dispatch.kernel_for(op, self._kind)
 
     def _draw_offset(self, words):
         start = self._offset
@@ -289,7 +286,7 @@ class RBM:
         """CD updates over the batches X[bounds[t]:bounds[t + 1]] of the
         device array X."""
         k, persistent, gaussian = self.k, self.persistent, self._visible == "gaussian"
-        self._offset = self._kernel("cd_epoch")(
+        self._offset = self._kernel("rbm.cd_epoch")(
             X, bounds, (self._W, self._b, self._c), self._velocities, self._chain, self._seed,
             self._offset, self.learning_rate, self.momentum, self.weight_decay, k, persistent,
             gaussian,
@@ -377,7 +374,7 @@ class RBM:
         words = _rbm.aligned_words(rows * cols * (2 if sampling == _rbm.GAUSSIAN else 1))
         offset = self._draw_offset(words if sampling else 0)
         bias = self._c if hidden else self._b
-        self._kernel("conditional")(
+        self._kernel("rbm.conditional")(
             a, self._W, bias, hidden, activation, out, 1.0, sampling, samples, self._seed, offset
         )
 
@@ -408,7 +405,7 @@ class RBM:
         h = self._empty((n_samples, self.n_components))
         offset = self._draw_offset(_rbm.aligned_words(h.size))
         zeros = self._zeros(self.n_components)
-        self._kernel("conditional")(
+        self._kernel("rbm.conditional")(
             self._zeros((n_samples, self.n_features_in_)), self._W, zeros, True, _rbm.SIGMOID,
             None, 1.0, _rbm.BERNOULLI, h, self._seed, offset,
         )  # fmt: skip
@@ -425,7 +422,7 @@ class RBM:
         self._conditional(v, True, _rbm.IDENTITY, z, _rbm.NO_SAMPLE, None)
         out = self._empty(v.shape[0])
         gaussian = self._visible == "gaussian"
-        self._kernel("free_energy")(v, z, self._b, gaussian, out)
+        self._kernel("rbm.free_energy")(v, z, self._b, gaussian, out)
         return self._output(out, on_device)
 
     def reconstruct(self, X):
@@ -457,7 +454,7 @@ class RBM:
         z = self._empty((v.shape[0], self.n_components))
         self._conditional(v, True, _rbm.IDENTITY, z, _rbm.NO_SAMPLE, None)
         out = self._empty(v.shape[0])
-        self._kernel("pseudo_likelihood")(v, z, self._W, self._b, index, out)
+        self._kernel("rbm.pseudo_likelihood")(v, z, self._W, self._b, index, out)
         return self._output(out, on_device)
 
     def _put_index(self, index):
@@ -465,8 +462,3 @@ class RBM:
             return index
         with _cuda.cuda.gpus[self.device_.index]:
             return _cuda.cuda.to_device(index)
-
-
-for _kind in ("cpu", "cuda"):
-    for _op in ("conditional", "cd_epoch", "free_energy", "pseudo_likelihood"):
-        dispatch.register(f"rbm.{_op}", _kind, getattr(_rbm, f"{_op}_{_kind}"))

@@ -33,6 +33,7 @@ from ._cpu import (
     writable_like,
 )
 from ._cuda import cuda, float_signatures, grid_1d
+from ._table import OpKernels
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -350,3 +351,23 @@ relu = Activation("relu", relu_scalar, relu_backward_scalar)
 leaky_relu = Activation("leaky_relu", leaky_relu_scalar, leaky_relu_backward_scalar, constant=True)
 
 ACTIVATIONS = {a.name: a for a in (step, sigmoid, tanh, relu, leaky_relu)}
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "step": OpKernels(step_ref, step.forward_cpu, step.forward_cuda),
+    "sigmoid": OpKernels(sigmoid_ref, sigmoid.forward_cpu, sigmoid.forward_cuda),
+    "tanh": OpKernels(tanh_ref, tanh.forward_cpu, tanh.forward_cuda),
+    "relu": OpKernels(relu_ref, relu.forward_cpu, relu.forward_cuda),
+    "leaky_relu": OpKernels(leaky_relu_ref, leaky_relu.forward_cpu, leaky_relu.forward_cuda),
+    "step_backward": OpKernels(step_backward_ref, step.backward_cpu, step.backward_cuda),
+    "sigmoid_backward": OpKernels(
+        sigmoid_backward_ref, sigmoid.backward_cpu, sigmoid.backward_cuda
+    ),
+    "tanh_backward": OpKernels(tanh_backward_ref, tanh.backward_cpu, tanh.backward_cuda),
+    "relu_backward": OpKernels(relu_backward_ref, relu.backward_cpu, relu.backward_cuda),
+    "leaky_relu_backward": OpKernels(
+        leaky_relu_backward_ref, leaky_relu.backward_cpu, leaky_relu.backward_cuda
+    ),
+}

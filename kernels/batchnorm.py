@@ -45,6 +45,7 @@ import numpy as np
 from . import _cuda
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
+from ._table import OpKernels
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -455,3 +456,16 @@ def batchnorm_backward_cuda(
             dx is not None,
             accumulate,
         )
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "batchnorm": OpKernels(batchnorm_ref, batchnorm_cpu, batchnorm_cuda),
+    "batchnorm_inference": OpKernels(
+        batchnorm_inference_ref, batchnorm_inference_cpu, batchnorm_inference_cuda
+    ),
+    "batchnorm_backward": OpKernels(
+        batchnorm_backward_ref, batchnorm_backward_cpu, batchnorm_backward_cuda
+    ),
+}

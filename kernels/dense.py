@@ -29,6 +29,7 @@ from . import _cuda
 from . import activations as act
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
+from ._table import OpKernels
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -499,3 +500,11 @@ def dense_backward_cuda(
     _launch_gemm(weight_grad, x, dz, db, c, dW)
     if dx is not None:
         _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "dense": OpKernels(dense_ref, dense_cpu, dense_cuda),
+    "dense_backward": OpKernels(dense_backward_ref, dense_backward_cpu, dense_backward_cuda),
+}

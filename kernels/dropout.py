@@ -33,6 +33,7 @@ from numba import uint32, uint64
 from . import _cuda, rng
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
+from ._table import OpKernels
 
 #: Each element's random value has 16 bits: p is rounded to a multiple of 2**-16.
 _BITS = 16
@@ -168,3 +169,8 @@ def dropout_cuda(x, out, seed, offset, p):
         blocks, threads = grid_1d((x.size + 7) // 8)
         _dropout_kernel[blocks, threads](x, out, *_arguments(x, seed, offset, p))
     return out
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {"dropout": OpKernels(dropout_ref, dropout_cpu, dropout_cuda)}

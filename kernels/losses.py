@@ -31,7 +31,9 @@ import numpy as np
 from . import _cuda, vmath
 from ._cpu import CPU_OPTIONS
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
+from ._table import OpKernels
 from .softmax import (
+    MAX_ROW_BLOCKS,
     ROW_OPTIONS,
     ROW_THREADS,
     _block_reduce,
@@ -339,7 +341,7 @@ def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
     kernels = _CROSS_ENTROPY_LABELS if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS
     losses = _cuda.scratch("losses.rows", batch, logits.dtype)
     scale = logits.dtype.type(1 / batch)
-    kernels[threads][min(batch, 65535), threads](logits, labels, scale, grad, losses)
+    kernels[threads][min(batch, MAX_ROW_BLOCKS), threads](logits, labels, scale, grad, losses)
     _sum_kernel[1, _SUM_THREADS](losses, scale, loss_out)
 
 
@@ -362,3 +364,21 @@ def binary_cross_entropy_cuda(logits, target, grad, loss_out):
 
 def binary_cross_entropy_probs_cuda(probs, target, grad, loss_out):
     _elementwise_cuda_launch(_BCE_PROBS_CUDA, probs, target, grad, loss_out)
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "softmax_cross_entropy": OpKernels(
+        softmax_cross_entropy_ref, softmax_cross_entropy_cpu, softmax_cross_entropy_cuda
+    ),
+    "mse": OpKernels(mse_ref, mse_cpu, mse_cuda),
+    "binary_cross_entropy": OpKernels(
+        binary_cross_entropy_ref, binary_cross_entropy_cpu, binary_cross_entropy_cuda
+    ),
+    "binary_cross_entropy_probs": OpKernels(
+        binary_cross_entropy_probs_ref,
+        binary_cross_entropy_probs_cpu,
+        binary_cross_entropy_probs_cuda,
+    ),
+}

@@ -21,6 +21,7 @@ import numpy as np
 from . import _cuda
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
+from ._table import OpKernels
 from .softmax import _block_reduce, _scratch_size
 
 # --- references (the executable spec) -------------------------------------------------
@@ -162,3 +163,11 @@ def binary_hits_cuda(pred, target, threshold, out):
     _binary_hits_kernel[1, _THREADS](
         _cuda.flat(pred), _cuda.flat(target), pred.dtype.type(threshold), out
     )
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "argmax_hits": OpKernels(argmax_hits_ref, argmax_hits_cpu, argmax_hits_cuda),
+    "binary_hits": OpKernels(binary_hits_ref, binary_hits_cpu, binary_hits_cuda),
+}

@@ -29,6 +29,7 @@ import numpy as np
 from . import _cuda
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
+from ._table import OpKernels
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -57,6 +58,11 @@ def adam_ref(
     v = b2 * v.astype(np.float64) + (1 - b2) * g * g
     denom = np.sqrt(v) / math.sqrt(1 - b2**step) + eps
     return p - lr / (1 - b1**step) * m / denom, m, v
+
+
+def zero_ref(a):
+    """Zeros shaped like ``a``: what ``zero_cpu`` / ``zero_cuda`` leave in it."""
+    return np.zeros(a.shape, np.float64)
 
 
 # --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
@@ -205,3 +211,12 @@ def zero_cuda(a):
     if flat.size:
         blocks, threads = grid_1d(flat.size)
         _zero_kernel[blocks, threads](flat)
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "sgd": OpKernels(sgd_ref, sgd_cpu, sgd_cuda),
+    "adam": OpKernels(adam_ref, adam_cpu, adam_cuda),
+    "zero": OpKernels(zero_ref, zero_cpu, zero_cuda),
+}

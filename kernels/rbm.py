@@ -50,6 +50,7 @@ from . import _cuda
 from . import activations as act
 from ._cpu import CPU_OPTIONS, wide_vectors
 from ._cuda import cuda, float_signatures
+from ._table import OpKernels
 from .rng import philox_block, uint32_to_unit_float32, uniform_ref
 
 #: Activations and sampling of the conditional kernels.
@@ -106,6 +107,14 @@ def visible_ref(h, W, b, gaussian=False):
     """The mean of p(v | h): sigmoid(h @ W + b), or h @ W + b for Gaussian units."""
     z = h.astype(np.float64) @ W.astype(np.float64) + b
     return z if gaussian else _sigmoid64(z)
+
+
+def conditional_ref(a, W, bias, hidden, activation, scale=1.0):
+    """``scale * activation(a @ W.T + bias)`` (``hidden``: (n, V) -> (n, H)) or of
+    ``a @ W + bias`` ((n, H) -> (n, V)), in float64, before any sampling
+    (:func:`sample_ref`); ``activation`` SIGMOID or IDENTITY."""
+    z = a.astype(np.float64) @ (W.T if hidden else W).astype(np.float64) + bias
+    return scale * (_sigmoid64(z) if activation == SIGMOID else z)
 
 
 def cd_gradient_ref(v, W, b, c, chain, seed, offset, k=1, persistent=True, gaussian=False):
@@ -1087,3 +1096,15 @@ def pseudo_likelihood_cuda(v, z, W, b, index, out):
         blocks, threads = _cuda.grid_1d(v.shape[0])
         _pseudo_likelihood_kernel[blocks, threads](v, z, W, b, index, out)
     return out
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "rbm.conditional": OpKernels(conditional_ref, conditional_cpu, conditional_cuda),
+    "rbm.cd_epoch": OpKernels(cd_gradient_ref, cd_epoch_cpu, cd_epoch_cuda),
+    "rbm.free_energy": OpKernels(free_energy_ref, free_energy_cpu, free_energy_cuda),
+    "rbm.pseudo_likelihood": OpKernels(
+        pseudo_likelihood_ref, pseudo_likelihood_cpu, pseudo_likelihood_cuda
+    ),
+}

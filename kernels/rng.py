@@ -55,6 +55,7 @@ import numpy as np
 from numba import float32, float64, uint32, uint64
 
 from ._cuda import as_device_array, cuda, grid_1d, is_device_array, kernel
+from ._table import OpKernels
 
 # Philox4x32 multipliers and Weyl key increments (Random123, philox.h).
 _M0 = np.uint32(0xD2511F53)
@@ -428,3 +429,8 @@ def uniform_cuda(out, seed, offset):
         blocks, threads = grid_1d(_block_count(offset, words))
         _CUDA_UNIFORM[dtype][blocks, threads](device_out, np.uint64(seed), np.uint64(offset))
     return out
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {"uniform": OpKernels(uniform_ref, uniform_cpu, uniform_cuda)}

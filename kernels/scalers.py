@@ -18,6 +18,7 @@ import numpy as np
 from . import _cuda
 from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
 from ._cuda import cuda, float_signatures, grid_1d
+from ._table import OpKernels
 
 # --- reference (the executable spec) --------------------------------------------------
 
@@ -85,3 +86,8 @@ def column_affine_cuda(x, shift, factor, offset, out, clip=False, lo=0.0, hi=1.0
         blocks, threads = grid_1d(x.size)
         _affine_kernel[blocks, threads](x, shift, factor, offset, clip, dtype(lo), dtype(hi), out)
     return out
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {"column_affine": OpKernels(column_affine_ref, column_affine_cpu, column_affine_cuda)}

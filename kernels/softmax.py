@@ -45,6 +45,7 @@ from ._cpu import (
     writable_like,
 )
 from ._cuda import WARP_SIZE, cuda, float_signatures
+from ._table import OpKernels
 
 # --- references (the executable spec) -------------------------------------------------
 
@@ -79,7 +80,7 @@ def log_softmax_backward_ref(grad_out, y):
 
 #: Softmax does several times the work per element of an elementwise op, so
 #: it goes parallel at a smaller size.
-PARALLEL_THRESHOLD = 1 << 16
+ROW_PARALLEL_MIN_SIZE = 1 << 16
 #: The forward ops write outputs of at least this many bytes with streaming
 #: stores: far larger than a core's L2, so little of such an output would
 #: still be cached for its reader.
@@ -201,7 +202,7 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
 # it for them, their shapes when it runs. It returns True, or False having
 # written nothing, so that the caller can raise the error that names what was
 # wrong (or fold leading axes into rows and call again). The launcher runs the
-# serial kernel itself and leaves arrays of PARALLEL_THRESHOLD elements or more
+# serial kernel itself and leaves arrays of ROW_PARALLEL_MIN_SIZE elements or more
 # to the parallel (or streaming) kernel, called from Python: those compile only
 # once a large array comes (linking all three into the launcher made its
 # first call 8.6 s, against 2.8 s), for one more call of about 0.7 us beside
@@ -215,14 +216,14 @@ _REFUSED, _DONE, _LARGE = 0, 1, 2
 
 def _forward_rows(row_fn):
     """The forward op of ``row_fn`` on (rows, n) arrays: serial below
-    PARALLEL_THRESHOLD elements, row-parallel above, and outputs of
+    ROW_PARALLEL_MIN_SIZE elements, row-parallel above, and outputs of
     STREAMING_MIN_BYTES or more written with streaming stores."""
     serial = _row_blocks_kernel(row_fn, parallel=False, streaming=False)
     parallel = _row_blocks_kernel(row_fn, parallel=True, streaming=False)
     streaming = _row_blocks_kernel(row_fn, parallel=True, streaming=True)
 
     def launch(x, out):
-        """out = op(x) below PARALLEL_THRESHOLD elements: _DONE, _LARGE or _REFUSED."""
+        """out = op(x) below ROW_PARALLEL_MIN_SIZE elements: _DONE, _LARGE or _REFUSED."""
 
     @overload(launch, jit_options=ROW_OPTIONS)
     def _launch(x, out):
@@ -232,7 +233,7 @@ def _forward_rows(row_fn):
         def impl(x, out):
             if out.shape != x.shape:
                 return _REFUSED
-            if x.size >= PARALLEL_THRESHOLD:
+            if x.size >= ROW_PARALLEL_MIN_SIZE:
                 return _LARGE
             serial(x, out)
             return _DONE
@@ -271,7 +272,7 @@ def _backward_rows(row_fn):
             row_fn(g[r], y[r], out[r])
 
     def launch(g, y, out):
-        """out = op(g, y) below PARALLEL_THRESHOLD elements: _DONE, _LARGE or _REFUSED."""
+        """out = op(g, y) below ROW_PARALLEL_MIN_SIZE elements: _DONE, _LARGE or _REFUSED."""
 
     @overload(launch, jit_options=ROW_OPTIONS)
     def _launch(g, y, out):
@@ -287,7 +288,7 @@ def _backward_rows(row_fn):
         def impl(g, y, out):
             if out.shape != g.shape or y.shape != g.shape:
                 return _REFUSED
-            if g.size >= PARALLEL_THRESHOLD:
+            if g.size >= ROW_PARALLEL_MIN_SIZE:
                 return _LARGE
             serial(g, y, out)
             return _DONE
@@ -499,3 +500,17 @@ def softmax_backward_cuda(grad_out, y, out):
 def log_softmax_backward_cuda(grad_out, y, out):
     """log_softmax_backward_cuda(grad_out, y, out): (rows, n) device arrays."""
     _launch_rows(_LOG_SOFTMAX_BACKWARD, grad_out, y, out)
+
+
+# --- table ----------------------------------------------------------------------------
+
+KERNELS = {
+    "softmax": OpKernels(softmax_ref, softmax_cpu, softmax_cuda),
+    "log_softmax": OpKernels(log_softmax_ref, log_softmax_cpu, log_softmax_cuda),
+    "softmax_backward": OpKernels(
+        softmax_backward_ref, softmax_backward_cpu, softmax_backward_cuda
+    ),
+    "log_softmax_backward": OpKernels(
+        log_softmax_backward_ref, log_softmax_backward_cpu, log_softmax_backward_cuda
+    ),
+}

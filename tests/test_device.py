@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import HAVE_CUDA, SIMULATOR
+from gpunet.kernels._table import OpKernels
 
 import gpunet as gn
 from gpunet import _device, dispatch
@@ -103,7 +104,7 @@ def test_dispatch_refuses_unknown_ops_and_missing_kernels(monkeypatch):
     with pytest.raises(NotImplementedError, match=r"no cuda kernel for 'only_cpu' \(it has: cpu\)"):
         dispatch.kernel_for("only_cpu", "cuda")
     with pytest.raises(ValueError, match="device kind"):
-        dispatch.register("x", "tpu", lambda: None)
+        dispatch.kernel_for("relu", "tpu")
 
 
 def test_every_op_has_both_kernels():
@@ -111,6 +112,36 @@ def test_every_op_has_both_kernels():
     assert {"relu", "softmax", "log_softmax_backward", "leaky_relu_backward"} <= ops
     for op in ops:
         assert (op, "cpu") in dispatch.registered() and (op, "cuda") in dispatch.registered()
+
+
+def test_every_table_entry_names_a_reference_and_both_kernels():
+    for module in dispatch.MODULES:
+        for op, entry in module.KERNELS.items():
+            assert isinstance(entry, OpKernels), op
+            reference, cpu, cuda = entry
+            assert reference.__name__.endswith("_ref"), (op, reference)
+            assert reference.__module__ == module.__name__, (op, reference)
+            assert callable(cpu) and callable(cuda), op
+            assert cpu is not cuda, op
+            assert dispatch.kernel_for(op, "cpu") is cpu
+            assert dispatch.kernel_for(op, "cuda") is cuda
+
+
+def test_every_kernels_module_with_entry_points_has_a_table_in_the_registry():
+    from gpunet import ptxas
+
+    for module in ptxas.kernel_modules():
+        names = vars(module)
+        entry_points = [  # op_cpu / op_cuda beside a reference op_ref
+            name
+            for name in names
+            if name.endswith(("_cpu", "_cuda")) and name.rsplit("_", 1)[0] + "_ref" in names
+        ]
+        if entry_points or hasattr(module, "KERNELS"):
+            assert module in dispatch.MODULES, module.__name__
+            tabled = {f for entry in module.KERNELS.values() for f in entry[1:]}
+            for name in entry_points:
+                assert vars(module)[name] in tabled, f"{module.__name__}.{name} is in no table"
 
 
 def spy_on(monkeypatch, op, kind):

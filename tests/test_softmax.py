@@ -28,7 +28,7 @@ ROW_OPS = {"softmax": 1, "log_softmax": 1, "softmax_backward": 2, "log_softmax_b
 
 # Row lengths around a warp and each CUDA block size (32 and 128 threads per row).
 CUDA_SHAPES = [(3, 1), (2, 31), (2, 33), (5, 7), (2, 129), (1, 513), (0, 4), (3, 0), (2, 2, 5)]
-CPU_SHAPES = CUDA_SHAPES + [(7, 1000), (64, 1025), (S.PARALLEL_THRESHOLD // 100 + 1, 100)]
+CPU_SHAPES = CUDA_SHAPES + [(7, 1000), (64, 1025), (S.ROW_PARALLEL_MIN_SIZE // 100 + 1, 100)]
 
 
 def random_input(shape, dtype, seed=0, scale=5.0):
@@ -222,7 +222,7 @@ def test_cpu_launchers_refuse_what_they_cannot_take_and_write_nothing(name):
         assert not out.any()
     out = np.zeros((2, 3), np.float32)
     assert launcher(*[x] * inputs, out) is True and out.any()
-    large = random_input((S.PARALLEL_THRESHOLD // 8, 8), np.float32)  # the parallel kernel
+    large = random_input((S.ROW_PARALLEL_MIN_SIZE // 8, 8), np.float32)  # the parallel kernel
     out = np.zeros_like(large)
     assert launcher(*[large] * inputs, out) is True and out.all()
 

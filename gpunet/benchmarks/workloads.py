@@ -245,16 +245,10 @@ class Bench:
         dz = self._put(np.empty((batch, n_out), np.float32))
         dx, dW = self._put(np.empty_like(host[0])), self._put(np.empty_like(host[1]))
         db = self._put(np.empty_like(host[2]))
-        from ..dispatch import kernel_for
-
-        forward, backward = (
-            kernel_for("dense", self.device.type),
-            kernel_for("dense_backward", self.device.type),
-        )
 
         def ours():
-            forward(x, W, b, y, "relu")
-            backward(g, x, W, y, dx, dW, db, dz, "relu")
+            ops.dense(x, W, b, "relu", out=y)
+            ops.dense_backward(g, x, W, y, "relu", dx=dx, dW=dW, db=db, dz=dz)
 
         ours()
         seconds = self._time(ours)

@@ -175,6 +175,23 @@ def _loss_case(name, op, refs, rng):
     return [pred, target], ref
 
 
+def _hits_case(name, op, refs, rng):
+    """Hit counts: scores of CHECK_SHAPE against class indices, or 0/1 targets
+    thresholded at 0; the count is a 1-element float32 array like the op's."""
+    pred = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    if name == "argmax_hits":
+        target = rng.integers(0, CHECK_SHAPE[1], CHECK_SHAPE[0])
+        target[: CHECK_SHAPE[0] // 2] = pred[: CHECK_SHAPE[0] // 2].argmax(axis=1)
+    else:
+        target = (rng.random(CHECK_SHAPE) < 0.5).astype(np.float32)
+
+    def ref(pred, target):
+        return np.array([refs[name](pred, target, *(() if name == "argmax_hits" else (0.0,)))],
+                        np.float32)  # fmt: skip
+
+    return [pred, target], ref
+
+
 def _dropout_case(name, op, refs, rng):
     """Dropout: x of CHECK_SHAPE, p 0.25, Philox stream 1234 from word 8."""
     x = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
@@ -189,6 +206,8 @@ _SHAPED_CASES = {
     "mse": _loss_case,
     "binary_cross_entropy": _loss_case,
     "binary_cross_entropy_probs": _loss_case,
+    "argmax_hits": _hits_case,
+    "binary_hits": _hits_case,
     "dropout": _dropout_case,
 }
 
