@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import dispatch
+from ._arrays import check_dtypes, contiguous
+from ._device import to_device, to_numpy
 from .exceptions import NotFittedError
+from .kernels import _cuda
 
 
 def batches(X, y=None, batch_size=32, shuffle=False, seed=None):
@@ -40,10 +44,6 @@ def batches(X, y=None, batch_size=32, shuffle=False, seed=None):
 
 def _scaler_input(op, X):
     """(kind, X as a C-contiguous float array on its device, X on the host in float64)."""
-    from . import dispatch
-    from ._arrays import check_dtypes, contiguous
-    from ._device import to_numpy
-
     kind = dispatch.placement(op, X=X)
     if len(X.shape) != 2:
         raise ValueError(f"{op}: expected a 2-D array (samples, features), got shape {X.shape}")
@@ -93,10 +93,6 @@ class _Scaler:
 
     def _affine(self, op, X, shift, factor, offset, clip=None):
         """(X - shift) * factor + offset per column, on X's device and in its dtype."""
-        from . import dispatch
-        from ._device import to_device
-        from .kernels import _cuda
-
         kind, X, _ = _scaler_input(op, X)
         self._check_features(op, X)
         dtype = X.dtype

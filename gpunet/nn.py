@@ -35,70 +35,24 @@ from ._arrays import zeros as _zeros
 from ._device import Device, _resolve, get_device, to_device, to_numpy
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
+from .parameter import Parameter, pack
+from .serialization import register_layer, register_model
 from .training import Model
 
-
-class Parameter:
-    """A learnable array: ``data``, and ``grad`` (d loss / d data) of the same
-    shape, dtype and device.
-
-    ``zero_grad()`` is lazy: it marks the gradient as zero, the next backward
-    pass writes it instead of adding to it, and reading ``grad`` before then
-    gives zeros.
-    """
-
-    def __init__(self, data, name: str = ""):
-        self.name = name
-        self.data = data
-        self._grad = None
-        self._grad_is_zero = True
-
-    @property
-    def device(self) -> Device:
-        return _device_of(self.data)
-
-    @property
-    def shape(self) -> tuple:
-        return tuple(self.data.shape)
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
-
-    @property
-    def grad(self):
-        """d loss / d data, summed over backward passes since ``zero_grad()``."""
-        if self._grad is None:
-            self._grad = _zeros(self.data.shape, self.data.dtype, self.device)
-        elif self._grad_is_zero:
-            dispatch.kernel_for("zero", self.device.type)(self._grad)
-        self._grad_is_zero = False
-        return self._grad
-
-    def zero_grad(self) -> None:
-        """Make the gradient zero (lazily, see the class docstring)."""
-        self._grad_is_zero = True
-
-    def _grad_for_backward(self):
-        """(gradient array, accumulate?) for a backward pass that then owns it."""
-        accumulate = not self._grad_is_zero
-        if self._grad is None:
-            self._grad = empty(self.device.type, self.data.shape, self.data.dtype)
-        self._grad_is_zero = False
-        return self._grad, accumulate
-
-    def to(self, device) -> Parameter:
-        """Move data and gradient to ``device`` (in place); returns self."""
-        device = _resolve(device)
-        if device != self.device:
-            self.data = to_device(to_numpy(self.data), device)
-            if self._grad is not None:
-                self._grad = to_device(to_numpy(self._grad), device)
-        return self
-
-    def __repr__(self) -> str:
-        dtype = np.dtype(self.dtype).name
-        return f"Parameter({self.name or 'unnamed'}, shape={self.shape}, {dtype}, {self.device})"
+__all__ = [
+    "BatchNorm1d",
+    "Dense",
+    "Dropout",
+    "Layer",
+    "LeakyReLU",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Step",
+    "Tanh",
+]
 
 
 class Layer:
@@ -119,6 +73,33 @@ class Layer:
     def parameters(self) -> list[Parameter]:
         """The layer's learnable parameters (none for activations)."""
         return []
+
+    def flat_parameters(self):
+        """(data, grad): the 1-D buffers, on the layer's device, that hold all
+        its parameters' values and gradients in ``parameters()`` order; each
+        Parameter's ``data`` and ``grad`` is a view into them. Writing into
+        them changes the parameters. Parameters of several dtypes or devices
+        have no one pair of buffers (ValueError)."""
+        params = self.parameters()
+        kinds = {(p.device, p.dtype) for p in params}
+        if len(kinds) > 1:
+            found = ", ".join(sorted(f"{np.dtype(t).name} on {d}" for d, t in kinds))
+            raise ValueError(f"{type(self).__name__}: parameters of several kinds ({found})")
+        if not params:
+            device = getattr(self, "device", None) or get_device()
+            dtype = getattr(self, "dtype", np.float32)
+            return tuple(_zeros(0, dtype, device) for _ in range(2))
+        flat, start = params[0]._flat, params[0]._offset
+        end, contiguous_run = start, True
+        for p in params:
+            contiguous_run = contiguous_run and p._flat is flat and p._offset == end
+            end += p.size
+        if not contiguous_run:
+            flat = pack(params)[params[0].device, params[0].dtype]
+            start, end = 0, flat.size
+        if start == 0 and end == flat.size:
+            return flat.data, flat.grad
+        return flat.views(start, (end - start,))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every array the layer needs to be rebuilt (name -> host copy):
@@ -167,6 +148,7 @@ class Layer:
         """Move the layer's arrays to ``device``; returns self."""
         for p in self.parameters():
             p.to(device)
+        pack(self.parameters())
         device = _resolve(device)
         for name, buffer in self._named_buffers():
             if _device_of(buffer) != device:
@@ -260,6 +242,7 @@ class Dense(Layer):
         weight = ((2 * u - 1) * bound).astype(dtype)
         self.weight = Parameter(to_device(weight, device), "weight")
         self.bias = Parameter(_zeros(self.out_features, dtype, device), "bias")
+        pack(self.parameters())
         self._x = self._y = None
 
     def parameters(self) -> list[Parameter]:
@@ -499,6 +482,7 @@ class BatchNorm1d(Layer):
         if self.affine:
             self.weight = Parameter(ones(), "weight")
             self.bias = Parameter(_zeros(self.num_features, dtype, device), "bias")
+            pack(self.parameters())
         else:
             self._fixed = (ones(), _zeros(self.num_features, dtype, device))
         if self.track_running_stats:
@@ -609,13 +593,11 @@ class BatchNorm1d(Layer):
         }
 
 
-#: Layer classes by name, for loading saved models.
-LAYERS = {
-    cls.__name__: cls
-    for cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step, Dropout, BatchNorm1d)
-}
+for _cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step, Dropout, BatchNorm1d):
+    register_layer(_cls)
 
 
+@register_model
 class Sequential(Model, Layer):
     """Layers applied in order; backward runs them in reverse.
 
@@ -638,6 +620,7 @@ class Sequential(Model, Layer):
         dtypes = {np.dtype(p.dtype).name for p in self.parameters()}
         if len(dtypes) > 1:
             raise TypeError(f"Sequential: layers mix dtypes ({', '.join(sorted(dtypes))})")
+        pack(self.parameters())
 
     def forward(self, x):
         """The last layer's output for ``x`` (owned by the model: see the module docstring)."""
@@ -682,6 +665,7 @@ class Sequential(Model, Layer):
     def to(self, device) -> Sequential:
         for layer in self.layers:
             layer.to(device)
+        pack(self.parameters())
         return self
 
     @property

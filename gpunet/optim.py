@@ -17,8 +17,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from . import dispatch
-from ._arrays import flat
-from ._device import to_device
+from ._arrays import flat, zeros
+from ._device import to_device, to_numpy
+from .parameter import Parameter
 
 
 def _check_nonnegative(name, value):
@@ -31,8 +32,6 @@ class Optimizer:
     """Base class: the parameters, ``lr``, ``zero_grad`` and per-parameter state."""
 
     def __init__(self, params: Iterable, lr: float):
-        from .nn import Parameter
-
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
@@ -74,9 +73,7 @@ class Optimizer:
             )
 
     def _buffer(self, p):
-        from .nn import _zeros
-
-        return _zeros(p.data.shape, p.data.dtype, p.device).reshape(-1)
+        return zeros(p.data.shape, p.data.dtype, p.device).reshape(-1)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -205,9 +202,6 @@ def clip_grad_norm(params: Iterable, max_norm: float, eps: float = 1e-6) -> floa
     eps), applied only when below 1). A NaN or infinite norm is returned
     without touching the gradients. The norm is summed on the host, so GPU
     gradients are copied there to measure them."""
-    from ._device import to_numpy
-    from .nn import Parameter
-
     params = list(params)
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):

@@ -17,7 +17,6 @@ import zlib
 
 import numpy as np
 
-from . import nn
 from ._device import _resolve, get_device
 
 FORMAT = "gpunet-model"
@@ -25,13 +24,32 @@ VERSION = 1
 #: The archive entry holding the architecture.
 ARCHITECTURE = "gpunet.json"
 
+#: Layer classes by name, for loading saved models; layers add themselves
+#: with :func:`register_layer`.
+LAYERS: dict[str, type] = {}
+#: Model classes by name (``Sequential``), added with :func:`register_model`.
+MODELS: dict[str, type] = {}
 
-def save(model: nn.Sequential, path) -> None:
-    """Write ``model`` to ``path`` (".npz" is appended when missing, as numpy does)."""
-    if not isinstance(model, nn.Sequential):
+
+def register_layer(cls: type) -> type:
+    """Let saved models name the layer class ``cls`` (by its ``__name__``)."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def register_model(cls: type) -> type:
+    """Let ``save`` and ``load`` take models of class ``cls``."""
+    MODELS[cls.__name__] = cls
+    return cls
+
+
+def save(model, path) -> None:
+    """Write ``model`` (a gn.nn.Sequential) to ``path`` (".npz" is appended when
+    missing, as numpy does)."""
+    if type(model) is not MODELS.get("Sequential"):
         raise TypeError(f"expected a gn.nn.Sequential, got {type(model).__name__}")
     for i, layer in enumerate(model.layers):
-        if nn.LAYERS.get(type(layer).__name__) is not type(layer):
+        if LAYERS.get(type(layer).__name__) is not type(layer):
             raise TypeError(
                 f"cannot save layer {i}: {type(layer).__module__}.{type(layer).__qualname__} "
                 "is not a gpunet layer"
@@ -48,7 +66,7 @@ def save(model: nn.Sequential, path) -> None:
     np.savez(path, **{ARCHITECTURE: np.array(json.dumps(architecture))}, **arrays)
 
 
-def load(path, device=None) -> nn.Sequential:
+def load(path, device=None):
     """The model saved at ``path``, on ``device`` (default: the current device),
     in evaluation mode. As ``save`` does, ".npz" is appended to a ``path``
     that does not exist without it.
@@ -68,14 +86,14 @@ def load(path, device=None) -> nn.Sequential:
     for i, spec in enumerate(architecture["layers"]):
         if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
             raise ValueError(f"{name}: layer {i} is not a {{'class', 'config'}} object: {spec!r}")
-        cls = nn.LAYERS.get(spec.get("class"))
+        cls = LAYERS.get(spec.get("class"))
         if cls is None:
             raise ValueError(f"{name}: layer {i} has unknown class {spec.get('class')!r}")
         try:
             layers.append(cls(**spec.get("config", {}), **_placement(cls, device)))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name}: layer {i} ({spec['class']}) cannot be built: {exc}") from exc
-    model = nn.Sequential(*layers)
+    model = MODELS["Sequential"](*layers)
     expected = model.state_dict()
     unexpected = sorted(set(arrays) - set(expected))
     if unexpected:
@@ -137,7 +155,7 @@ def _placement(cls, device):
     leaves the default generator alone."""
     params = inspect.signature(cls).parameters
     placement = {"device": device} if "device" in params else {}
-    if cls is nn.Dense:
+    if cls is LAYERS["Dense"]:
         placement["seed"] = 0
     return placement
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from . import losses as _losses
 from . import optim as _optim
+from . import serialization
 from ._device import Device, to_numpy
 from .kernels import _cuda
 
@@ -534,6 +535,4 @@ class Model:
     def save(self, path) -> None:
         """Write the architecture (JSON) and the arrays to one ``.npz`` file
         that ``gn.load`` reads back without pickle."""
-        from .serialization import save
-
-        save(self, path)
+        serialization.save(self, path)
