@@ -25,7 +25,7 @@ import dataclasses
 import numba
 import numpy as np
 
-from . import _cuda
+from . import _cuda, blas
 from . import activations as act
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
@@ -432,12 +432,14 @@ def dense_backward_cpu(
     gradients summed over several backward passes). ``dx`` may be None (the
     first layer needs no input gradient), which skips its product. ``dz`` (batch,
     out_features) is scratch for d loss / d (x @ W + b) and may be ``grad_out``
-    itself (overwritten).
+    itself (overwritten). Accumulating, dW += x.T @ dz is one BLAS product
+    with beta 1 (no temporary).
     """
     c = _constant(y.dtype, activation, alpha)
     _GRAD[activation](grad_out, y, c, dz, db, accumulate)
     if accumulate:
-        dW += x.T @ dz
+        one = dW.dtype.type(1)
+        blas.gemm(True, False, one, x, dz, one, dW)
     else:
         np.matmul(x.T, dz, out=dW)
     if dx is not None:

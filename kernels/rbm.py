@@ -35,11 +35,8 @@ Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import functools
-import glob
 import math
-import os
 import time
 
 import numba
@@ -51,6 +48,7 @@ from . import activations as act
 from ._cpu import CPU_OPTIONS, wide_vectors
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
+from .blas import gemm
 from .rng import philox_block, uint32_to_unit_float32, uniform_ref
 
 #: Activations and sampling of the conditional kernels.
@@ -220,87 +218,16 @@ def box_muller(u0, u1, one, two_pi):
 
 
 # --- CPU kernels ----------------------------------------------------------------------
-# The epoch runs inside one compiled function: at batch size 10 a call from
-# Python would cost more than the batch's work. Its matrix products go to
-# numpy's own BLAS where numpy ships OpenBLAS (cblas ?gemm through ctypes,
-# which compiled code can call): alpha and beta fold the learning rate and the
-# momentum into the weight-gradient product, and gpunet and numpy's matmul
-# share one BLAS thread pool. Numba's np.dot calls scipy's OpenBLAS, a second
-# pool whose spinning threads fight numpy's on few cores. Elsewhere the
-# products fall back to np.dot. Between products: fused flat passes.
+# The epoch runs a chunk of batches inside one compiled function: at batch size
+# 10 a call from Python would cost more than the batch's work. Its matrix
+# products go to numpy's own BLAS (``blas.gemm``): alpha and beta fold the
+# learning rate and the momentum into the weight-gradient product. Between
+# products: fused flat passes.
 
 _philox_block_cpu = numba.njit(forceinline=True)(philox_block.py_func)
 
 
 _TWO_PI = 2.0 * math.pi
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-
-
-def _numpy_cblas():
-    """numpy's bundled OpenBLAS ``cblas_sgemm`` and ``cblas_dgemm`` (64-bit
-    integers) as ctypes functions, or None where numpy ships no OpenBLAS."""
-    root = os.path.dirname(np.__file__)
-    paths = glob.glob(os.path.join(root, os.pardir, "numpy.libs", "*openblas64*"))
-    paths += glob.glob(os.path.join(root, ".dylibs", "*openblas64*"))
-    i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_cblas_", "cblas_"):
-            try:
-                found = [getattr(lib, f"{prefix}{t}gemm64_") for t in "sd"]
-            except AttributeError:
-                continue
-            for fn, real in zip(found, (ctypes.c_float, ctypes.c_double), strict=True):
-                fn.argtypes = [i32, i32, i32, i64, i64, i64, real, ptr, i64, ptr, i64, real, ptr,
-                               i64]  # fmt: skip
-                fn.restype = None
-            return found
-    return None
-
-
-@numba.njit(**CPU_OPTIONS)
-def _gemm_dot(trans_a, trans_b, alpha, a, b, beta, c):
-    """c = alpha * op(a) @ op(b) + beta * c (op transposes when asked; beta 0
-    ignores c) with np.dot: the fallback of ``_gemm``."""
-    if trans_a and trans_b:
-        p = np.dot(a.T, b.T)
-    elif trans_a:
-        p = np.dot(a.T, b)
-    elif trans_b:
-        p = np.dot(a, b.T)
-    else:
-        p = np.dot(a, b)
-    for i in range(c.shape[0]):
-        for j in range(c.shape[1]):
-            c[i, j] = alpha * p[i, j] + (beta * c[i, j] if beta != 0 else 0)
-
-
-_CBLAS = _numpy_cblas()
-if _CBLAS is not None:
-    _sgemm, _dgemm = _CBLAS
-
-    @numba.njit(**CPU_OPTIONS)
-    def _gemm(trans_a, trans_b, alpha, a, b, beta, c):
-        """c = alpha * op(a) @ op(b) + beta * c (op transposes when asked;
-        beta 0 ignores c); a, b, c C-contiguous, 2-D, one dtype."""
-        rows, cols = c.shape
-        inner = a.shape[0] if trans_a else a.shape[1]
-        if rows == 0 or cols == 0:
-            return
-        ta = _TRANS if trans_a else _NO_TRANS
-        tb = _TRANS if trans_b else _NO_TRANS
-        lda, ldb, ldc = max(1, a.shape[1]), max(1, b.shape[1]), cols
-        if c.itemsize == 4:
-            _sgemm(_ROW_MAJOR, ta, tb, rows, cols, inner, alpha, a.ctypes, lda, b.ctypes, ldb,
-                   beta, c.ctypes, ldc)  # fmt: skip
-        else:
-            _dgemm(_ROW_MAJOR, ta, tb, rows, cols, inner, alpha, a.ctypes, lda, b.ctypes, ldb,
-                   beta, c.ctypes, ldc)  # fmt: skip
-else:
-    _gemm = _gemm_dot
 
 
 @numba.njit(nogil=True, **CPU_OPTIONS)
@@ -478,7 +405,7 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
     the product adds lr * S.T @ T to WT directly and leaves vWT alone (a step
     that needs no velocity)."""
     if momentum == 0 and decay == 0 and not keep_velocity:
-        _gemm(True, False, lr, S, T, lr - lr + 1, WT)
+        gemm(True, False, lr, S, T, lr - lr + 1, WT)
         return
     w, v = WT.reshape(WT.size), vWT.reshape(vWT.size)
     beta = momentum
@@ -486,7 +413,7 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
         for e in range(w.size):
             v[e] = momentum * v[e] - lr * decay * w[e]
         beta = momentum - momentum + 1
-    _gemm(True, False, lr, S, T, beta, vWT)
+    gemm(True, False, lr, S, T, beta, vWT)
     for e in range(w.size):
         w[e] += v[e]
 
@@ -522,12 +449,12 @@ def _cd_batches(
             x_flat[bounds[t] * n_visible : bounds[t + 1] * n_visible], s_flat[: n * n_visible]
         )
         if not persistent:  # the chain starts from a sample of the positive phase
-            _gemm(False, not transposed, one, Sp, WT, zero, Tp)
+            gemm(False, not transposed, one, Sp, WT, zero, Tp)
             draw = u[offset - base : offset - base + n * n_hidden]
             offset += uint64((n * n_hidden + 3) // 4 * 4)
             _HIDDEN_STATS_SAMPLE(tp, ct, inv_n, hf, draw)
         for step in range(k):
-            _gemm(False, transposed, one, h, WT, zero, Sn)
+            gemm(False, transposed, one, h, WT, zero, Sn)
             draw = u[offset - base : offset - base + m * n_visible * words]
             offset += uint64((m * n_visible * words + 3) // 4 * 4)
             if gaussian:
@@ -538,10 +465,10 @@ def _cd_batches(
                 # PCD: the positive phase needs nothing from the chain, so its
                 # product and the first step's are one (20 rows at batch 10:
                 # 1.13x two products of 10).
-                _gemm(False, not transposed, one, S[: n + m], WT, zero, T[: n + m])
+                gemm(False, not transposed, one, S[: n + m], WT, zero, T[: n + m])
                 _HIDDEN_STATS(tp, ct, inv_n, hf, u[:0])
             else:
-                _gemm(False, not transposed, one, Sn, WT, zero, Tn)
+                gemm(False, not transposed, one, Sn, WT, zero, Tn)
             scale = -inv_m if step == k - 1 else one
             if persistent or step < k - 1:
                 draw = u[offset - base : offset - base + m * n_hidden]

@@ -159,27 +159,6 @@ def test_epoch_of_many_batches_follows_the_reference(monkeypatch, transposed_fro
     np.testing.assert_array_equal(got[2], want[2])
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False),
-                                              (True, True)])  # fmt: skip
-@pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_gemm_and_its_fallback_match_numpy(dtype, trans_a, trans_b, beta):
-    rng = np.random.default_rng(0)
-    m, n, k = 7, 5, 3
-    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
-    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
-    c = rng.standard_normal((m, n)).astype(dtype)
-    if beta == 0:
-        c[0, 0] = np.nan  # beta 0 ignores c
-    want = 1.5 * (a.T if trans_a else a) @ (b.T if trans_b else b)
-    want = want + (beta * c if beta else 0)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    for gemm in (R._gemm, R._gemm_dot):
-        out = c.copy()
-        gemm(trans_a, trans_b, dtype(1.5), a, b, dtype(beta), out)
-        np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_free_energy_and_pseudo_likelihood_match_references(device):
     v, W, b, c, _ = problem((9, 1, 13, 6), np.float32, False, seed=4)
