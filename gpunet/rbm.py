@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import dispatch
+from . import _rbm_epoch, dispatch
 from ._device import _resolve
 from .exceptions import NotFittedError
 from .kernels import _cuda
@@ -284,9 +284,12 @@ class RBM:
 
     def _update(self, X, bounds):
         """CD updates over the batches X[bounds[t]:bounds[t + 1]] of the
-        device array X."""
+        device array X: on the CPU, the kernel's epoch drawing its random
+        numbers ahead on a second thread (``gpunet._rbm_epoch``)."""
         k, persistent, gaussian = self.k, self.persistent, self._visible == "gaussian"
-        self._offset = self._kernel("rbm.cd_epoch")(
+        cpu = self._kind == "cpu"
+        epoch = _rbm_epoch.cd_epoch_threaded if cpu else self._kernel("rbm.cd_epoch")
+        self._offset = epoch(
             X, bounds, (self._W, self._b, self._c), self._velocities, self._chain, self._seed,
             self._offset, self.learning_rate, self.momentum, self.weight_decay, k, persistent,
             gaussian,

@@ -34,10 +34,7 @@ Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import math
-import time
 
 import numba
 import numpy as np
@@ -310,22 +307,13 @@ _VISIBLE_BERNOULLI = _EPILOGUE_CPU[SIGMOID, False, BERNOULLI]
 _VISIBLE_GAUSSIAN = _EPILOGUE_CPU[IDENTITY, False, GAUSSIAN]
 
 #: Epochs of at least this many batches work on the transposed weights (see
-#: ``cd_epoch_cpu``).
+#: ``CPUEpoch``).
 TRANSPOSED_MIN_BATCHES = 8
 
-#: The epoch draws its uniforms DRAW_CHUNK batches at a time, the next chunk on
-#: a second thread (where Numba may use more than one) when the epoch has at
-#: least DRAW_AHEAD_MIN_BATCHES batches.
+#: Batches per compiled call of the CPU epoch (``_cd_batches``), their uniforms
+#: drawn before the call: enough that the call from Python costs little beside
+#: its batches, few enough that a chunk's uniforms stay small.
 DRAW_CHUNK = 64
-DRAW_AHEAD_MIN_BATCHES = 256
-#: A chunk drawn ahead that takes this many times the per-batch time of the
-#: epoch's first chunk (run on one thread) means the second core is busy
-#: elsewhere: the join then waits for a time slice, milliseconds. The epoch
-#: goes on on one thread, and later epochs skip drawing ahead, for 4, 8, ...
-#: up to 1024 calls while that repeats.
-DRAW_AHEAD_SLOWDOWN = 1.5
-#: [calls left that skip drawing ahead, the current back-off]
-_DRAW_AHEAD_STATE = np.zeros(2, np.int64)
 
 
 #: A bias tile for the epilogue holds at least this many values (whole rows)
@@ -817,12 +805,104 @@ def conditional_cpu(
     return offset + words
 
 
+class CPUEpoch:
+    """One CPU epoch of CD-k updates (the arguments of ``cd_epoch_cpu``), set
+    up to run DRAW_CHUNK batches to a compiled call.
+
+    For each chunk ``i`` in ``range(chunks)``, in order: ``draw(i, u)`` fills
+    ``u`` (float32, 1-D, at least ``longest`` values) with the chunk's
+    uniforms and returns the part it filled, and ``run(i, that part)`` runs
+    the chunk's batches (``batches(i)``); then ``finish()`` returns the offset
+    after the epoch's draws. A chunk's draw reads nothing that the runs
+    write, so it may come any time before its run, and run on another thread
+    while the chunk before it runs: both are compiled without the GIL. The
+    uniforms are the same stream words whenever they are drawn, and the
+    results the same bit for bit.
+
+    The chunk loop is left to Python rather than compiled into one epoch:
+    Numba optimises a compiled caller again with everything it calls, which
+    makes the first epoch in a process compile several times as long.
+
+    With at least TRANSPOSED_MIN_BATCHES batches the epoch works on a copy of
+    the weights transposed, WT (V, H), copied back by ``finish``: the k + 1
+    hidden products per batch (v @ WT) are then in the layout that small BLAS
+    products run fastest in, against k visible products (h @ WT.T) in the
+    slower one; the two transposes are paid once per epoch, so only epochs of
+    several batches gain.
+    """
+
+    def __init__(
+        self, X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k,
+        persistent, gaussian,
+    ):  # fmt: skip
+        W, b, c = params
+        vW, vb, vc = velocities
+        assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
+        X = np.ascontiguousarray(X)  # the products take rows of contiguous values
+        dtype = W.dtype
+        t = dtype.type
+        n_hidden, n_visible = W.shape
+        self.n_batches = len(bounds) - 1
+        transposed = self.n_batches >= TRANSPOSED_MIN_BATCHES
+        m_chain = chain.shape[0]
+        words, rows, self.longest = _epoch_plan(
+            bounds, DRAW_CHUNK, m_chain, n_visible, n_hidden, int(k), bool(persistent),
+            2 if gaussian else 1,
+        )  # fmt: skip
+        self.chunks = words.size
+        self._words = words
+        # Chunk i draws the stream words from _starts[i] on.
+        cumulative = np.concatenate(([0], np.cumsum(words))).astype(np.uint64)
+        self._seed = np.uint64(seed)
+        self._starts = np.uint64(offset) + cumulative
+        WT = np.ascontiguousarray(W.T) if transposed else W
+        vWT = np.ascontiguousarray(vW.T) if transposed else vW
+        self._copy_back = ((W, WT), (vW, vWT)) if transposed else ()
+        T = np.empty((rows + (m_chain if persistent else rows), n_hidden), dtype)  # hidden stats
+        S = np.empty((T.shape[0], n_visible), dtype)  # visible states
+        hs = chain if persistent else np.empty((rows, n_hidden), dtype)
+        ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
+        bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
+        _fill_tile(c, ct)
+        _fill_tile(b, bt)
+        self._work = (
+            X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, np.empty(n_visible, dtype),
+            np.empty(n_hidden, dtype), ct, bt, self._seed,
+        )  # fmt: skip
+        self._rule = (
+            t(lr), t(momentum), t(decay), int(k), bool(persistent), bool(gaussian), transposed,
+        )  # fmt: skip
+
+    def batches(self, i):
+        """The batches of chunk ``i``, a range."""
+        return range(i * DRAW_CHUNK, min(self.n_batches, (i + 1) * DRAW_CHUNK))
+
+    def draw(self, i, u):
+        """Fill the start of ``u`` with chunk ``i``'s uniforms; return that part."""
+        u = u[: self._words[i]]
+        _draw_cpu(u, self._seed, self._starts[i])
+        return u
+
+    def run(self, i, u):
+        """Run chunk ``i``'s batches with its uniforms ``u`` (from ``draw``)."""
+        batches, start = self.batches(i), self._starts[i]
+        end = _cd_batches(batches.start, batches.stop, u, start, *self._work, start, *self._rule)
+        assert end == self._starts[i + 1]
+
+    def finish(self):
+        """The offset after the epoch's draws, once the weights are in place."""
+        for W, WT in self._copy_back:
+            np.copyto(W, WT.T)
+        return int(self._starts[-1])
+
+
 def cd_epoch_cpu(
     X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
     gaussian,
 ):  # fmt: skip
     """CD-k (PCD-k when ``persistent``) updates over the batches
-    X[bounds[t]:bounds[t + 1]], DRAW_CHUNK batches to a compiled call.
+    X[bounds[t]:bounds[t + 1]], a chunk of DRAW_CHUNK batches at a time, each
+    chunk's uniforms drawn just before it (see ``CPUEpoch``).
 
     ``params`` (W, b, c) and ``velocities`` (same shapes, C-contiguous) are
     updated in place, ``chain`` (m, H) too when ``persistent``; ``bounds`` is
@@ -830,90 +910,15 @@ def cd_epoch_cpu(
     The velocities after the call are those of its last step (without
     momentum and decay the steps before it skip them). Returns the offset
     after the epoch's draws.
-
-    With at least TRANSPOSED_MIN_BATCHES batches the epoch works on a copy of
-    the weights transposed, WT (V, H): the k + 1 hidden products per batch
-    (v @ WT) are then in the layout that small BLAS products run fastest in
-    (1.6x the v @ W.T form at 10 x 64 x 100), against k visible products
-    (h @ WT.T) in the slower one. The two transposes cost about as much as a
-    few batches.
-
-    The uniforms are drawn a chunk of batches at a time, ahead of them (the
-    same stream words as drawn batch by batch); with two threads and enough
-    chunks, the next chunk's draw runs on a second thread while this chunk's
-    batches run (both compiled without the GIL), so that Philox leaves the
-    critical path. The chunks are called from here rather than from one
-    compiled epoch: Numba optimises a compiled caller again with everything
-    it calls, which made the first epoch in a process compile for 18 s
-    instead of 8 s.
     """
-    W, b, c = params
-    vW, vb, vc = velocities
-    assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
-    X = np.ascontiguousarray(X)  # the products take rows of contiguous values
-    dtype = W.dtype
-    t = dtype.type
-    n_hidden, n_visible = W.shape
-    n_batches = len(bounds) - 1
-    transposed = n_batches >= TRANSPOSED_MIN_BATCHES
-    m_chain = chain.shape[0]
-    sizes, rows, longest = _epoch_plan(bounds, DRAW_CHUNK, m_chain, n_visible, n_hidden, int(k),
-                                       bool(persistent), 2 if gaussian else 1)  # fmt: skip
-    WT = np.ascontiguousarray(W.T) if transposed else W
-    vWT = np.ascontiguousarray(vW.T) if transposed else vW
-    T = np.empty((rows + (m_chain if persistent else rows), n_hidden), dtype)  # hidden statistics
-    S = np.empty((T.shape[0], n_visible), dtype)  # visible states
-    hs = chain if persistent else np.empty((rows, n_hidden), dtype)
-    ct = np.empty(_tile_rows(n_hidden) * n_hidden, dtype)  # c over whole rows
-    bt = np.empty(_tile_rows(n_visible) * n_visible, dtype)  # b over whole rows
-    _fill_tile(c, ct)
-    _fill_tile(b, bt)
-    buffers = np.empty((2, longest), np.float32)
-    seed, offset = np.uint64(seed), np.uint64(offset)
-    work = (
-        X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, np.empty(n_visible, dtype),
-        np.empty(n_hidden, dtype), ct, bt, seed,
+    epoch = CPUEpoch(
+        X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+        gaussian,
     )  # fmt: skip
-    rule = (t(lr), t(momentum), t(decay), int(k), bool(persistent), bool(gaussian), transposed)
-    ahead = n_batches >= DRAW_AHEAD_MIN_BATCHES and numba.get_num_threads() > 1
-    if ahead and _DRAW_AHEAD_STATE[0] > 0:
-        _DRAW_AHEAD_STATE[0] -= 1
-        ahead = False
-    used = ahead
-    per_batch = 0.0  # seconds per batch of the first chunk, on one thread
-    if n_batches:
-        _draw_cpu(buffers[0, : sizes[0]], seed, offset)
-    for i, first in enumerate(range(0, n_batches, DRAW_CHUNK)):
-        stop = min(n_batches, first + DRAW_CHUNK)
-        u, nxt = buffers[i % 2], buffers[(i + 1) % 2, : sizes[i + 1] if i + 1 < sizes.size else 0]
-        next_base = offset + np.uint64(sizes[i])
-        began = time.perf_counter()
-        if ahead and nxt.size and per_batch > 0:
-            drawn = _drawing_thread().submit(_draw_cpu, nxt, seed, next_base)
-            offset = np.uint64(_cd_batches(first, stop, u, offset, *work, offset, *rule))
-            drawn.result()
-            if time.perf_counter() - began > DRAW_AHEAD_SLOWDOWN * per_batch * (stop - first):
-                ahead = False
-                _DRAW_AHEAD_STATE[1] = min(max(2 * _DRAW_AHEAD_STATE[1], 4), 1024)
-                _DRAW_AHEAD_STATE[0] = _DRAW_AHEAD_STATE[1]
-        else:
-            offset = np.uint64(_cd_batches(first, stop, u, offset, *work, offset, *rule))
-            if nxt.size:
-                _draw_cpu(nxt, seed, next_base)
-            if per_batch == 0:
-                per_batch = (time.perf_counter() - began) / (stop - first)
-    if used and ahead:
-        _DRAW_AHEAD_STATE[1] = 0
-    if transposed:
-        np.copyto(W, WT.T)
-        np.copyto(vW, vWT.T)
-    return int(offset)
-
-
-@functools.cache
-def _drawing_thread():
-    """The one worker thread that draws a chunk's uniforms ahead."""
-    return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="gpunet-rbm-draw")
+    u = np.empty(epoch.longest, np.float32)
+    for i in range(epoch.chunks):
+        epoch.run(i, epoch.draw(i, u))
+    return epoch.finish()
 
 
 def free_energy_cpu(v, z, b, gaussian, out):

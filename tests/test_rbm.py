@@ -3,12 +3,15 @@ the same random numbers, CPU against CUDA (same samples, same parameters),
 free energy and pseudo-likelihood, Gaussian visible units, input checks, and
 scikit-learn's Pipeline and GridSearchCV."""
 
+import functools
+
 import numpy as np
 import pytest
 from conftest import DEVICES, put
 from gpunet.kernels import rbm as R
 
 import gpunet as gn
+from gpunet import _rbm_epoch as E
 
 # (n, m, V, H): batch rows, chain rows, visible and hidden units; small, not
 # multiples of 4 (draws end mid-block) or of the tile sizes.
@@ -29,39 +32,45 @@ def problem(shape, dtype, gaussian, seed=0):
 
 
 @pytest.mark.parametrize("persistent,k,gaussian", [(True, 1, False), (False, 2, True)])
-def test_cpu_epoch_drawing_ahead_changes_nothing(persistent, k, gaussian, monkeypatch):
-    """An epoch long enough to draw its uniforms ahead on a second thread gives,
-    bit for bit, what it gives drawing them on its own; the same batches in
-    calls too short to draw ahead continue the stream where the epoch does,
-    to the same parameters (within rounding: each call's last step updates
-    through the velocity, the others add the gradient directly, and BLAS may
-    fuse that add)."""
+def test_cpu_epoch_drawing_ahead_changes_nothing(persistent, k, gaussian):
+    """An epoch long enough for gn.RBM's driver to draw its uniforms ahead on a
+    second thread gives, bit for bit, what it gives drawing them on its own,
+    and what the serial kernel gives; the same batches in calls too short to
+    draw ahead continue the stream where the epoch does, to the same
+    parameters (within rounding: each call's last step updates through the
+    velocity, the others add the gradient directly, and BLAS may fuse that
+    add)."""
     import numba
 
     if numba.get_num_threads() < 2:
         pytest.skip("drawing ahead needs a second thread")
-    n_batches = R.DRAW_AHEAD_MIN_BATCHES + 2 * R.DRAW_CHUNK + 3
+    n_batches = E.DRAW_AHEAD_MIN_BATCHES + 2 * R.DRAW_CHUNK + 3
     v, W, b, c, chain = problem((3 * n_batches, 3, 7, 5), np.float32, gaussian, seed=5)
     bounds = np.arange(0, 3 * n_batches + 1, 3, dtype=np.int64)
     kw = dict(k=k, persistent=persistent, gaussian=gaussian)
-    monkeypatch.setattr(R, "_DRAW_AHEAD_STATE", np.zeros(2, np.int64))
-    ahead = epoch("cpu", v, W, b, c, chain, bounds, 7, 8, 0.05, 0.0, 0.0, **kw)
-    R._DRAW_AHEAD_STATE[:] = [1, 0]  # the next call skips drawing ahead
-    alone = epoch("cpu", v, W, b, c, chain, bounds, 7, 8, 0.05, 0.0, 0.0, **kw)
-    assert R._DRAW_AHEAD_STATE[0] == 0
-    for got, want in zip(
-        [*ahead[0], *ahead[1], ahead[2]], [*alone[0], *alone[1], alone[2]], strict=True
-    ):
-        np.testing.assert_array_equal(got, want)
-    assert ahead[3] == alone[3]
+    args = (v, W, b, c, chain, bounds, 7, 8, 0.05, 0.0, 0.0)
+    draw_ahead = E.DrawAhead()
+    ahead = epoch("cpu", *args, fn=functools.partial(E.cd_epoch_threaded, draw_ahead=draw_ahead),
+                  **kw)  # fmt: skip
+    draw_ahead.skip = 1  # the next call skips drawing ahead
+    alone = epoch("cpu", *args, fn=functools.partial(E.cd_epoch_threaded, draw_ahead=draw_ahead),
+                  **kw)  # fmt: skip
+    assert draw_ahead.skip == 0
+    serial = epoch("cpu", *args, **kw)
+    for other in (alone, serial):
+        for got, want in zip(
+            [*ahead[0], *ahead[1], ahead[2]], [*other[0], *other[1], other[2]], strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
+        assert ahead[3] == other[3]
     params = [a.copy() for a in (W, b, c)]
     velocities = [np.zeros_like(a) for a in params]
     chain_parts, offset = chain.copy(), 8
-    step = R.DRAW_AHEAD_MIN_BATCHES - 1
+    step = E.DRAW_AHEAD_MIN_BATCHES - 1
     for first in range(0, n_batches, step):
         part = bounds[first : first + step + 1]
         rows = v[part[0] : part[-1]]
-        offset = R.cd_epoch_cpu(
+        offset = E.cd_epoch_threaded(
             rows, part - part[0], params, velocities, chain_parts, 7, offset, 0.05, 0.0, 0.0,
             k, persistent, gaussian,
         )  # fmt: skip
@@ -70,12 +79,34 @@ def test_cpu_epoch_drawing_ahead_changes_nothing(persistent, k, gaussian, monkey
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def epoch(device, v, W, b, c, chain, bounds, seed, offset, lr, momentum, decay, **kw):
-    """Run one epoch on ``device`` from copies; return host (params, velocities, chain, offset)."""
+def test_draw_ahead_backs_off_after_falling_behind():
+    """4, 8, ... epochs skip drawing ahead after each that fell behind, up to
+    DRAW_AHEAD_MAX_BACKOFF; an epoch that kept up resets the back-off; short
+    epochs neither draw ahead nor count as skipped."""
+    import numba
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("drawing ahead needs a second thread")
+    policy, long = E.DrawAhead(), E.DRAW_AHEAD_MIN_BATCHES
+    assert policy.allows(long) and not policy.allows(long - 1)
+    for backoff in (4, 8, 16):
+        policy.fell_behind()
+        assert [policy.allows(long) for _ in range(backoff + 1)] == [False] * backoff + [True]
+    for _ in range(10):
+        policy.fell_behind()
+    assert policy.skip == E.DRAW_AHEAD_MAX_BACKOFF
+    policy.kept_up()
+    policy.fell_behind()
+    assert policy.skip == 4
+
+
+def epoch(device, v, W, b, c, chain, bounds, seed, offset, lr, momentum, decay, fn=None, **kw):
+    """Run one epoch on ``device`` from copies, with ``fn`` or the device's
+    kernel; return host (params, velocities, chain, offset)."""
     params = [put(a.copy(), device) for a in (W, b, c)]
     velocities = [put(np.zeros_like(a), device) for a in (W, b, c)]
     chain = put(chain.copy(), device)
-    fn = R.cd_epoch_cpu if device == "cpu" else R.cd_epoch_cuda
+    fn = fn or (R.cd_epoch_cpu if device == "cpu" else R.cd_epoch_cuda)
     end = fn(put(v, device), bounds, params, velocities, chain, seed, offset, lr, momentum, decay,
              kw["k"], kw["persistent"], kw["gaussian"])  # fmt: skip
     host = [gn.to_numpy(a) for a in (*params, *velocities, chain)]
