@@ -438,3 +438,111 @@ def dropout(x, p, seed, offset, *, out=None):
         flat(kind, x), flat(kind, result), int(seed), int(offset), p
     )
     return returned
+
+
+# --- optimizer updates ----------------------------------------------------------------
+
+
+def _updated(op, names, arrays):
+    """Check the arrays an update writes in place: 1-D, one size, float dtype
+    and device, C-contiguous and writable; return their device kind."""
+    kind = dispatch.placement(op, **dict(zip(names, arrays, strict=True)))
+    check_dtypes(op, names, arrays)
+    for name, x in zip(names, arrays, strict=True):
+        if x.ndim != 1 or x.shape != arrays[0].shape:
+            raise ValueError(
+                f"{op}: expected {name} 1-D of shape {arrays[0].shape} like {names[0]}, "
+                f"got {x.shape}"
+            )
+        contiguous(op, name, kind, x)
+        if kind == "cpu" and not (x.flags.c_contiguous and x.flags.writeable):
+            raise ValueError(f"{op}: expected {name} to be C-contiguous and writable")
+    return kind
+
+
+def _check_setting(op, name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: expected a number {name}, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{op}: expected a finite {name} >= 0, got {value}")
+    return float(value)
+
+
+def _update_segments(op, size, lr, weight_decay, segments):
+    """``segments`` checked as (bounds (S, 2), settings (S, 2) of (lr,
+    weight_decay)) host arrays, or one segment over all ``size`` elements."""
+    if segments is None:
+        if lr is None:
+            raise TypeError(f"{op}: expected a learning rate lr (or segments)")
+        return (
+            np.array([[0, size]], np.int64),
+            np.array(
+                [[_check_setting(op, "lr", lr), _check_setting(op, "weight_decay", weight_decay)]]
+            ),
+        )
+    if lr is not None:
+        raise TypeError(f"{op}: segments carry each range's lr: pass lr=None with them")
+    try:
+        bounds, settings = segments
+        bounds, settings = np.asarray(bounds), np.asarray(settings, np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: expected segments = (bounds (S, 2), settings (S, 2))") from None
+    if bounds.ndim != 2 or bounds.shape[1] != 2 or settings.shape != bounds.shape:
+        raise ValueError(
+            f"{op}: expected segments of shapes (S, 2) and (S, 2), "
+            f"got {bounds.shape} and {settings.shape}"
+        )
+    if bounds.dtype.kind not in "iu":
+        raise TypeError(f"{op}: expected integer segment bounds, got dtype {bounds.dtype}")
+    starts, stops = bounds[:, 0], bounds[:, 1]
+    if len(bounds) and (
+        starts.min() < 0 or stops.max() > size or (stops < starts).any()
+        or (starts[1:] < stops[:-1]).any()
+    ):  # fmt: skip
+        raise ValueError(
+            f"{op}: expected ordered, non-overlapping segments within [0, {size}), "
+            f"got {bounds.tolist()}"
+        )
+    if not (np.isfinite(settings).all() and (settings >= 0).all()):
+        raise ValueError(
+            f"{op}: expected finite settings >= 0 in segments, got {settings.tolist()}"
+        )
+    return bounds.astype(np.int64), settings
+
+
+def sgd(p, grad, buf, lr=None, momentum=0.0, weight_decay=0.0, nesterov=False, first=True, *,
+        segments=None):  # fmt: skip
+    """One SGD step in place, as ``torch.optim.SGD`` (dampening 0): ``p``,
+    ``grad`` and the momentum buffer ``buf`` are 1-D, of one size, float dtype
+    and device. ``first``: the step that starts the momentum buffer.
+    ``segments`` = (bounds (S, 2), settings (S, 2)) updates only the ranges
+    [start, stop) of ``bounds``, each with its (lr, weight_decay) row of
+    ``settings``, in one launch. Returns ``p``."""
+    kind = _updated("sgd", ("p", "grad", "buf"), (p, grad, buf))
+    segments = _update_segments("sgd", p.shape[0], lr, weight_decay, segments)
+    momentum = _check_setting("sgd", "momentum", momentum)
+    if nesterov and momentum == 0:
+        raise ValueError("sgd: Nesterov momentum needs momentum > 0")
+    kernel = dispatch.kernel_for("sgd", kind)
+    kernel(p, grad, buf, None, momentum, 0.0, bool(nesterov), bool(first), segments=segments)
+    return p
+
+
+def adam(p, grad, m, v, step, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+         decoupled=False, *, segments=None):  # fmt: skip
+    """One Adam step in place (AdamW with ``decoupled``), as ``torch.optim.Adam``:
+    ``p``, ``grad`` and the moment buffers ``m`` and ``v`` are 1-D, of one size,
+    float dtype and device; ``step`` counts from 1. ``segments`` as in
+    :func:`sgd`. Returns ``p``."""
+    kind = _updated("adam", ("p", "grad", "m", "v"), (p, grad, m, v))
+    segments = _update_segments("adam", p.shape[0], lr, weight_decay, segments)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"adam: expected an integer step >= 1, got {step!r}")
+    betas = tuple(betas)
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise ValueError(f"adam: expected betas to be two numbers in [0, 1), got {betas!r}")
+    eps = _check_setting("adam", "eps", eps)
+    dispatch.kernel_for("adam", kind)(
+        p, grad, m, v, int(step), None, betas, eps, 0.0, bool(decoupled), segments=segments
+    )
+    return p

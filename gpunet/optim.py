@@ -1,12 +1,18 @@
 """Optimizers (SGD, Adam, AdamW) as fused update kernels, and learning-rate schedules.
 
-An optimizer holds a list of :class:`gn.nn.Parameter`; ``step()`` updates
-each one in place from its gradient with one kernel, on the device the
-parameter lives on; ``zero_grad()`` clears the gradients (lazily: the next
-backward pass overwrites them instead of adding). The update rules are
-PyTorch's (see ``gpunet.kernels.optim``). The learning rate is the attribute
-``lr``; schedules (:class:`StepLR`, :class:`CosineAnnealingLR`) set it once per
-epoch.
+An optimizer holds :class:`gn.nn.Parameter` objects, in parameter groups as
+in PyTorch (``[{"params": [...], "weight_decay": 0.0}, ...]``, where a group
+may set its own ``lr`` and ``weight_decay``). The parameters live in flat
+buffers (``gpunet.parameter``), so ``step()`` updates all those of one
+buffer, whatever their groups, with one kernel launch (``gn.ops.sgd`` /
+``gn.ops.adam`` over a small table of [start, stop) ranges and their
+settings), on the device they live on. ``zero_grad()`` clears the gradients
+lazily: nothing runs, and the next backward pass writes them instead of
+adding. The update rules are PyTorch's (see ``gpunet.kernels.optim``).
+
+The learning rate is the attribute ``lr`` (the first group's); setting it,
+as the schedules (:class:`StepLR`, :class:`CosineAnnealingLR`) do once per
+epoch, scales every group's learning rate alike.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import dispatch
-from ._arrays import flat, zeros
+from . import dispatch, ops
+from ._arrays import zeros
 from ._device import to_device, to_numpy
 from .parameter import Parameter
 
@@ -28,61 +34,178 @@ def _check_nonnegative(name, value):
     return float(value)
 
 
-class Optimizer:
-    """Base class: the parameters, ``lr``, ``zero_grad`` and per-parameter state."""
+#: What a parameter group may set besides its "params".
+GROUP_SETTINGS = ("lr", "weight_decay")
 
-    def __init__(self, params: Iterable, lr: float):
-        self.params = list(params)
+
+class Optimizer:
+    """Base class: parameter groups, ``lr``, ``zero_grad``, and the state
+    buffers, which mirror the parameters' flat buffers."""
+
+    def __init__(self, params: Iterable, lr: float, weight_decay: float):
+        self.param_groups = self._groups(params, lr, weight_decay)
+        self.params = [p for group in self.param_groups for p in group["params"]]
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
-        for i, p in enumerate(self.params):
-            if not isinstance(p, Parameter):
-                raise TypeError(
-                    f"expected gn.nn.Parameter objects (model.parameters()), got "
-                    f"{type(p).__name__} at position {i}"
-                )
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError("optimizer got the same parameter twice")
-        self.lr = _check_nonnegative("lr", lr)
+        #: Each group's learning rate relative to the first group's, at creation.
+        first = self.param_groups[0]["lr"]
+        self._lr_ratios = [g["lr"] / first if first else 1.0 for g in self.param_groups]
+        #: (id of a parameter's flat buffers) -> that buffer's state.
         self.state: dict[int, dict] = {}
+        #: id(parameter) -> (state key, offset) where its state lies.
+        self._placed: dict[int, tuple[int, int]] = {}
+        self._tables: dict = {}
+
+    @staticmethod
+    def _groups(params, lr, weight_decay) -> list[dict]:
+        params = list(params)
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        checked = []
+        for i, group in enumerate(groups):
+            if not isinstance(group, dict) or "params" not in group:
+                raise TypeError(f"expected parameter group {i} to be a dict with 'params'")
+            unknown = sorted(set(group) - {"params", *GROUP_SETTINGS})
+            if unknown:
+                raise ValueError(
+                    f"parameter group {i}: gpunet's groups may set {', '.join(GROUP_SETTINGS)}; "
+                    f"got {', '.join(map(repr, unknown))}"
+                )
+            members = list(group["params"])
+            for j, p in enumerate(members):
+                if not isinstance(p, Parameter):
+                    raise TypeError(
+                        f"expected gn.nn.Parameter objects (model.parameters()), got "
+                        f"{type(p).__name__} at position {j}"
+                        + (f" of group {i}" if len(groups) > 1 else "")
+                    )
+            checked.append(
+                {
+                    "params": members,
+                    "lr": _check_nonnegative("lr", group.get("lr", lr)),
+                    "weight_decay": _check_nonnegative(
+                        "weight_decay", group.get("weight_decay", weight_decay)
+                    ),
+                }
+            )
+        return checked
+
+    @property
+    def lr(self) -> float:
+        """The first parameter group's learning rate."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        value = _check_nonnegative("lr", value)
+        for group, ratio in zip(self.param_groups, self._lr_ratios, strict=True):
+            group["lr"] = value * ratio
+
+    @property
+    def weight_decay(self) -> float:
+        """The first parameter group's weight decay."""
+        return self.param_groups[0]["weight_decay"]
 
     def zero_grad(self) -> None:
-        """Clear every parameter's gradient."""
+        """Clear every parameter's gradient (lazily: no kernel runs)."""
         for p in self.params:
             p.zero_grad()
 
     def step(self) -> None:
-        """Update every parameter in place from its gradient."""
-        for p in self.params:
-            self._check(p)
-        for p in self.params:
-            kind = p.device.type
-            state = self.state.get(id(p))
+        """Update every parameter in place from its gradient: one launch per
+        flat buffer (one per dtype and device for a model's parameters)."""
+        buffers = self._buffers()
+        for key, (_, members) in buffers.items():  # check all before updating any
+            for p, _ in members:
+                self._check_placement(p, key)
+        for key, (flat, members) in buffers.items():
+            state = self.state.get(key)
             if state is None:
-                state = self.state[id(p)] = self._new_state(p)
-            self._update(p, flat(kind, p.data), flat(kind, p.grad), state, kind)
+                state = self.state[key] = self._new_state(flat)
+            for p, _ in members:
+                self._place_state(p, key, state)
+                if p._grad_is_zero:  # no backward wrote it since zero_grad
+                    p.grad  # noqa: B018 (fills it with zeros)
+            self._update(flat, state, self._segments(key, members))
+        for key in [key for key in self.state if key not in buffers]:
+            del self.state[key]  # buffers no parameter of ours lives in any more
+        self._stepped()
 
-    def _check(self, p):
-        if p.data.dtype != p.grad.dtype:
-            raise TypeError(f"parameter {p.name}: data and grad differ in dtype")
-        state = self.state.get(id(p))
-        if state is not None and state["device"] != p.device:
+    def _buffers(self) -> dict:
+        """id(flat buffers) -> (the buffers, [(parameter, group index)] by offset)."""
+        found: dict = {}
+        for index, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                found.setdefault(id(p._flat), (p._flat, []))[1].append((p, index))
+        for _, members in found.values():
+            members.sort(key=lambda member: member[0]._offset)
+        return found
+
+    def _check_placement(self, p, key):
+        placed = self._placed.get(id(p))
+        if placed is None or placed[0] == key:
+            return
+        old = self.state[placed[0]]
+        if old["device"] != p.device:
             raise ValueError(
-                f"parameter {p.name} moved from {state['device']} to {p.device} after the "
+                f"parameter {p.name} moved from {old['device']} to {p.device} after the "
                 "optimizer started; create the optimizer after model.to(device)"
             )
 
-    def _buffer(self, p):
-        return zeros(p.data.shape, p.data.dtype, p.device).reshape(-1)
+    def _place_state(self, p, key, state):
+        """Record where ``p``'s state lies; when its buffers changed since the
+        last step (the model was packed anew), carry its state over."""
+        placed = self._placed.get(id(p))
+        here = (key, p._offset)
+        if placed == here:
+            return
+        if placed is not None:
+            old = self.state[placed[0]]
+            for name in self._state_buffers:
+                source = old[name][placed[1] : placed[1] + p.size]
+                target = state[name][p._offset : p._offset + p.size]
+                if isinstance(target, np.ndarray):
+                    np.copyto(target, source)
+                else:
+                    target.copy_to_device(source)
+        self._placed[id(p)] = here
+
+    def _segments(self, key, members):
+        """(bounds, settings) host arrays: the ranges of the buffer to update
+        (adjacent parameters of one group merged) and each one's (lr, weight_decay)."""
+        bounds, groups = [], []
+        for p, index in members:
+            if bounds and groups[-1] == index and bounds[-1][1] == p._offset:
+                bounds[-1][1] += p.size
+            else:
+                bounds.append([p._offset, p._offset + p.size])
+                groups.append(index)
+        settings = [
+            (self.param_groups[i]["lr"], self.param_groups[i]["weight_decay"]) for i in groups
+        ]
+        return np.array(bounds, np.int64).reshape(-1, 2), np.array(settings, np.float64)
+
+    def _new_state(self, flat) -> dict:
+        state = {"device": flat.device, "buffers": flat}  # holds the id key alive
+        for name in self._state_buffers:
+            state[name] = zeros(flat.size, flat.dtype, flat.device)
+        return state
+
+    def _stepped(self) -> None:
+        pass
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
-        return f"{type(self).__name__}({len(self.params)} parameters, {args})"
+        groups = f", {len(self.param_groups)} groups" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}({len(self.params)} parameters{groups}, {args})"
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, Nesterov momentum
     and (L2) weight decay, as ``torch.optim.SGD`` with dampening 0."""
+
+    _state_buffers = ("buf",)
 
     def __init__(
         self,
@@ -92,28 +215,21 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ):
-        super().__init__(params, lr)
+        super().__init__(params, lr, weight_decay)
         self.momentum = _check_nonnegative("momentum", momentum)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
         if nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.nesterov = bool(nesterov)
+        self._first = True
 
-    def _new_state(self, p):
-        return {"device": p.device, "buf": self._buffer(p), "first": True}
+    def _update(self, flat, state, segments):
+        ops.sgd(
+            flat.data, flat.grad, state["buf"], None, self.momentum, 0.0, self.nesterov,
+            self._first, segments=segments,
+        )  # fmt: skip
 
-    def _update(self, p, data, grad, state, kind):
-        dispatch.kernel_for("sgd", kind)(
-            data,
-            grad,
-            state["buf"],
-            self.lr,
-            self.momentum,
-            self.weight_decay,
-            self.nesterov,
-            state["first"],
-        )
-        state["first"] = False
+    def _stepped(self):
+        self._first = False
 
     def config(self) -> dict:
         return {
@@ -129,6 +245,7 @@ class Adam(Optimizer):
     to the gradient (coupled), as ``torch.optim.Adam``."""
 
     decoupled = False
+    _state_buffers = ("m", "v")
 
     def __init__(
         self,
@@ -138,31 +255,23 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ):
-        super().__init__(params, lr)
+        super().__init__(params, lr, weight_decay)
         betas = tuple(betas)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"expected betas to be two numbers in [0, 1), got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
         self.eps = _check_nonnegative("eps", eps)
-        self.weight_decay = _check_nonnegative("weight_decay", weight_decay)
+        #: Steps taken (Adam's t, from 1 in the first step).
+        self.steps = 0
 
-    def _new_state(self, p):
-        return {"device": p.device, "m": self._buffer(p), "v": self._buffer(p), "step": 0}
+    def _update(self, flat, state, segments):
+        ops.adam(
+            flat.data, flat.grad, state["m"], state["v"], self.steps + 1, None, self.betas,
+            self.eps, 0.0, self.decoupled, segments=segments,
+        )  # fmt: skip
 
-    def _update(self, p, data, grad, state, kind):
-        state["step"] += 1
-        dispatch.kernel_for("adam", kind)(
-            data,
-            grad,
-            state["m"],
-            state["v"],
-            state["step"],
-            self.lr,
-            self.betas,
-            self.eps,
-            self.weight_decay,
-            self.decoupled,
-        )
+    def _stepped(self):
+        self.steps += 1
 
     def config(self) -> dict:
         return {

@@ -9,6 +9,7 @@ build each one to PTX and run ptxas on it without a GPU.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -306,6 +307,27 @@ def scratch(name: str, n: int, dtype):
     if view is None:  # one view per length: slicing a device array costs ~10 us
         view = views[n] = array[:n]
     return view
+
+
+#: (bytes, dtype, shape, GPU) -> the device copy, most recently used last.
+_tables: collections.OrderedDict = collections.OrderedDict()
+#: How many small tables ``constant_table`` keeps on the device.
+TABLES_KEPT = 64
+
+
+def constant_table(host: np.ndarray):
+    """A device copy of the small host array ``host`` that kernels only read
+    (a segment table, say), copied once per distinct content and current GPU,
+    so that a step that launches with the same table copies nothing."""
+    key = (host.tobytes(), host.dtype.str, host.shape, _current_gpu())
+    found = _tables.get(key)
+    if found is None:
+        found = _tables[key] = cuda.to_device(host)
+        if len(_tables) > TABLES_KEPT:
+            _tables.popitem(last=False)
+    else:
+        _tables.move_to_end(key)
+    return found
 
 
 _flat_views = weakref.WeakKeyDictionary()

@@ -3,7 +3,9 @@ weight decay) and Adam / AdamW, with PyTorch's update rules.
 
 Each update reads a parameter, its gradient and its state once and writes the
 parameter and state back, in place. All arrays are flat, C-contiguous and of
-one float dtype; hyper-parameters arrive as Python floats.
+one float dtype; hyper-parameters arrive as Python floats. One call updates
+several ranges of the arrays with their own learning rate and weight decay
+(``segments``: a model's flat buffer with parameter groups), in one launch.
 
 SGD (dampening 0), with g = grad + weight_decay * p:
     buf = g on the first step, else momentum * buf + g
@@ -93,42 +95,62 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 
 
 # Serial at every size: updates follow the backward's BLAS products (see _cpu.py).
+# ``bounds`` (S, 2) int64 holds each segment's [start, stop); ``hyper`` (S, 2)
+# or (S, 3), in the arrays' dtype, its learning rate and weight decay (Adam:
+# learning rate, coupled weight decay, decoupled decay factor).
 
 
 @numba.njit(**CPU_OPTIONS)
-def _sgd_cpu(p, g, buf, lr, momentum, weight_decay, nesterov, first):
-    for i in range(p.size):
-        p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first)
+def _sgd_cpu(p, g, buf, bounds, hyper, momentum, nesterov, first):
+    for s in range(bounds.shape[0]):
+        lr, weight_decay = hyper[s, 0], hyper[s, 1]
+        for i in range(bounds[s, 0], bounds[s, 1]):
+            p[i], buf[i] = _sgd_scalar(
+                p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first
+            )
 
 
 @numba.njit(**CPU_OPTIONS)
-def _adam_cpu(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
-    for i in range(p.size):
-        p[i], m[i], v[i] = _adam_scalar(
-            p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2
-        )
+def _adam_cpu(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2):
+    for s in range(bounds.shape[0]):
+        step_size, weight_decay, decay = hyper[s, 0] / bias1, hyper[s, 1], hyper[s, 2]
+        for i in range(bounds[s, 0], bounds[s, 1]):
+            p[i], m[i], v[i] = _adam_scalar(
+                p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size,
+                sqrt_bias2,
+            )  # fmt: skip
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
+# Launched on a (blocks, S) grid: row y of blocks walks segment y.
 
 
 @_cuda.kernel(
     "optim.sgd",
-    float_signatures("void({t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, boolean, boolean)"),
+    float_signatures(
+        "void({t}[::1], {t}[::1], {t}[::1], int64[:, ::1], {t}[:, ::1], {t}, boolean, boolean)"
+    ),
 )
-def _sgd_kernel(p, g, buf, lr, momentum, weight_decay, nesterov, first):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+def _sgd_kernel(p, g, buf, bounds, hyper, momentum, nesterov, first):
+    s = cuda.blockIdx.y
+    lr, weight_decay = hyper[s, 0], hyper[s, 1]
+    start = bounds[s, 0] + cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for i in range(start, bounds[s, 1], cuda.gridDim.x * cuda.blockDim.x):
         p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first)
 
 
 @_cuda.kernel(
     "optim.adam",
     float_signatures(
-        "void({t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t}, {t}, {t}, {t}, {t}, {t}, {t}, {t})"
+        "void({t}[::1], {t}[::1], {t}[::1], {t}[::1], int64[:, ::1], {t}[:, ::1], "
+        "{t}, {t}, {t}, {t}, {t}, {t}, {t})"
     ),
 )
-def _adam_kernel(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
-    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+def _adam_kernel(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2):
+    s = cuda.blockIdx.y
+    step_size, weight_decay, decay = hyper[s, 0] / bias1, hyper[s, 1], hyper[s, 2]
+    start = bounds[s, 0] + cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    for i in range(start, bounds[s, 1], cuda.gridDim.x * cuda.blockDim.x):
         p[i], m[i], v[i] = _adam_scalar(
             p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2
         )
@@ -143,61 +165,107 @@ def _zero_kernel(a):
 # --- launchers ------------------------------------------------------------------------
 
 
-def _sgd_args(p, lr, momentum, weight_decay, nesterov, first):
-    t = p.dtype.type
-    return t(lr), t(momentum), t(weight_decay), bool(nesterov), bool(first)
+def segment_table(bounds, hyper, dtype):
+    """(bounds (S, 2) int64, hyper (S, k) of ``dtype``) as C-contiguous host
+    arrays: the ranges [start, stop) one call updates and their settings."""
+    bounds = np.ascontiguousarray(bounds, np.int64).reshape(-1, 2)
+    hyper = np.ascontiguousarray(hyper, dtype).reshape(len(bounds), -1)
+    return bounds, hyper
 
 
-def _adam_args(p, step, lr, betas, eps, weight_decay, decoupled):
-    """Hyper-parameters in p's dtype, with the bias corrections folded in (float64 on the host)."""
-    t = p.dtype.type
+def _segments(p, segments, *settings):
+    """``segments`` as a table, or one segment over all of p with ``settings``."""
+    if segments is None:
+        return segment_table([(0, p.size)], [settings], p.dtype)
+    return segment_table(*segments, p.dtype)
+
+
+def _adam_settings(lr, weight_decay, decoupled):
+    """A segment's (learning rate, coupled weight decay, decoupled decay factor)."""
+    if decoupled:
+        return lr, 0.0, 1 - lr * weight_decay
+    return lr, weight_decay, 1.0
+
+
+def _adam_scalars(dtype, step, betas, eps):
+    """The step's scalars in ``dtype``, bias corrections folded in float64."""
+    t = np.dtype(dtype).type
     b1, b2 = betas
-    decay = 1 - lr * weight_decay if decoupled else 1.0
-    coupled_wd = 0.0 if decoupled else weight_decay
-    step_size = lr / (1 - b1**step)
-    return (
-        t(b1),
-        t(1 - b1),
-        t(b2),
-        t(1 - b2),
-        t(eps),
-        t(coupled_wd),
-        t(decay),
-        t(step_size),
-        t(math.sqrt(1 - b2**step)),
-    )
+    return t(b1), t(1 - b1), t(b2), t(1 - b2), t(eps), t(1 - b1**step), t(math.sqrt(1 - b2**step))
 
 
-def sgd_cpu(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=True):
-    """One SGD step in place on flat numpy arrays (``buf``: momentum buffer)."""
-    _sgd_cpu(p, grad, buf, *_sgd_args(p, lr, momentum, weight_decay, nesterov, first))
+def sgd_cpu(
+    p, grad, buf, lr=None, momentum=0.0, weight_decay=0.0, nesterov=False, first=True,
+    segments=None,
+):  # fmt: skip
+    """One SGD step in place on flat numpy arrays (``buf``: momentum buffer).
+
+    ``segments`` = (bounds (S, 2), settings (S, 2)): update only the ranges
+    [start, stop) of ``bounds``, each with its own (lr, weight_decay), instead
+    of all of p with ``lr`` and ``weight_decay``."""
+    bounds, hyper = _segments(p, segments, lr, weight_decay)
+    t = p.dtype.type
+    _sgd_cpu(p, grad, buf, bounds, hyper, t(momentum), bool(nesterov), bool(first))
 
 
-def sgd_cuda(p, grad, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=True):
-    """sgd_cpu on device arrays."""
-    if p.size:
-        blocks, threads = grid_1d(p.size)
-        _sgd_kernel[blocks, threads](
-            p, grad, buf, *_sgd_args(p, lr, momentum, weight_decay, nesterov, first)
-        )
+def sgd_cuda(
+    p, grad, buf, lr=None, momentum=0.0, weight_decay=0.0, nesterov=False, first=True,
+    segments=None,
+):  # fmt: skip
+    """sgd_cpu on device arrays (``segments`` as host arrays)."""
+    bounds, hyper = _segments(p, segments, lr, weight_decay)
+    grid = _segment_grid(bounds)
+    if grid is not None:
+        t = p.dtype.type
+        _sgd_kernel[grid](
+            p, grad, buf, _cuda.constant_table(bounds), _cuda.constant_table(hyper),
+            t(momentum), bool(nesterov), bool(first),
+        )  # fmt: skip
 
 
 def adam_cpu(
-    p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
-):
-    """One Adam (AdamW with ``decoupled``) step in place; ``step`` counts from 1."""
-    _adam_cpu(p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled))
+    p, grad, m, v, step, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    decoupled=False, segments=None,
+):  # fmt: skip
+    """One Adam (AdamW with ``decoupled``) step in place; ``step`` counts from 1.
+    ``segments`` = (bounds (S, 2), settings (S, 2) of (lr, weight_decay)), as
+    in sgd_cpu."""
+    bounds, hyper = _adam_table(p, segments, lr, weight_decay, decoupled)
+    _adam_cpu(p, grad, m, v, bounds, hyper, *_adam_scalars(p.dtype, step, betas, eps))
 
 
 def adam_cuda(
-    p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False
-):
-    """adam_cpu on device arrays."""
-    if p.size:
-        blocks, threads = grid_1d(p.size)
-        _adam_kernel[blocks, threads](
-            p, grad, m, v, *_adam_args(p, step, lr, betas, eps, weight_decay, decoupled)
-        )
+    p, grad, m, v, step, lr=None, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    decoupled=False, segments=None,
+):  # fmt: skip
+    """adam_cpu on device arrays (``segments`` as host arrays)."""
+    bounds, hyper = _adam_table(p, segments, lr, weight_decay, decoupled)
+    grid = _segment_grid(bounds)
+    if grid is not None:
+        _adam_kernel[grid](
+            p, grad, m, v, _cuda.constant_table(bounds), _cuda.constant_table(hyper),
+            *_adam_scalars(p.dtype, step, betas, eps),
+        )  # fmt: skip
+
+
+def _adam_table(p, segments, lr, weight_decay, decoupled):
+    if segments is None:
+        bounds, settings = [(0, p.size)], [(lr, weight_decay)]
+    else:
+        bounds, settings = segments
+    hyper = [
+        _adam_settings(float(a), float(b), decoupled) for a, b in np.reshape(settings, (-1, 2))
+    ]
+    return segment_table(bounds, hyper, p.dtype)
+
+
+def _segment_grid(bounds):
+    """((blocks, S), threads) for a segmented launch, or None when nothing to update."""
+    longest = int((bounds[:, 1] - bounds[:, 0]).max(initial=0))
+    if longest <= 0:
+        return None
+    blocks, threads = grid_1d(longest)
+    return (blocks, len(bounds)), threads
 
 
 def zero_cpu(a):

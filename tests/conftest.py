@@ -80,3 +80,23 @@ def central_differences(f, a, h=1e-6):
         a[idx] = saved
         grad[idx] = (up - down) / (2 * h)
     return grad
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The names of the CUDA kernels launched while the test runs, in order
+    (counted under the simulator, whose kernel objects all go through one call)."""
+    if not SIMULATOR:
+        pytest.skip("launches are counted under the CUDA simulator")
+    from numba.cuda.simulator import kernel as simulated
+
+    names = []
+    call = simulated.FakeCUDAKernel.__call__
+
+    def counted(self, *args):
+        if not (self._device or simulated._kernel_context):
+            names.append(self.fn.__name__)
+        return call(self, *args)
+
+    monkeypatch.setattr(simulated.FakeCUDAKernel, "__call__", counted)
+    return names

@@ -220,3 +220,93 @@ def test_zero_fills_with_zeros(backend, shape):
     (a,) = device_arrays(backend, np.full(shape, 7.0, np.float32))
     (O.zero_cpu if backend == "cpu" else O.zero_cuda)(a)
     np.testing.assert_array_equal(host(backend, a), np.zeros(shape, np.float32))
+
+
+# --- gn.ops.sgd and gn.ops.adam over segments -----------------------------------------
+
+SEGMENTS = (
+    np.array([[0, 100], [100, 101], [150, 257]]),
+    np.array([[0.1, 0.0], [0.5, 0.1], [0.02, 1.0]]),
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_op_updates_each_segment_with_its_settings(dtype, backend):
+    p0, grads = steps(3, 257, dtype, seed=3)
+    p, buf = device_arrays(backend, p0, np.zeros_like(p0))
+    ref_p, ref_buf = p0.astype(np.float64), np.zeros(p0.size)
+    bounds, settings = SEGMENTS
+    for i, g in enumerate(grads):
+        (dg,) = device_arrays(backend, g)
+        assert gn.ops.sgd(p, dg, buf, momentum=0.9, first=i == 0, segments=SEGMENTS) is p
+        for (start, stop), (lr, wd) in zip(bounds, settings, strict=True):
+            part = slice(start, stop)
+            ref_p[part], ref_buf[part] = O.sgd_ref(
+                ref_p[part], g[part], ref_buf[part], lr, 0.9, wd, first=i == 0
+            )
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(host(backend, p), ref_p, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(host(backend, p)[101:150], p0[101:150])  # outside: untouched
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_op_updates_each_segment_with_its_settings(decoupled, backend):
+    p0, grads = steps(3, 257, np.float64, seed=4)
+    p, m, v = device_arrays(backend, p0, np.zeros_like(p0), np.zeros_like(p0))
+    ref = [p0.copy(), np.zeros(p0.size), np.zeros(p0.size)]
+    bounds, settings = SEGMENTS
+    for step, g in enumerate(grads, start=1):
+        (dg,) = device_arrays(backend, g)
+        gn.ops.adam(p, dg, m, v, step, decoupled=decoupled, segments=SEGMENTS)
+        for (start, stop), (lr, wd) in zip(bounds, settings, strict=True):
+            part = slice(start, stop)
+            new = O.adam_ref(
+                ref[0][part], g[part], ref[1][part], ref[2][part], step, lr,
+                weight_decay=wd, decoupled=decoupled,
+            )  # fmt: skip
+            for a, b in zip(ref, new, strict=True):
+                a[part] = b
+    np.testing.assert_allclose(host(backend, p), ref[0], rtol=1e-13, atol=1e-14)
+    np.testing.assert_array_equal(host(backend, p)[101:150], p0[101:150])
+
+
+def test_update_ops_refuse_bad_arguments_before_writing():
+    p, g, buf = np.ones(8, np.float32), np.ones(8, np.float32), np.zeros(8, np.float32)
+    cases = [
+        (lambda: gn.ops.sgd(p, g, buf), TypeError, "expected a learning rate"),
+        (lambda: gn.ops.sgd(p, g, buf, lr=-1.0), ValueError, "lr >= 0"),
+        (lambda: gn.ops.sgd(p, g, np.zeros(7, np.float32), 0.1), ValueError, "buf 1-D of shape"),
+        (lambda: gn.ops.sgd(p, g.astype(np.float64), buf, 0.1), TypeError, "grad of dtype"),
+        (lambda: gn.ops.sgd(p.reshape(2, 4), g, buf, 0.1), ValueError, "1-D"),
+        (lambda: gn.ops.sgd(p[::2], g[::2], buf[::2], 0.1), ValueError, "C-contiguous"),
+        (lambda: gn.ops.sgd(p, g, buf, 0.1, nesterov=True), ValueError, "Nesterov"),
+        (
+            lambda: gn.ops.sgd(p, g, buf, 0.1, segments=([[0, 8]], [[0.1, 0]])),
+            TypeError,
+            "pass lr=None",
+        ),
+        (
+            lambda: gn.ops.sgd(p, g, buf, segments=([[0, 9]], [[0.1, 0]])),
+            ValueError,
+            r"within \[0, 8\)",
+        ),
+        (
+            lambda: gn.ops.sgd(p, g, buf, segments=([[0, 4], [3, 8]], [[0.1, 0], [0.1, 0]])),
+            ValueError,
+            "non-overlapping",
+        ),
+        (
+            lambda: gn.ops.sgd(p, g, buf, segments=([[0, 8]], [[np.nan, 0]])),
+            ValueError,
+            "finite settings",
+        ),
+        (lambda: gn.ops.adam(p, g, buf, buf.copy(), 0, 0.1), ValueError, "step >= 1"),
+        (lambda: gn.ops.adam(p, g, buf, buf.copy(), 1, 0.1, betas=(0.9, 1)), ValueError, "betas"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+        np.testing.assert_array_equal(p, 1.0)
+        np.testing.assert_array_equal(buf, 0.0)

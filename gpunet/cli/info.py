@@ -198,6 +198,30 @@ def _dropout_case(name, op, refs, rng):
     return [x, 0.25, 1234, 8], lambda x, p, seed, offset: refs["dropout"](x, seed, offset, p)
 
 
+def _update_case(name, op, refs, rng):
+    """Optimizer updates (in place): flat p, grad and zero state of 64
+    values; the op runs twice from them (a warm-up, then the timed call), so
+    the reference takes two steps with the same gradient."""
+    p = rng.standard_normal(64).astype(np.float32)
+    g = rng.standard_normal(64).astype(np.float32)
+    zeros = np.zeros(64, np.float32)
+    if name == "sgd":
+        args = [p, g, zeros, 0.1, 0.9]
+
+        def ref(p, g, buf, lr, momentum):
+            p1, buf1 = refs["sgd"](p, g, buf, lr, momentum)
+            return refs["sgd"](p1, g, buf1, lr, momentum)[0].astype(np.float32)
+
+    else:
+        args = [p, g, zeros, zeros.copy(), 1, 0.01]
+
+        def ref(p, g, m, v, step, lr):
+            p1, m1, v1 = refs["adam"](p, g, m, v, step, lr)
+            return refs["adam"](p1, g, m1, v1, step, lr)[0].astype(np.float32)
+
+    return args, ref
+
+
 #: Ops whose arguments are not arrays of one shape: name -> case builder.
 _SHAPED_CASES = {
     "dense": _dense_case,
@@ -209,6 +233,8 @@ _SHAPED_CASES = {
     "argmax_hits": _hits_case,
     "binary_hits": _hits_case,
     "dropout": _dropout_case,
+    "sgd": _update_case,
+    "adam": _update_case,
 }
 
 
