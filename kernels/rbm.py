@@ -536,14 +536,70 @@ def _pseudo_likelihood_cpu(v, z, W, b, index, out):
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
-# The conditionals and the weight update are tiled products like dense.py's:
-# each block computes a TILE x TILE output tile from shared-memory tiles TILE_K
-# deep, each thread PER x PER outputs strided by THREADS (contiguous stores
-# across a warp). Shared memory per block: 2 * TILE * TILE_K values (8 KiB in
-# float32). Each output draws its own random words, so no thread waits on another.
+# The conditionals and the weight update are tiled products like dense.py's,
+# through one device function (``_tile_product``): each block computes a TILE
+# x TILE output tile from shared-memory tiles TILE_K deep, each thread PER x
+# PER outputs strided by THREADS (contiguous stores across a warp). Shared
+# memory per block: 2 * TILE * TILE_K values (8 KiB in float32). Each output
+# draws its own random words, so no thread waits on another.
 
 TILE, TILE_K, THREADS = 64, 16, 16
 PER = TILE // THREADS
+
+
+@_cuda.device_function
+def _stage(tile, ti, tk, first, second, row0, split, k_rows, line, k, lines, k_total, zero):
+    """tile[ti, tk] = element (line, k) of a product's operand, ``lines`` x
+    ``k_total``, or zero past its edges. With ``k_rows`` k runs down the
+    source's rows: first[row0 + k, line] for k < split, then second[k - split,
+    line] (two sources stacked along k); otherwise first[row0 + line, k]
+    (``second`` and ``split`` unused). Written as a store in each branch:
+    selecting a value and storing it once made ptxas keep far more registers."""
+    if line < lines and k < k_total:
+        if not k_rows:
+            tile[ti, tk] = first[row0 + line, k]
+        elif k < split:
+            tile[ti, tk] = first[row0 + k, line]
+        else:
+            tile[ti, tk] = second[k - split, line]
+    else:
+        tile[ti, tk] = zero
+
+
+@_cuda.device_function
+def _tile_product(
+    a, a2, a_row0, a_split, a_k_rows, b, b2, b_row0, b_split, b_k_rows, rows, cols, k_total,
+    tile_a, tile_b, acc,
+):  # fmt: skip
+    """acc[p, q] = output (i0 + ty + p * THREADS, j0 + tx + q * THREADS) of
+    op(a) @ op(b), (rows, k_total) @ (k_total, cols), for this block's tile
+    (i0, j0) and this thread (tx, ty); op(a) and op(b) as ``_stage`` reads
+    them from (a, a2, a_row0, a_split, a_k_rows) and the same for b.
+    ``tile_a`` (TILE, TILE_K) and ``tile_b`` (TILE_K, TILE) are the block's
+    shared tiles; each k sums its terms in order."""
+    zero = acc.dtype.type(0)
+    for p in range(PER):
+        for q in range(PER):
+            acc[p, q] = zero
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    tid = ty * THREADS + tx
+    i0, j0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
+    for k0 in range(0, k_total, TILE_K):
+        for e in range(tid, TILE * TILE_K, THREADS * THREADS):
+            i, kk = e // TILE_K, e % TILE_K
+            _stage(tile_a, i, kk, a, a2, a_row0, a_split, a_k_rows, i0 + i, k0 + kk, rows,
+                   k_total, zero)  # fmt: skip
+        for e in range(tid, TILE_K * TILE, THREADS * THREADS):
+            kk, j = e // TILE, e % TILE
+            _stage(tile_b, kk, j, b, b2, b_row0, b_split, b_k_rows, j0 + j, k0 + kk, cols,
+                   k_total, zero)  # fmt: skip
+        cuda.syncthreads()
+        for kk in range(TILE_K):
+            for p in range(PER):
+                av = tile_a[ty + p * THREADS, kk]
+                for q in range(PER):
+                    acc[p, q] += av * tile_b[kk, tx + q * THREADS]
+        cuda.syncthreads()
 
 
 @numba.njit(inline="always")
@@ -586,31 +642,12 @@ def _conditional_kernel(name, transpose_w):
         one = a.dtype.type(1)
         zero = a.dtype.type(0)
         two_pi = a.dtype.type(_TWO_PI)
-        for p in range(PER):
-            for q in range(PER):
-                acc[p, q] = zero
+        _tile_product(
+            a, a, row0, k_total, False, w, w, 0, k_total, not transpose_w, rows, n, k_total,
+            tile_a, tile_b, acc,
+        )  # fmt: skip
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-        tid = ty * THREADS + tx
         i0, j0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
-        for k0 in range(0, k_total, TILE_K):
-            for e in range(tid, TILE * TILE_K, THREADS * THREADS):
-                i, kk = e // TILE_K, e % TILE_K
-                gi, gk = i0 + i, k0 + kk
-                tile_a[i, kk] = a[row0 + gi, gk] if gi < rows and gk < k_total else zero
-            for e in range(tid, TILE_K * TILE, THREADS * THREADS):
-                kk, j = e // TILE, e % TILE
-                gk, gj = k0 + kk, j0 + j
-                if gk < k_total and gj < n:
-                    tile_b[kk, j] = w[gj, gk] if transpose_w else w[gk, gj]
-                else:
-                    tile_b[kk, j] = zero
-            cuda.syncthreads()
-            for kk in range(TILE_K):
-                for p in range(PER):
-                    av = tile_a[ty + p * THREADS, kk]
-                    for q in range(PER):
-                        acc[p, q] += av * tile_b[kk, tx + q * THREADS]
-            cuda.syncthreads()
         for p in range(PER):
             i = i0 + ty + p * THREADS
             for q in range(PER):
@@ -647,43 +684,15 @@ def _update_weights_kernel(tp, x, row0, n, tn, sn, m, w, vel, lr, momentum, deca
     statistics give the mean gradient), then vel = momentum * vel + lr * (g -
     decay * w) and w += vel, as each output is written."""
     n_hidden, n_visible = w.shape
-    k_total = n + m
     tile_a = cuda.shared.array((TILE, TILE_K), w.dtype)
     tile_b = cuda.shared.array((TILE_K, TILE), w.dtype)
     acc = cuda.local.array((PER, PER), w.dtype)
-    zero = w.dtype.type(0)
-    for p in range(PER):
-        for q in range(PER):
-            acc[p, q] = zero
+    _tile_product(
+        tp, tn, 0, n, True, x, sn, row0, n, True, n_hidden, n_visible, n + m, tile_a, tile_b,
+        acc,
+    )  # fmt: skip
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    tid = ty * THREADS + tx
     i0, j0 = cuda.blockIdx.y * TILE, cuda.blockIdx.x * TILE
-    for k0 in range(0, k_total, TILE_K):
-        for e in range(tid, TILE * TILE_K, THREADS * THREADS):
-            i, kk = e // TILE_K, e % TILE_K
-            gi, gk = i0 + i, k0 + kk
-            if gi < n_hidden and gk < n:
-                tile_a[i, kk] = tp[gk, gi]
-            elif gi < n_hidden and gk < k_total:
-                tile_a[i, kk] = tn[gk - n, gi]
-            else:
-                tile_a[i, kk] = zero
-        for e in range(tid, TILE_K * TILE, THREADS * THREADS):
-            kk, j = e // TILE, e % TILE
-            gk, gj = k0 + kk, j0 + j
-            if gj < n_visible and gk < n:
-                tile_b[kk, j] = x[row0 + gk, gj]
-            elif gj < n_visible and gk < k_total:
-                tile_b[kk, j] = sn[gk - n, gj]
-            else:
-                tile_b[kk, j] = zero
-        cuda.syncthreads()
-        for kk in range(TILE_K):
-            for p in range(PER):
-                av = tile_a[ty + p * THREADS, kk]
-                for q in range(PER):
-                    acc[p, q] += av * tile_b[kk, tx + q * THREADS]
-        cuda.syncthreads()
     for p in range(PER):
         i = i0 + ty + p * THREADS
         for q in range(PER):
