@@ -287,9 +287,9 @@ def report(archs: Iterable[str] = DEFAULT_ARCHS, kernels=None) -> Iterator[Kerne
     catalogue order. ``kernels``: names or KernelSpecs (default: the whole
     catalogue). Raises CompileError at the first kernel that fails.
 
-    One build at a time: on 2 cores, running ptxas in a thread pool beside
-    Numba's (serialised) compilation measured no faster (median ratio 0.93-1.02
-    over alternating runs of the whole catalogue, about 10 s each).
+    One build at a time: Numba's compilation is serialised, and running
+    ptxas in a thread pool beside it does not shorten the whole catalogue's
+    build on a machine of few cores.
     """
     _require_compiler()
     find_ptxas()

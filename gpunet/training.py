@@ -257,7 +257,7 @@ class _Batches:
                 n = len(rows)
                 np.take(a, rows, axis=0, out=host[:n], mode="clip")
             # Whole batches use the buffer itself: a new Numba view per step
-            # costs about 10 us to make.
+            # would cost more than a small kernel's launch.
             part = dev if n == len(dev) else dev[:n]
             part.copy_to_device(host[:n], stream=self.stream)
             taken.append(part)
@@ -268,7 +268,8 @@ class _Batches:
 
 class _StepRecords:
     """Per-step loss and hit records on ``device``, with a 1-element view of
-    each step's slot made once (a new Numba view per step costs about 10 us);
+    each step's slot made once (a new Numba view costs more than a small
+    kernel's launch);
     ``read(k)`` gives the first k of each as float64 host arrays."""
 
     def __init__(self, device: Device, steps: int, dtype):

@@ -16,15 +16,14 @@ from numba.np.arrayobj import populate_array
 CPU_OPTIONS = {"error_model": "numpy", "fastmath": {"contract"}}
 
 #: Elementwise work below this many elements runs serially: waking Numba's
-#: thread pool costs more than it saves there (2 cores, measured with asv).
+#: thread pool costs more than it saves there.
 #:
 #: Kernels that always run next to a BLAS product (the dense layers' epilogue
 #: and gradient pass, the losses after the last layer, the optimizer updates
 #: after the backward products) are serial at every size: BLAS's worker
 #: threads keep spinning for a while after each call, and a Numba parallel
-#: region started then waits for cores they hold: on 2 cores an MLP training
-#: epoch ran much slower with those kernels parallel above this
-#: threshold than with them serial.
+#: region started then waits for cores they hold, so that running those
+#: kernels in parallel costs more than it saves, even above this threshold.
 PARALLEL_THRESHOLD = 1 << 18
 
 
@@ -33,8 +32,8 @@ def wide_vectors(typingctx):
     """Call first thing in a CPU kernel: lets LLVM vectorise the kernel's
     loops with 512-bit vectors where the CPU has them. On CPUs with AVX-512
     its default tuning stops at 256 bits; on others the attribute changes
-    nothing. The results are the same; the RBM's flat passes run faster
-    with it."""
+    nothing. The results are the same; the loops that vectorise (the RBM's
+    flat passes among them) need half as many vector instructions."""
 
     def codegen(context, builder, signature, args):
         # A string attribute, which llvmlite's checked ``add`` does not know.

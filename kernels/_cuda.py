@@ -93,14 +93,14 @@ class Kernel:
     ``kernel[blocks, threads](*args)``.
 
     Numba types every argument, picks the compiled overload and marshals the
-    arguments on each launch, about 25 us of Python on a fast host, well over
-    the run time of a small kernel. Here the overload is looked up by each
-    array's (dtype, ndim, C-contiguous), read off its shape and strides, and
-    the launch goes straight to ``cuda.core``'s ``launch`` on the default
-    stream, with the arguments flattened as Numba's kernel ABI expects.
-    Anything else (other streams, shared memory sizes, arguments that are not
-    Numba device arrays or scalars, several GPUs, a numba-cuda whose internals
-    differ) takes Numba's path.
+    arguments on each launch, Python work that outlasts the run of a small
+    kernel. Here the overload is looked up by each array's (dtype, ndim,
+    C-contiguous), read off its shape and strides, and the launch goes
+    straight to ``cuda.core``'s ``launch`` on the default stream, with the
+    arguments flattened as Numba's kernel ABI expects. Anything else (other
+    streams, shared memory sizes, arguments that are not Numba device arrays
+    or scalars, several GPUs, a numba-cuda whose internals differ) takes
+    Numba's path.
     """
 
     __slots__ = ("dispatcher", "_overloads")
@@ -130,7 +130,8 @@ class Kernel:
 
 def _array_key(a):
     """(dtype, ndim, C-contiguous) of a device array, read off its shape and
-    strides (Numba's typeof of each new array view costs about 10 us)."""
+    strides (Numba's typeof of each new array view costs more than a small
+    kernel's launch)."""
     expected = a.dtype.itemsize
     for size, stride in zip(reversed(a.shape), reversed(a.strides), strict=True):
         if size > 1 and stride != expected:
@@ -304,7 +305,7 @@ def scratch(name: str, n: int, dtype):
         found = _scratch[key] = (cuda.device_array(max(n, 1), dtype), {})
     array, views = found
     view = views.get(n)
-    if view is None:  # one view per length: slicing a device array costs ~10 us
+    if view is None:  # one view per length: a slice costs more than a small launch
         view = views[n] = array[:n]
     return view
 
@@ -335,7 +336,7 @@ _flat_views = weakref.WeakKeyDictionary()
 
 def flat(x):
     """``x.ravel()`` for a C-contiguous device array, made once per array
-    (a new Numba view costs about 10 us, more than a small kernel's launch)."""
+    (a new Numba view costs more than a small kernel's launch)."""
     if x.ndim == 1:
         return x
     try:

@@ -168,11 +168,10 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # serial or the parallel loop by size and returns True, or returns False
 # having done nothing, so that the caller can raise the error that names what
 # was wrong. Checks in Python cost more than the whole launch on a small
-# array (a gn.ops call on 10 values went from about 11,000 to 7,500
-# instructions). A launcher takes the op's constant only when the op has one
-# (leaky_relu's alpha): every argument costs Numba's dispatcher time, a None
-# about a fifth of a two-array call, a numpy scalar a third. The launcher is
-# the registered kernel itself, with no Python wrapper.
+# array. A launcher takes the op's constant only when the op has one
+# (leaky_relu's alpha): every argument costs Numba's dispatcher time, even a
+# None or a numpy scalar. The launcher is the registered kernel itself, with
+# no Python wrapper.
 
 
 def _cpu_forward(f, constant):

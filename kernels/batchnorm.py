@@ -95,8 +95,9 @@ def batchnorm_backward_ref(grad_out, x, weight, mean, invstd, batch_stats=True):
 # Two sweeps over whole rows (row views, so that the inner loops vectorise): the
 # float64 column sums into ``acc``, then the outputs. Serial at every size:
 # batch norm sits between BLAS products in a model (see _cpu.py).
-# Sweeping blocks of columns instead, to reread them from cache, was 5-10x
-# slower: a view per row and block, and a stride of a whole row between them.
+# Sweeping blocks of columns instead, to reread them from cache, costs more
+# than it saves: a view per row and block, and a stride of a whole row
+# between them.
 
 
 #: Rows per block of the statistics' sums in the data's dtype (float32 sums of

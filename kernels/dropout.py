@@ -12,9 +12,8 @@ pass. A draw over ``n`` elements uses ``words(n) = 4 * ceil(n / 8)`` words.
 ``p`` is thereby rounded to a multiple of 2**-16; ``p = 0`` keeps everything
 and ``p = 1`` nothing (the scale is then 0).
 
-Two elements per word halve the Philox work, which bounds the CPU kernel: one
-Philox block per four elements made it 2x slower than a plain copy of the
-same bytes on one core (measured at 8192 x 1000 float32).
+Two elements per word halve the Philox work, which, more than the memory
+traffic, bounds the CPU kernel.
 
 The backward of ``dropout(x)`` is ``dropout(grad_out)`` with the same seed,
 offset and p, so one kernel serves both.

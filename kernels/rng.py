@@ -71,9 +71,8 @@ _FLOAT32_ULP = np.float32(2.0**-24)
 _FLOAT64_ULP = np.float64(2.0**-53)
 
 #: Below this many Philox blocks (4 float32 or 2 float64 values each),
-#: ``uniform_cpu`` runs serially: waking Numba's thread pool costs more than the
-#: work. Measured on 2 cores: 2 threads are 1.0-1.25x faster at 2**12 blocks
-#: (about 10 us of work), 1.4-1.8x from 2**13.
+#: ``uniform_cpu`` runs serially: waking Numba's thread pool costs about as much
+#: as the work it would share. Above it the threads clearly pay for their wake-up.
 PARALLEL_MIN_BLOCKS = 2**13
 
 _STREAM_END = 2**64
@@ -204,14 +203,14 @@ def _block_range(offset, words):
 
 # --- CPU kernels ----------------------------------------------------------------------
 # Blocks 1 to n_blocks - 2 of a draw lie wholly inside it, so they store without
-# bounds checks; that lets LLVM vectorise Philox across blocks (3-6x faster than
-# checking every store). The first and last blocks take the checked path.
+# bounds checks; that lets LLVM vectorise Philox across blocks, which a check on
+# every store prevents. The first and last blocks take the checked path.
 # Value indices are uint64: Numba adds a wraparound branch to every store at a
 # signed index, which also stops the vectorising. A value index "below 0" wraps
 # to a huge one, which the checked path's ``< n`` test skips.
 # The store functions and their copy of philox_block are inlined by LLVM
 # (forceinline): Numba's IR inliner (inline="always") copies and retypes the
-# callee at every call site, which tripled the compile time here.
+# callee at every call site, which makes compiling these kernels much slower.
 
 _philox_block_cpu = numba.njit(forceinline=True)(philox_block.py_func)
 

@@ -14,11 +14,11 @@ On the CPU each thread takes a block of rows, and each row is a few passes
 while it sits in L1: the exponentials (and their sum) go to a scratch row,
 then the output is written from it. The pass over the exponentials also
 finds the next row's maximum, so that reading that row from memory overlaps
-this row's arithmetic (at (8192, 1000) float32 on 2 cores, 1.11x the time of
-finding each maximum in a pass of its own). The forward ops write outputs of
-``STREAMING_MIN_BYTES`` or more with streaming stores: memory then carries
-the input once and the output once, as a copy does, instead of also reading
-every output line before writing it (1.16x, same bits).
+this row's arithmetic instead of waiting in a pass of its own. The forward
+ops write outputs of ``STREAMING_MIN_BYTES`` or more with streaming stores:
+memory then carries the input once and the output once, as a copy does,
+instead of also reading every output line before writing it (the bits are
+the same either way).
 
 On the GPU one block works on one row: its threads stride over the row, then
 combine their partial max / sum with a block reduction (warp shuffles, then one
@@ -204,10 +204,10 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
 # wrong (or fold leading axes into rows and call again). The launcher runs the
 # serial kernel itself and leaves arrays of ROW_PARALLEL_MIN_SIZE elements or more
 # to the parallel (or streaming) kernel, called from Python: those compile only
-# once a large array comes (linking all three into the launcher made its
-# first call 8.6 s, against 2.8 s), for one more call of about 0.7 us beside
-# a kernel of 20 us or more. Each launcher takes 2-D arrays only: compiling
-# one for another array type costs seconds.
+# once a large array comes (linked into the launcher, all three would compile
+# on its first call, whatever the size), for one more Python call, small beside
+# a kernel's run at those sizes. Each launcher takes 2-D arrays only: every
+# other array type would be another slow compilation.
 
 #: What a launcher returns: nothing written, for arrays it cannot take; done;
 #: checked, and large enough for the caller to run the parallel kernel.
@@ -322,9 +322,10 @@ log_softmax_backward_cpu.__doc__ = "log_softmax_backward_cpu(grad_out, y, out) -
 
 #: Threads per row (= per block) for the row kernels: a warp for short rows,
 #: 128 threads for longer ones (small blocks keep many rows in flight on each
-#: multiprocessor: with 512 the kernels waited on latency, at 15-45% of the
-#: copy bandwidth on an H100). Each must be a power of two and a multiple of
-#: the warp size (the tree reduction halves, the shuffle reduction works per warp).
+#: multiprocessor, which hides memory latency; with blocks of 512 too few rows
+#: are in flight, and the kernels wait on it). Each must be a power of two and a
+#: multiple of the warp size (the tree reduction halves, the shuffle reduction
+#: works per warp).
 ROW_THREADS = (32, 128)
 #: The row kernels stride over rows when there are more rows than this.
 MAX_ROW_BLOCKS = 65535 if not _cuda.SIMULATOR else 4

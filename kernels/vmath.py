@@ -2,18 +2,18 @@
 order keys that turn a float maximum into a vectorisable integer one.
 
 ``math.exp`` inside an ``@njit`` loop is a call into libm for every element:
-no SIMD, and several times the cost of the memory traffic around it. The
-float32 versions here are straight-line arithmetic (Cody-Waite reduction by
-ln 2, a polynomial, and an exponent built from integer bits), which LLVM turns
-into vector code. exp is written in LLVM IR, so that it computes the same in
+no SIMD, and far slower than the memory traffic around it. The float32
+versions here are straight-line arithmetic (Cody-Waite reduction by ln 2, a
+polynomial, and an exponent built from integer bits), which LLVM turns into
+vector code. exp is written in LLVM IR, so that it computes the same in
 every kernel whatever fast-math flags the kernel has. float64 keeps libm (its
 accuracy matters more there than its speed: float64 is for gradient checks).
 CPU kernels only: CUDA kernels use the GPU's own ``math.exp`` and ``math.tanh``.
 
 float32 accuracy, against float64 numpy (``tests/test_vmath.py``): within
-1 ulp for exp on [-87.3, 88.7] (0.98 at most over 2e7 points), and 1.34 ulp
-for tanh (1.33 at most, reached near 0.628, just above 0.625 where the
-polynomial hands over to the exp form; every float32 in [0.5, 1) checked).
+1 ulp for exp on [-87.3, 88.7], and 1.34 ulp for tanh (1.33 at most,
+reached near 0.628, just above 0.625 where the polynomial hands over to the
+exp form; every float32 in [0.5, 1) checked).
 exp flushes results that would be subnormal (x < -87.34) to zero, gives inf
 above 88.72, and keeps NaN.
 
@@ -79,8 +79,8 @@ def _flip_negative(builder, bits, width):
 # exp is written in LLVM IR, each instruction carrying its own fast-math flags:
 # Numba gives an instruction that has none its kernel's flags, and under
 # reassociation LLVM would fold the Cody-Waite split of ln 2 back into one
-# constant (up to 4.5 ulp) or the rounding constant away. "contract" lets a
-# multiply and an add fuse; "arcp" (only about division) keeps the last
+# constant (errors of several ulp) or the rounding constant away. "contract"
+# lets a multiply and an add fuse; "arcp" (only about division) keeps the last
 # steps of the polynomial unfused, which holds the error under 1 ulp.
 
 _F32 = np.float32

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 from ..kernels import _cuda
 
-#: Pause for a thread pool to go idle: OpenBLAS's workers spin about 0.1 s
-#: after a product, and a peer whose threads start meanwhile shares its cores
-#: with them.
+#: Pause for a thread pool to go idle, longer than OpenBLAS's workers keep
+#: spinning after a product: a peer whose threads start meanwhile shares its
+#: cores with them.
 BLAS_IDLE_SECONDS = 0.3
 
 

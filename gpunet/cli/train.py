@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-#: Defaults of the digits run: they reach about 98% test accuracy in seconds.
+#: Defaults of the digits run: a short run that still reaches a high test accuracy.
 DEFAULTS = dict(hidden=[512], epochs=40, batch_size=32, optimizer="adam", lr=1e-3)
 
 
