@@ -23,6 +23,7 @@ moves it).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -301,10 +302,12 @@ class Dense(Layer):
 
 
 class _Activation(Layer):
-    """An elementwise activation layer over gn.ops ``op`` and ``op_backward``;
-    ``saves`` is what the backward needs: the input "x" or the output "y"."""
+    """An elementwise activation layer: ``forward_op`` and ``backward_op`` are
+    its functions of gn.ops (staticmethods); ``saves`` is what the backward
+    needs: the input "x" or the output "y"."""
 
-    op: str
+    forward_op: Callable
+    backward_op: Callable
     saves: str
 
     def __init__(self):
@@ -317,7 +320,7 @@ class _Activation(Layer):
     def forward(self, x):
         kind = dispatch.placement(f"{type(self).__name__}.forward", x=x)
         y = self._output("y", kind, tuple(x.shape), x.dtype)
-        getattr(ops, self.op)(x, *self._args(), out=y)
+        self.forward_op(x, *self._args(), out=y)
         self._saved = x if self.saves == "x" else y
         return y
 
@@ -328,19 +331,21 @@ class _Activation(Layer):
             return None
         kind = dispatch.placement(f"{type(self).__name__}.backward", grad_out=grad_out)
         dx = self._output("dx", kind, tuple(self._saved.shape), self._saved.dtype)
-        return getattr(ops, f"{self.op}_backward")(grad_out, self._saved, *self._args(), out=dx)
+        return self.backward_op(grad_out, self._saved, *self._args(), out=dx)
 
 
 class ReLU(_Activation):
     """max(x, 0)."""
 
-    op, saves = "relu", "x"
+    forward_op, backward_op = staticmethod(ops.relu), staticmethod(ops.relu_backward)
+    saves = "x"
 
 
 class LeakyReLU(_Activation):
     """x if x > 0 else alpha * x."""
 
-    op, saves = "leaky_relu", "x"
+    forward_op, backward_op = staticmethod(ops.leaky_relu), staticmethod(ops.leaky_relu_backward)
+    saves = "x"
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
@@ -356,26 +361,30 @@ class LeakyReLU(_Activation):
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x))."""
 
-    op, saves = "sigmoid", "y"
+    forward_op, backward_op = staticmethod(ops.sigmoid), staticmethod(ops.sigmoid_backward)
+    saves = "y"
 
 
 class Tanh(_Activation):
     """tanh(x)."""
 
-    op, saves = "tanh", "y"
+    forward_op, backward_op = staticmethod(ops.tanh), staticmethod(ops.tanh_backward)
+    saves = "y"
 
 
 class Softmax(_Activation):
     """softmax over the last axis. To train a classifier, prefer logits with
     gn.losses.SoftmaxCrossEntropy, which fuses and stabilises the pair."""
 
-    op, saves = "softmax", "y"
+    forward_op, backward_op = staticmethod(ops.softmax), staticmethod(ops.softmax_backward)
+    saves = "y"
 
 
 class Step(_Activation):
     """1 where x > 0, else 0; its gradient is zero everywhere."""
 
-    op, saves = "step", "x"
+    forward_op, backward_op = staticmethod(ops.step), staticmethod(ops.step_backward)
+    saves = "x"
 
 
 class Dropout(Layer):

@@ -63,6 +63,22 @@ def test_activation_layer_gradients(make):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize(
+    "layer, forward, backward",
+    [
+        (nn.ReLU, gn.ops.relu, gn.ops.relu_backward),
+        (nn.LeakyReLU, gn.ops.leaky_relu, gn.ops.leaky_relu_backward),
+        (nn.Sigmoid, gn.ops.sigmoid, gn.ops.sigmoid_backward),
+        (nn.Tanh, gn.ops.tanh, gn.ops.tanh_backward),
+        (nn.Softmax, gn.ops.softmax, gn.ops.softmax_backward),
+        (nn.Step, gn.ops.step, gn.ops.step_backward),
+    ],
+)
+def test_activation_layers_name_their_ops(layer, forward, backward):
+    assert layer.forward_op is forward and layer.backward_op is backward
+    assert layer().forward_op is forward  # a staticmethod: not bound to the layer
+
+
 def test_step_layer_has_zero_gradient():
     layer = nn.Step()
     x = inputs((2, 3))
