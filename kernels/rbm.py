@@ -29,7 +29,8 @@ row-major ``i`` over the sampled matrix. One update draws, in order: (CD-k
 only) the chain start (n, H); then per Gibbs step the visible sample (m, V)
 and, where the chain is sampled, the hidden sample (m, H).
 
-Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
+Sections: numpy references, scalar and row math, CPU kernels, CUDA kernels,
+launchers.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def pseudo_likelihood_ref(v, W, b, c, index):
     return -v.shape[1] * _softplus64(-delta)
 
 
-# --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
+# --- scalar and row math, shared by the CPU and CUDA kernels --------------------------
 
 
 @numba.njit(inline="always")
@@ -212,6 +213,48 @@ def box_muller(u0, u1, one, two_pi):
     """A standard normal value from two uniforms in [0, 1) (Box-Muller);
     ``one`` and ``two_pi`` carry the dtype."""
     return math.sqrt(-(one + one) * math.log(one - u0)) * cos_2pi(u1, one, two_pi)
+
+
+def _cpu_and_cuda(py_func):
+    """(CPU, CUDA) forms of row math written once: ``numba.njit(inline="always")``
+    for the CPU kernels, and ``_cuda.device_function`` for the CUDA kernels,
+    which under the simulator is ``py_func`` itself (the simulator's device
+    arrays are nothing Numba's CPU target can take)."""
+    return numba.njit(inline="always")(py_func), _cuda.device_function(py_func)
+
+
+def free_energy_row(v, z, b, i, gaussian, one):
+    """F(v[i]) from z[i] = v[i] @ W.T + c (see free_energy_ref): the visible
+    units' term, less the softplus sum over the hidden units; ``one`` carries
+    the dtype."""
+    half = one / (one + one)
+    visible = one - one
+    for j in range(v.shape[1]):
+        if gaussian:
+            d = v[i, j] - b[j]
+            visible += half * d * d
+        else:
+            visible -= v[i, j] * b[j]
+    hidden = one - one
+    for j in range(z.shape[1]):
+        hidden += softplus(z[i, j], one)
+    return visible - hidden
+
+
+def pseudo_likelihood_row(v, z, W, b, i, f, one):
+    """The pseudo-likelihood of v[i] with unit ``f`` flipped, from z[i] = v[i]
+    @ W.T + c (see pseudo_likelihood_ref). F(v') - F(v) is summed term by
+    term, each hidden unit's softplus change at once: the difference of two
+    whole free energies would cancel most of their digits."""
+    d = one - (v[i, f] + v[i, f])
+    delta = -d * b[f]  # F(v') - F(v)
+    for j in range(z.shape[1]):
+        delta -= softplus(z[i, j] + d * W[j, f], one) - softplus(z[i, j], one)
+    return -z.dtype.type(v.shape[1]) * softplus(-delta, one)
+
+
+_free_energy_row_cpu, _free_energy_row_cuda = _cpu_and_cuda(free_energy_row)
+_pseudo_likelihood_row_cpu, _pseudo_likelihood_row_cuda = _cpu_and_cuda(pseudo_likelihood_row)
 
 
 # --- CPU kernels ----------------------------------------------------------------------
@@ -504,35 +547,19 @@ def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, word
 
 @numba.njit(**CPU_OPTIONS)
 def _free_energy_cpu(v, z, b, gaussian, out):
-    """out[i] = F(v[i]) from z = v @ W.T + c (see free_energy_ref)."""
+    """out[i] = F(v[i]) from z = v @ W.T + c."""
     one = z.dtype.type(1)
-    half = one / (one + one)
     for i in range(v.shape[0]):
-        visible = one - one
-        for j in range(v.shape[1]):
-            if gaussian:
-                d = v[i, j] - b[j]
-                visible += half * d * d
-            else:
-                visible -= v[i, j] * b[j]
-        hidden = one - one
-        for j in range(z.shape[1]):
-            hidden += softplus(z[i, j], one)
-        out[i] = visible - hidden
+        out[i] = _free_energy_row_cpu(v, z, b, i, gaussian, one)
 
 
 @numba.njit(**CPU_OPTIONS)
 def _pseudo_likelihood_cpu(v, z, W, b, index, out):
     """out[i] = pseudo-likelihood of v[i] with unit index[i] flipped, from
-    z = v @ W.T + c (see pseudo_likelihood_ref)."""
+    z = v @ W.T + c."""
     one = z.dtype.type(1)
     for i in range(v.shape[0]):
-        f = index[i]
-        d = one - (v[i, f] + v[i, f])
-        delta = -d * b[f]  # F(v') - F(v)
-        for j in range(z.shape[1]):
-            delta -= softplus(z[i, j] + d * W[j, f], one) - softplus(z[i, j], one)
-        out[i] = -z.dtype.type(v.shape[1]) * softplus(-delta, one)
+        out[i] = _pseudo_likelihood_row_cpu(v, z, W, b, i, index[i], one)
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -747,19 +774,8 @@ def _update_biases_kernel(tp, x, row0, n, tn, sn, m, b, c, vb, vc, lr, momentum)
 def _free_energy_kernel(v, z, b, gaussian, out):
     """One thread per row: out[i] = F(v[i]) from z = v @ W.T + c."""
     one = z.dtype.type(1)
-    half = z.dtype.type(0.5)
     for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
-        visible = one - one
-        for j in range(v.shape[1]):
-            if gaussian:
-                d = v[i, j] - b[j]
-                visible += half * d * d
-            else:
-                visible -= v[i, j] * b[j]
-        hidden = one - one
-        for j in range(z.shape[1]):
-            hidden += softplus(z[i, j], one)
-        out[i] = visible - hidden
+        out[i] = _free_energy_row_cuda(v, z, b, i, gaussian, one)
 
 
 @_cuda.kernel(
@@ -771,12 +787,7 @@ def _pseudo_likelihood_kernel(v, z, w, b, index, out):
     flipped, from z = v @ W.T + c."""
     one = z.dtype.type(1)
     for i in range(cuda.grid(1), v.shape[0], cuda.gridsize(1)):
-        f = index[i]
-        d = one - (v[i, f] + v[i, f])
-        delta = -d * b[f]
-        for j in range(z.shape[1]):
-            delta -= softplus(z[i, j] + d * w[j, f], one) - softplus(z[i, j], one)
-        out[i] = -z.dtype.type(v.shape[1]) * softplus(-delta, one)
+        out[i] = _pseudo_likelihood_row_cuda(v, z, w, b, i, index[i], one)
 
 
 # --- launchers ------------------------------------------------------------------------
