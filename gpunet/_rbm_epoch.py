@@ -24,7 +24,8 @@ import numpy as np
 from .kernels import rbm as _rbm
 
 #: Epochs of at least this many batches draw ahead, where Numba may use more
-#: than one thread: shorter ones have too few chunks to gain.
+#: than one thread: shorter ones have few chunks to overlap (the first runs
+#: on one thread, to set the pace the others are held to).
 DRAW_AHEAD_MIN_BATCHES = 256
 #: A chunk drawn ahead that takes this many times the per-batch time of the
 #: epoch's first chunk (run on one thread) means the second core is busy

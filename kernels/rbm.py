@@ -297,9 +297,10 @@ def _epilogue_kernel(activation, store, sampling):
     """An epilogue compiled for one (activation, store, sampling). With the
     choices fixed, and no two arguments that may overlap (LLVM's overlap check
     would fail for an in-place call and pick its scalar loop), LLVM vectorises
-    the loop: 4x faster than testing the choices per element. The loop runs
-    over whole tiles of rows, not row by row, so that a row length that is no
-    multiple of the vector width leaves no scalar remainder in every row."""
+    the loop, far faster than one testing the choices per element. The loop
+    runs over whole tiles of rows, not row by row, so that a row length that
+    is no multiple of the vector width leaves no scalar remainder in every
+    row."""
 
     @numba.njit(**CPU_OPTIONS)
     def epilogue(z, bias, scale, samples, u):
@@ -403,8 +404,9 @@ def _bias_step_cpu(bias, velocity, grad, lr, momentum, tile):
 
 @numba.njit(**CPU_OPTIONS)
 def _copy_flat(src, dst):
-    """dst = src, 1-D (a flat loop: 10x faster than a 2-D slice assignment
-    at 10 x 64)."""
+    """dst = src, 1-D: a batch's rows copied as one flat run, where a 2-D
+    slice assignment's shape checks and per-row strides cost more than the
+    copy of a small batch."""
     for e in range(src.size):
         dst[e] = src[e]
 
@@ -494,8 +496,8 @@ def _cd_batches(
                 _VISIBLE_BERNOULLI(sn, bt, one, sn, draw)
             if persistent and step == 0:
                 # PCD: the positive phase needs nothing from the chain, so its
-                # product and the first step's are one (20 rows at batch 10:
-                # 1.13x two products of 10).
+                # product and the first step's are one BLAS call over n + m
+                # rows, which costs less than two small ones.
                 gemm(False, not transposed, one, S[: n + m], WT, zero, T[: n + m])
                 _HIDDEN_STATS(tp, ct, inv_n, hf, u[:0])
             else:
