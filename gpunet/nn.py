@@ -29,7 +29,7 @@ import numpy as np
 
 from . import dispatch, ops
 from . import random as _random
-from ._arrays import check_alpha, check_dtypes, check_probability, contiguous, empty
+from ._arrays import check_alpha, check_dtypes, check_probability, empty
 from ._arrays import device_of as _device_of
 from ._arrays import float_dtype as _float_dtype
 from ._arrays import zeros as _zeros
@@ -188,6 +188,19 @@ class Layer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
+    @classmethod
+    def expected_arrays(cls, config: dict) -> dict:
+        """{name: (shape, dtype)} of the arrays in ``state_dict()`` of a layer
+        built from ``config``, found without building it (``gn.load`` checks a
+        file against them before allocating anything). Layers with arrays
+        override it; ValueError or TypeError for a config that cannot be built."""
+        return {}
+
+    def min_training_rows(self) -> int:
+        """The fewest rows a training-mode forward takes (``fit`` folds a
+        smaller last batch into the one before it)."""
+        return 1
+
 
 #: Initialisations: name -> the bound of the uniform distribution U(-a, a).
 INITS = {
@@ -299,6 +312,15 @@ class Dense(Layer):
         if self.activation == "leaky_relu":
             config["alpha"] = self.alpha
         return config
+
+    @classmethod
+    def expected_arrays(cls, config: dict) -> dict:
+        n_in, n_out = config.get("in_features"), config.get("out_features")
+        for name, n in (("in_features", n_in), ("out_features", n_out)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"Dense: expected a positive integer {name}, got {n!r}")
+        dtype = _float_dtype(config.get("dtype", "float32"))
+        return {"weight": ((n_in, n_out), dtype), "bias": ((n_out,), dtype)}
 
 
 class _Activation(Layer):
@@ -528,28 +550,29 @@ class BatchNorm1d(Layer):
         weight, bias = self._affine()
         self._check_input(x, self.num_features, weight.dtype)
         kind = dispatch.placement("BatchNorm1d.forward", x=x, weight=weight)
-        x = contiguous("BatchNorm1d.forward", "x", kind, x)
         n, c = x.shape
-        batch_stats = self.training or not self.track_running_stats
         if self.training and n < 2:
             raise ValueError(
                 f"BatchNorm1d: expected more than 1 row per feature in training mode, "
                 f"got input of shape {tuple(x.shape)}"
             )
         y = self._output("y", kind, (n, c), x.dtype)
-        mean = self._output("mean", kind, (c,), x.dtype)
-        invstd = self._output("invstd", kind, (c,), x.dtype)
-        if n and batch_stats:
+        outputs = {
+            "out": y,
+            "save_mean": self._output("mean", kind, (c,), x.dtype),
+            "save_invstd": self._output("invstd", kind, (c,), x.dtype),
+        }
+        batch_stats = self.training or not self.track_running_stats
+        running = (self.running_mean, self.running_var)
+        if not batch_stats:
+            _, *stats = ops.batchnorm_inference(x, weight, bias, *running, self.eps, **outputs)
+        else:
             update = self.training and self.track_running_stats
-            running = (self.running_mean, self.running_var) if update else (mean, invstd)
-            dispatch.kernel_for("batchnorm", kind)(
-                x, weight, bias, y, mean, invstd, *running, self.eps, self.momentum, update
-            )
-        elif n:
-            dispatch.kernel_for("batchnorm_inference", kind)(
-                x, weight, bias, self.running_mean, self.running_var, self.eps, y, mean, invstd
-            )
-        self._x, self._stats, self._batch_stats = x, (mean, invstd), batch_stats
+            _, *stats = ops.batchnorm(
+                x, weight, bias, *(running if update else (None, None)), self.momentum, self.eps,
+                **outputs,
+            )  # fmt: skip
+        self._x, self._stats, self._batch_stats = x, stats, batch_stats
         return y
 
     def backward(self, grad_out, *, input_grad: bool = True):
@@ -570,25 +593,20 @@ class BatchNorm1d(Layer):
             )
         weight, _ = self._affine()
         kind = dispatch.placement("BatchNorm1d.backward", grad_out=grad_out, weight=weight)
-        g = contiguous("BatchNorm1d.backward", "grad_out", kind, grad_out)
         c = self.num_features
         if self.affine:
             dweight, accumulate = self.weight._grad_for_backward()
             dbias, accumulate_b = self.bias._grad_for_backward()
             if accumulate != accumulate_b:  # one cleared, the other not: clear explicitly
                 dweight, dbias, accumulate = self.weight.grad, self.bias.grad, True
-        else:
+        else:  # computed beside dx, and dropped
             dweight = self._output("dweight", kind, (c,), x.dtype)
             dbias, accumulate = self._output("dbias", kind, (c,), x.dtype), False
         dx = self._output("dx", kind, tuple(x.shape), x.dtype) if input_grad else None
-        if x.shape[0] == 0:
-            if not accumulate:
-                dispatch.kernel_for("zero", kind)(dweight)
-                dispatch.kernel_for("zero", kind)(dbias)
-            return dx
-        dispatch.kernel_for("batchnorm_backward", kind)(
-            g, x, weight, *self._stats, dx, dweight, dbias, self._batch_stats, accumulate
-        )
+        ops.batchnorm_backward(
+            grad_out, x, weight, *self._stats, self._batch_stats,
+            input_grad=input_grad, accumulate=accumulate, dx=dx, dweight=dweight, dbias=dbias,
+        )  # fmt: skip
         return dx
 
     def config(self) -> dict:
@@ -600,6 +618,20 @@ class BatchNorm1d(Layer):
             "track_running_stats": self.track_running_stats,
             "dtype": np.dtype(self._affine()[0].dtype).name,
         }
+
+    @classmethod
+    def expected_arrays(cls, config: dict) -> dict:
+        n = config.get("num_features")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"BatchNorm1d: expected a positive integer num_features, got {n!r}")
+        dtype = _float_dtype(config.get("dtype", "float32"))
+        names = ["weight", "bias"] if bool(config.get("affine", True)) else []
+        if bool(config.get("track_running_stats", True)):
+            names += ["running_mean", "running_var"]
+        return {name: ((n,), dtype) for name in names}
+
+    def min_training_rows(self) -> int:
+        return 2  # a variance over the batch
 
 
 for _cls in (Dense, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax, Step, Dropout, BatchNorm1d):
@@ -701,3 +733,6 @@ class Sequential(Model, Layer):
         lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
         count = sum(int(np.prod(p.shape)) for p in self.parameters())
         return "Sequential(\n" + "\n".join(lines) + f"\n)  # {count:,} parameters on {self.device}"
+
+    def min_training_rows(self) -> int:
+        return max((layer.min_training_rows() for layer in self.layers), default=1)

@@ -13,6 +13,10 @@ sigmoid, tanh, softmax and log_softmax. They return d loss / d input.
 
 Loss ops return ``(loss, grad)``: the mean loss as a 0-d array on the
 prediction's device (``float(loss)`` reads it) and d loss / d prediction.
+
+Batch-norm ops return the statistics their backward takes beside y, and
+write into ``out``, ``save_mean`` and ``save_invstd`` when given, so that a
+layer owning those arrays allocates nothing per step.
 """
 
 from __future__ import annotations
@@ -440,6 +444,170 @@ def dropout(x, p, seed, offset, *, out=None):
     return returned
 
 
+# --- batch normalization --------------------------------------------------------------
+
+
+def _batchnorm_operands(op, rows, columns, outputs):
+    """Check the (n, C) arrays ``rows`` and the (C,) arrays ``columns``
+    ((name, array) pairs, x first): on one device with ``outputs`` (name ->
+    array or None), of one float dtype. Returns (kind, rows, columns) as
+    C-contiguous arrays the kernels take."""
+    named = dict(rows + columns)
+    kind = dispatch.placement(op, **named, **outputs)
+    check_dtypes(op, tuple(named), tuple(named.values()))
+    (_, x), *others = rows
+    shape = tuple(x.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{op}: expected x of shape (batch, features), got {shape}")
+    for name, a in others:
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{op}: expected {name} of shape {shape} like x, got {tuple(a.shape)}")
+    for name, a in columns:
+        if tuple(a.shape) != shape[1:]:
+            raise ValueError(
+                f"{op}: expected {name} of shape {shape[1:]} for x of shape {shape}, "
+                f"got {tuple(a.shape)}"
+            )
+    return (
+        kind,
+        [contiguous(op, name, kind, a) for name, a in rows],
+        [contiguous(op, name, kind, a) for name, a in columns],
+    )
+
+
+def _number(op, name, value) -> float:
+    """``value`` as a float: a real number, not a bool; TypeError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: expected a number {name}, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_eps(op, eps) -> float:
+    eps = _number(op, "eps", eps)
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{op}: expected a finite eps > 0, got {eps}")
+    return eps
+
+
+def _statistics(op, kind, x, out, save_mean, save_invstd):
+    """The forward ops' outputs: ((y, mean, invstd) to write, the objects to return)."""
+    n, c = x.shape
+    written = (
+        output(op, kind, out, (n, c), x.dtype),
+        output(op, kind, save_mean, (c,), x.dtype, "save_mean"),
+        output(op, kind, save_invstd, (c,), x.dtype, "save_invstd"),
+    )
+    return tuple(w[0] for w in written), tuple(w[1] for w in written)
+
+
+def batchnorm(x, weight, bias, running_mean=None, running_var=None, momentum=0.1, eps=1e-5, *,
+              out=None, save_mean=None, save_invstd=None):  # fmt: skip
+    """Batch normalization by the batch's statistics (training mode), as
+    ``torch.nn.functional.batch_norm(..., training=True)``: column j of x (n,
+    C) becomes (x - mean_j) * invstd_j * weight_j + bias_j, with the column's
+    mean and biased variance var_j, and invstd_j = 1 / sqrt(var_j + eps).
+    weight and bias (C,); float32/float64.
+
+    Given ``running_mean`` and ``running_var`` (C,), updates them in place:
+    running = (1 - momentum) running + momentum batch, with the unbiased
+    variance for ``running_var`` (so x needs 2 rows or more). Returns (y (n,
+    C), mean (C,), invstd (C,)), the statistics being what
+    :func:`batchnorm_backward` takes: new arrays, or ``out``, ``save_mean``
+    and ``save_invstd`` written. Zero rows give an empty y and NaN statistics.
+    """
+    op = "batchnorm"
+    eps = _check_eps(op, eps)
+    momentum = _number(op, "momentum", momentum)
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: expected momentum in [0, 1], got {momentum}")
+    update = running_mean is not None or running_var is not None
+    if update and (running_mean is None or running_var is None):
+        raise ValueError(f"{op}: expected running_mean and running_var together, got one of them")
+    running = {"running_mean": running_mean, "running_var": running_var}
+    kind, (x,), (weight, bias) = _batchnorm_operands(
+        op, [("x", x)], [("weight", weight), ("bias", bias)],
+        dict(running, out=out, save_mean=save_mean, save_invstd=save_invstd),
+    )  # fmt: skip
+    n, c = x.shape
+    if update and n < 2:
+        raise ValueError(
+            f"{op}: expected at least 2 rows to update the running statistics (the variance "
+            f"is unbiased), got x of shape {x.shape}"
+        )
+    if update:
+        running = [output(op, kind, a, (c,), x.dtype, name)[0] for name, a in running.items()]
+    (y, mean, invstd), returned = _statistics(op, kind, x, out, save_mean, save_invstd)
+    if n:
+        dispatch.kernel_for(op, kind)(
+            x, weight, bias, y, mean, invstd,
+            *(running if update else (mean, invstd)),  # not read without an update
+            eps, momentum, update,
+        )  # fmt: skip
+    elif c:  # the statistics of no rows
+        for a in (mean, invstd):
+            if kind == "cpu":
+                a.fill(np.nan)
+            else:
+                a.copy_to_device(np.full(c, np.nan, x.dtype))
+    return returned
+
+
+def batchnorm_inference(x, weight, bias, running_mean, running_var, eps=1e-5, *, out=None,
+                        save_mean=None, save_invstd=None):  # fmt: skip
+    """Batch normalization by running statistics (evaluation mode), as
+    ``torch.nn.functional.batch_norm(..., training=False)``: column j of x
+    (n, C) becomes (x - running_mean_j) * invstd_j * weight_j + bias_j, with
+    invstd_j = 1 / sqrt(running_var_j + eps). weight, bias and the running
+    statistics (C,); float32/float64. Returns (y (n, C), mean (C,), invstd
+    (C,)) as :func:`batchnorm` does (mean a copy of running_mean)."""
+    op = "batchnorm_inference"
+    eps = _check_eps(op, eps)
+    columns = [("weight", weight), ("bias", bias), ("running_mean", running_mean),
+               ("running_var", running_var)]  # fmt: skip
+    kind, (x,), columns = _batchnorm_operands(
+        op, [("x", x)], columns, dict(out=out, save_mean=save_mean, save_invstd=save_invstd)
+    )
+    (y, mean, invstd), returned = _statistics(op, kind, x, out, save_mean, save_invstd)
+    dispatch.kernel_for(op, kind)(x, *columns, eps, y, mean, invstd)
+    return returned
+
+
+def batchnorm_backward(grad_out, x, weight, mean, invstd, batch_stats=True, *, input_grad=True,
+                       accumulate=False, dx=None, dweight=None, dbias=None):  # fmt: skip
+    """Gradients of y = batchnorm(x, weight, bias) (``batch_stats``) or of
+    batchnorm_inference (not ``batch_stats``) for grad_out = d loss / d y
+    (n, C); ``mean`` and ``invstd`` (C,) are the statistics the forward op
+    returned. Returns (dx, dweight, dbias), shaped like x, weight and weight.
+
+    Each result is a new array, or written into ``dx``, ``dweight``,
+    ``dbias`` when given; with ``accumulate`` the gradients are added into
+    the ``dweight`` and ``dbias`` given. ``input_grad=False`` skips d loss /
+    d x (dx is then None). With zero rows the weight and bias gradients are
+    zero (sums over no rows).
+    """
+    op = "batchnorm_backward"
+    if accumulate and (dweight is None or dbias is None):
+        raise ValueError(f"{op}: accumulate=True adds into dweight and dbias: pass both")
+    kind, (x, g), (weight, mean, invstd) = _batchnorm_operands(
+        op, [("x", x), ("grad_out", grad_out)],
+        [("weight", weight), ("mean", mean), ("invstd", invstd)],
+        dict(dx=dx, dweight=dweight, dbias=dbias),
+    )  # fmt: skip
+    n, c = x.shape
+    dweight, dweight_returned = output(op, kind, dweight, (c,), x.dtype, "dweight")
+    dbias, dbias_returned = output(op, kind, dbias, (c,), x.dtype, "dbias")
+    dx, dx_returned = output(op, kind, dx, (n, c), x.dtype, "dx") if input_grad else (None, None)
+    if n:
+        dispatch.kernel_for(op, kind)(
+            g, x, weight, mean, invstd, dx, dweight, dbias, bool(batch_stats), bool(accumulate)
+        )
+    elif not accumulate:
+        zero = dispatch.kernel_for("zero", kind)
+        zero(dweight)
+        zero(dbias)
+    return dx_returned, dweight_returned, dbias_returned
+
+
 # --- optimizer updates ----------------------------------------------------------------
 
 
@@ -461,11 +629,10 @@ def _updated(op, names, arrays):
 
 
 def _check_setting(op, name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{op}: expected a number {name}, got {type(value).__name__}")
+    value = _number(op, name, value)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{op}: expected a finite {name} >= 0, got {value}")
-    return float(value)
+    return value
 
 
 def _update_segments(op, size, lr, weight_decay, segments):

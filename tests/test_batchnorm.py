@@ -104,6 +104,159 @@ def test_inference_kernel_matches_the_reference(device, shape):
     _close(layer.forward(put(x, device)), expected, np.float32, 2)
 
 
+# --- the ops: gn.ops.batchnorm, batchnorm_inference and batchnorm_backward -------------
+
+
+def _run_ops(device, shape, dtype, mean=0.0):
+    """_run_kernels through gn.ops."""
+    x, w, b, rm, rv, g = _data(shape, dtype, mean=mean)
+    d = {k: put(v.copy(), device) for k, v in dict(x=x, w=w, b=b, rm=rm, rv=rv, g=g).items()}
+    y, m, i = gn.ops.batchnorm(d["x"], d["w"], d["b"], d["rm"], d["rv"], 0.1, 1e-5)
+    dx, dw, db = gn.ops.batchnorm_backward(d["g"], d["x"], d["w"], m, i)
+    outputs = dict(y=y, m=m, i=i, dx=dx, dw=dw, db=db, rm=d["rm"], rv=d["rv"])
+    return (x, w, b, rm, rv, g), {k: host(v) for k, v in outputs.items()}
+
+
+OPS_CASES = [("cpu", shape) for shape in SHAPES_CPU[2:]] + [
+    pytest.param("cuda", shape, marks=pytest.mark.cuda) for shape in SHAPES_CUDA
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("device, shape", OPS_CASES)
+def test_ops_match_the_references_and_run_the_kernels(device, shape, dtype):
+    inputs, result = _run_ops(device, shape, dtype, mean=1.0)
+    for name, a in result.items():
+        assert a.dtype == dtype, name
+    _check_against_references(inputs, result, dtype, scale=5)
+    _, direct = _run_kernels(device, shape, dtype, mean=1.0)
+    for name, a in result.items():
+        assert a.tobytes() == direct[name].tobytes(), name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 3), (3, 33)])
+def test_inference_ops_match_the_references(device, shape):
+    x, w, b, rm, rv, g = _data(shape, np.float64)
+    d = [put(a, device) for a in (x, w, b, rm, rv, g)]
+    y, mean, invstd = gn.ops.batchnorm_inference(*d[:5], 1e-3)
+    _close(y, kernels.batchnorm_inference_ref(x, w, b, rm, rv, 1e-3), np.float64)
+    np.testing.assert_array_equal(host(mean), rm)
+    _close(invstd, 1 / np.sqrt(rv + 1e-3), np.float64)
+    grads = gn.ops.batchnorm_backward(d[5], d[0], d[1], mean, invstd, False)
+    expected = kernels.batchnorm_backward_ref(g, x, w, rm, 1 / np.sqrt(rv + 1e-3), False)
+    for actual, wanted in zip(grads, expected, strict=True):
+        _close(actual, wanted, np.float64, 10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_write_their_outputs_and_accumulate(device):
+    x, w, b, _, _, g = (put(a, device) for a in _data((6, 4), np.float64, mean=1.0))
+    y, m, i = (put(np.empty(s), device) for s in ((6, 4), (4,), (4,)))
+    assert gn.ops.batchnorm(x, w, b, out=y, save_mean=m, save_invstd=i) == (y, m, i)
+    for given, fresh in zip((y, m, i), gn.ops.batchnorm(x, w, b), strict=True):
+        assert host(given).tobytes() == host(fresh).tobytes()
+    dw, db = put(np.ones(4), device), put(np.full(4, 2.0), device)
+    grads = gn.ops.batchnorm_backward(
+        g, x, w, m, i, input_grad=False, accumulate=True, dweight=dw, dbias=db
+    )
+    assert grads == (None, dw, db)
+    _, fresh_dw, fresh_db = gn.ops.batchnorm_backward(g, x, w, m, i)
+    np.testing.assert_array_equal(host(dw), 1 + host(fresh_dw))
+    np.testing.assert_array_equal(host(db), 2 + host(fresh_db))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_take_zero_rows(device):
+    x, w, b, rm, rv, _ = (put(a, device) for a in _data((0, 3), np.float32))
+    y, mean, invstd = gn.ops.batchnorm(x, w, b)
+    assert host(y).shape == (0, 3)
+    assert np.isnan(host(mean)).all() and np.isnan(host(invstd)).all()  # no statistics
+    _, running, _ = gn.ops.batchnorm_inference(x, w, b, rm, rv)
+    np.testing.assert_array_equal(host(running), host(rm))
+    dw, db = put(np.full(3, 5, np.float32), device), put(np.full(3, 6, np.float32), device)
+    dx, _, _ = gn.ops.batchnorm_backward(
+        x, x, w, mean, invstd, accumulate=True, dweight=dw, dbias=db
+    )
+    assert host(dx).shape == (0, 3)
+    np.testing.assert_array_equal(host(dw), 5)  # nothing added
+    gn.ops.batchnorm_backward(x, x, w, mean, invstd, dweight=dw, dbias=db)
+    np.testing.assert_array_equal(host(dw), 0)  # sums over no rows
+    np.testing.assert_array_equal(host(db), 0)
+    for rows in (0, 1):
+        with pytest.raises(ValueError, match="at least 2 rows to update the running statistics"):
+            gn.ops.batchnorm(put(np.ones((rows, 3), np.float32), device), w, b, rm, rv)
+
+
+def test_ops_refuse_bad_arguments_before_writing():
+    x, w, b, rm, rv, g = _data((4, 3), np.float32)
+    saved = [a.copy() for a in (rm, rv)]
+    y, m, i, dx, dw, db = (np.full(s, 7, np.float32) for s in [(4, 3), 3, 3, (4, 3), 3, 3])
+    frozen = np.zeros(3, np.float32)
+    frozen.flags.writeable = False
+    outs = dict(out=y, save_mean=m, save_invstd=i)
+    grads = dict(dx=dx, dweight=dw, dbias=db)
+    mean, invstd = np.zeros(3, np.float32), np.ones(3, np.float32)
+    cases = [
+        (lambda: gn.ops.batchnorm(x[0], w, b, **outs), ValueError, r"x of shape \(batch, features"),
+        (lambda: gn.ops.batchnorm(x, w[:2], b, **outs), ValueError, r"weight of shape \(3,\)"),
+        (lambda: gn.ops.batchnorm(x, w, b.astype(np.float64), **outs), TypeError, "bias of dtype"),
+        (lambda: gn.ops.batchnorm(x.astype(int), w, b, **outs), TypeError, "float32 or float64"),
+        (lambda: gn.ops.batchnorm(list(x), w, b), TypeError, "numpy array or a CUDA array"),
+        (lambda: gn.ops.batchnorm(x, w, b, rm, **outs), ValueError, "together"),
+        (lambda: gn.ops.batchnorm(x, w, b, rm, rv[:2], **outs), ValueError, "running_var of shape"),
+        (lambda: gn.ops.batchnorm(x, w, b, rm, frozen, **outs), ValueError, "writable running_var"),
+        (lambda: gn.ops.batchnorm(x, w, b, rm, rv, 1.5, **outs), ValueError, r"momentum in \[0, 1"),
+        (lambda: gn.ops.batchnorm(x, w, b, rm, rv, True, **outs), TypeError, "number momentum"),
+        (lambda: gn.ops.batchnorm(x, w, b, eps=0.0, **outs), ValueError, "finite eps > 0"),
+        (lambda: gn.ops.batchnorm(x[:1], w, b, rm, rv), ValueError, "at least 2 rows"),
+        (lambda: gn.ops.batchnorm(x, w, b, out=y[:2]), ValueError, r"out of shape \(4, 3\)"),
+        (lambda: gn.ops.batchnorm(x, w, b, save_mean=m[:2]), ValueError, "save_mean of shape"),
+        (lambda: gn.ops.batchnorm(x, w, b, save_invstd=frozen), ValueError, "writable save_invstd"),
+        (lambda: gn.ops.batchnorm(x, w, b, out=np.zeros((3, 4), np.float32).T), ValueError,
+         "C-contiguous"),
+        (lambda: gn.ops.batchnorm_inference(x, w, b, rm[:2], rv, **outs), ValueError,
+         "running_mean of shape"),
+        (lambda: gn.ops.batchnorm_inference(x, w, b, rm, rv, -1.0, **outs), ValueError, "eps > 0"),
+        (lambda: gn.ops.batchnorm_backward(g[:2], x, w, mean, invstd, **grads), ValueError,
+         r"grad_out of shape \(4, 3\) like x"),
+        (lambda: gn.ops.batchnorm_backward(g, x, w, mean[:2], invstd, **grads), ValueError,
+         "mean of shape"),
+        (lambda: gn.ops.batchnorm_backward(g, x, w, mean, invstd.astype(np.float64), **grads),
+         TypeError, "invstd of dtype float32 like x"),
+        (lambda: gn.ops.batchnorm_backward(g, x, w, mean, invstd, accumulate=True, dweight=dw),
+         ValueError, "pass both"),
+        (lambda: gn.ops.batchnorm_backward(g, x, w, mean, invstd, dx=dx[:2], dweight=dw),
+         ValueError, "dx of shape"),
+        (lambda: gn.ops.batchnorm_backward(g, x, w, mean, invstd, dx=dx, dbias=frozen),
+         ValueError, "writable dbias"),
+    ]  # fmt: skip
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+        for a in (y, m, i, dx, dw, db):
+            np.testing.assert_array_equal(a, 7)
+        for a, before in zip((rm, rv), saved, strict=True):
+            np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.cuda
+def test_ops_refuse_arrays_on_two_devices_before_writing():
+    x, w, b, rm, rv, _ = _data((4, 3), np.float32)
+    on_gpu = [put(a, "cuda") for a in (x, w, b, rm, rv)]
+    y = put(np.full((4, 3), 7, np.float32), "cuda")
+    with pytest.raises(gn.DeviceError, match="x on cpu, weight on cuda"):
+        gn.ops.batchnorm(x, on_gpu[1], on_gpu[2])
+    with pytest.raises(gn.DeviceError, match="running_var on cpu"):
+        gn.ops.batchnorm(*on_gpu[:4], rv, out=y)
+    with pytest.raises(gn.DeviceError, match="out on cuda"):
+        gn.ops.batchnorm_inference(x, w, b, rm, rv, out=y)
+    with pytest.raises(gn.DeviceError, match="dweight on cpu"):
+        gn.ops.batchnorm_backward(y, *on_gpu[:2], *on_gpu[3:], dweight=np.zeros(3, np.float32))
+    np.testing.assert_array_equal(host(y), 7)
+    np.testing.assert_array_equal(host(on_gpu[3]), rm)
+
+
 # --- the layer ------------------------------------------------------------------------
 
 
@@ -169,6 +322,41 @@ def test_gradients_on_cuda_along_a_random_direction():
         values.append(loss())
     expected = sum(float(np.sum(grads[k] * directions[k])) for k in slots)
     assert (values[0] - values[1]) / 2e-5 == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.cuda
+def test_layer_steps_launch_one_kernel_each_and_allocate_nothing(launches, monkeypatch):
+    from numba import cuda
+
+    x, _, _, _, _, g = (put(a, "cuda") for a in _data((6, 3), np.float32, mean=1.0))
+    layer = nn.BatchNorm1d(3, device="cuda")
+    layer.forward(x)
+    layer.backward(g)  # the first step makes the layer's outputs
+    allocations = []
+    for name in ("device_array", "device_array_like", "to_device", "pinned_array"):
+        real = getattr(cuda, name)
+        monkeypatch.setattr(
+            cuda,
+            name,
+            lambda *a, _real=real, _name=name, **k: allocations.append(_name) or _real(*a, **k),
+        )
+    launches.clear()
+    layer.forward(x)
+    layer.backward(g)
+    layer.eval().forward(x)
+    assert launches == ["_forward_cuda_kernel", "_backward_cuda_kernel", "_inference_cuda_kernel"]
+    assert allocations == []
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_layer_takes_zero_rows_in_evaluation(device):
+    empty = put(np.zeros((0, 3), np.float32), device)
+    for layer in (nn.BatchNorm1d(3, device=device), nn.BatchNorm1d(3, track_running_stats=False)):
+        layer.to(device).eval()
+        assert host(layer.forward(empty)).shape == (0, 3)
+        assert host(layer.backward(empty)).shape == (0, 3)
+        for p in layer.parameters():
+            np.testing.assert_array_equal(host(p.grad), 0)
 
 
 def test_backward_accumulates_until_zero_grad_and_can_skip_dx():

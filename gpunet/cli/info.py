@@ -198,6 +198,38 @@ def _dropout_case(name, op, refs, rng):
     return [x, 0.25, 1234, 8], lambda x, p, seed, offset: refs["dropout"](x, seed, offset, p)
 
 
+def _batchnorm_case(name, op, refs, rng):
+    """Batch norm: x of CHECK_SHAPE, weight and bias (and running statistics)
+    of its columns. The forward ops return (y, mean, invstd), the backward
+    (dx, dweight, dbias) through the batch statistics, all in float32."""
+    eps, columns = 1e-5, CHECK_SHAPE[1]
+    x = (rng.standard_normal(CHECK_SHAPE) * 2 + 1).astype(np.float32)
+    weight, bias = (rng.standard_normal(columns).astype(np.float32) for _ in range(2))
+
+    def invstd(var):
+        return (1 / np.sqrt(var.astype(np.float64) + eps)).astype(np.float32)
+
+    if name == "batchnorm_inference":
+        running_mean = rng.standard_normal(columns).astype(np.float32)
+        running_var = rng.uniform(0.5, 1.5, columns).astype(np.float32)
+
+        def ref(x, weight, bias, running_mean, running_var):
+            y = refs[name](x, weight, bias, running_mean, running_var, eps)
+            return y, running_mean, invstd(running_var)
+
+        return [x, weight, bias, running_mean, running_var], ref
+    _, mean, var = refs["batchnorm"](x, weight, bias, eps)
+    if name == "batchnorm":
+
+        def ref(x, weight, bias):
+            y, mean, var = refs[name](x, weight, bias, eps)
+            return y, mean.astype(np.float32), invstd(var)
+
+        return [x, weight, bias], ref
+    grad_out = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    return [grad_out, x, weight, mean.astype(np.float32), invstd(var)], refs[name]
+
+
 def _update_case(name, op, refs, rng):
     """Optimizer updates (in place): flat p, grad and zero state of 64
     values; the op runs twice from them (a warm-up, then the timed call), so
@@ -233,6 +265,9 @@ _SHAPED_CASES = {
     "argmax_hits": _hits_case,
     "binary_hits": _hits_case,
     "dropout": _dropout_case,
+    "batchnorm": _batchnorm_case,
+    "batchnorm_inference": _batchnorm_case,
+    "batchnorm_backward": _batchnorm_case,
     "sgd": _update_case,
     "adam": _update_case,
 }
