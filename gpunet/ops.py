@@ -677,6 +677,18 @@ def _update_segments(op, size, lr, weight_decay, segments):
     return bounds.astype(np.int64), settings
 
 
+def scale(x, factor, *, out=None):
+    """x * factor: x of any shape, float32/float64; ``factor`` a finite
+    number, rounded to x's dtype. ``out`` may be x itself (scaling in place,
+    as gradient clipping does)."""
+    factor = _number("scale", "factor", factor)
+    if not math.isfinite(factor):
+        raise ValueError(f"scale: expected a finite factor, got {factor}")
+    kind, (x,), result, returned = operands("scale", ("x",), (x,), out)
+    dispatch.kernel_for("scale", kind)(flat(kind, x), factor, flat(kind, result))
+    return returned
+
+
 def sgd(p, grad, buf, lr=None, momentum=0.0, weight_decay=0.0, nesterov=False, first=True, *,
         segments=None):  # fmt: skip
     """One SGD step in place, as ``torch.optim.SGD`` (dampening 0): ``p``,

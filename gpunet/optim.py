@@ -22,10 +22,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import dispatch, ops
+from . import ops
 from ._arrays import zeros
-from ._device import to_device, to_numpy
-from .parameter import Parameter
+from ._device import to_numpy
+from .parameter import Parameter, flat_buffers
 
 
 def _check_nonnegative(name, value):
@@ -309,28 +309,34 @@ def clip_grad_norm(params: Iterable, max_norm: float, eps: float = 1e-6) -> floa
     ``max_norm``; return the total norm before clipping, as
     ``torch.nn.utils.clip_grad_norm_`` does (the scale is max_norm / (norm +
     eps), applied only when below 1). A NaN or infinite norm is returned
-    without touching the gradients. The norm is summed on the host, so GPU
-    gradients are copied there to measure them."""
+    without touching the gradients.
+
+    The norm is summed on the host in float64, so GPU gradients are copied
+    there to measure them: a whole flat gradient buffer at once where
+    ``params`` fill it (a model's parameters), else each parameter's. The
+    scaling is one ``gn.ops.scale`` launch per such buffer, else per parameter."""
     params = list(params)
     for i, p in enumerate(params):
         if not isinstance(p, Parameter):
             raise TypeError(f"expected gn.nn.Parameter objects, got {type(p).__name__} at {i}")
     max_norm = _check_nonnegative("max_norm", max_norm)
-    grads = [p.grad for p in params]
-    total = math.sqrt(
-        sum(
-            float(np.dot(g, g)) for g in (to_numpy(g).reshape(-1).astype(np.float64) for g in grads)
-        )
-    )
+    by_buffer: dict[int, list[Parameter]] = {}
+    for p in params:
+        by_buffer.setdefault(id(p._flat), []).append(p)
+    grads = []
+    for members in by_buffer.values():
+        views = [p.grad for p in members]  # reading a cleared grad writes its zeros
+        flat = flat_buffers(members)
+        grads += views if flat is None else [flat.grad]
+    total = 0.0
+    for g in grads:
+        g = np.asarray(to_numpy(g), np.float64).reshape(-1)
+        total += float(np.dot(g, g))
+    total = math.sqrt(total)
     factor = max_norm / (total + eps)
-    if factor < 1:
+    if math.isfinite(total) and factor < 1:
         for g in grads:
-            kind = dispatch.placement("clip_grad_norm", grad=g)
-            scale, zero = np.full(1, factor, g.dtype), np.zeros(1, g.dtype)
-            if kind == "cuda":
-                scale, zero = to_device(scale, None), to_device(zero, None)
-            flat = g.reshape(-1, 1)  # one column: g = (g - 0) * scale + 0
-            dispatch.kernel_for("column_affine", kind)(flat, zero, scale, zero, flat)
+            ops.scale(g, factor, out=g)
     return total
 
 

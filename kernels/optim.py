@@ -16,7 +16,8 @@ while AdamW first scales p by (1 - lr * weight_decay):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
-``zero_cpu`` and ``zero_cuda`` fill an array with zeros (``zero_grad``).
+``zero_cpu`` and ``zero_cuda`` fill an array with zeros (``zero_grad``);
+``scale`` multiplies one by a number (gradient clipping).
 
 Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers.
 """
@@ -67,6 +68,11 @@ def zero_ref(a):
     return np.zeros(a.shape, np.float64)
 
 
+def scale_ref(x, factor):
+    """x * factor, computed in float64, in x's dtype."""
+    return (x.astype(np.float64) * factor).astype(x.dtype)
+
+
 # --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
 
 
@@ -94,7 +100,8 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 # --- CPU kernels ----------------------------------------------------------------------
 
 
-# Serial at every size: updates follow the backward's BLAS products (see _cpu.py).
+# Serial at every size: updates and gradient clipping follow the backward's
+# BLAS products (see _cpu.py).
 # ``bounds`` (S, 2) int64 holds each segment's [start, stop); ``hyper`` (S, 2)
 # or (S, 3), in the arrays' dtype, its learning rate and weight decay (Adam:
 # learning rate, coupled weight decay, decoupled decay factor).
@@ -119,6 +126,12 @@ def _adam_cpu(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2)
                 p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size,
                 sqrt_bias2,
             )  # fmt: skip
+
+
+@numba.njit(**CPU_OPTIONS)
+def _scale_cpu(x, factor, out):
+    for i in range(x.size):
+        out[i] = x[i] * factor
 
 
 # --- CUDA kernels ---------------------------------------------------------------------
@@ -160,6 +173,12 @@ def _adam_kernel(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bia
 def _zero_kernel(a):
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
         a[i] = 0
+
+
+@_cuda.kernel("optim.scale", float_signatures("void({t}[::1], {t}, {t}[::1])"))
+def _scale_kernel(x, factor, out):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        out[i] = x[i] * factor
 
 
 # --- launchers ------------------------------------------------------------------------
@@ -281,10 +300,24 @@ def zero_cuda(a):
         _zero_kernel[blocks, threads](flat)
 
 
+def scale_cpu(x, factor, out):
+    """out = x * factor for 1-D numpy arrays of one size and float dtype (out
+    may be x), factor rounded to their dtype."""
+    _scale_cpu(x, x.dtype.type(factor), out)
+
+
+def scale_cuda(x, factor, out):
+    """scale_cpu on device arrays."""
+    if x.size:
+        blocks, threads = grid_1d(x.size)
+        _scale_kernel[blocks, threads](x, x.dtype.type(factor), out)
+
+
 # --- table ----------------------------------------------------------------------------
 
 KERNELS = {
     "sgd": OpKernels(sgd_ref, sgd_cpu, sgd_cuda),
     "adam": OpKernels(adam_ref, adam_cpu, adam_cuda),
     "zero": OpKernels(zero_ref, zero_cpu, zero_cuda),
+    "scale": OpKernels(scale_ref, scale_cpu, scale_cuda),
 }

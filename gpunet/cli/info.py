@@ -230,6 +230,12 @@ def _batchnorm_case(name, op, refs, rng):
     return [grad_out, x, weight, mean.astype(np.float32), invstd(var)], refs[name]
 
 
+def _scale_case(name, op, refs, rng):
+    """Scaling: x of CHECK_SHAPE by 0.37."""
+    x = rng.standard_normal(CHECK_SHAPE).astype(np.float32)
+    return [x, 0.37], refs["scale"]
+
+
 def _update_case(name, op, refs, rng):
     """Optimizer updates (in place): flat p, grad and zero state of 64
     values; the op runs twice from them (a warm-up, then the timed call), so
@@ -268,6 +274,7 @@ _SHAPED_CASES = {
     "batchnorm": _batchnorm_case,
     "batchnorm_inference": _batchnorm_case,
     "batchnorm_backward": _batchnorm_case,
+    "scale": _scale_case,
     "sgd": _update_case,
     "adam": _update_case,
 }
