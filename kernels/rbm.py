@@ -836,10 +836,11 @@ class CPUEpoch:
     uniforms and returns the part it filled, and ``run(i, that part)`` runs
     the chunk's batches (``batches(i)``); then ``finish()`` returns the offset
     after the epoch's draws. A chunk's draw reads nothing that the runs
-    write, so it may come any time before its run, and run on another thread
-    while the chunk before it runs: both are compiled without the GIL. The
-    uniforms are the same stream words whenever they are drawn, and the
-    results the same bit for bit.
+    write, so it may come any time before its run, into a buffer that no
+    running chunk reads, and on another thread while the chunk before it
+    runs: both calls are compiled without the GIL. The uniforms are the same
+    stream words whenever they are drawn, and the results the same bit for
+    bit.
 
     The chunk loop is left to Python rather than compiled into one epoch:
     Numba optimises a compiled caller again with everything it calls, which
