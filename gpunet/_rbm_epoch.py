@@ -78,10 +78,12 @@ def cd_epoch_threaded(
         X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
         gaussian,
     )  # fmt: skip
-    ahead = used = draw_ahead.allows(epoch.n_batches)
+    if not draw_ahead.allows(epoch.n_batches):
+        return epoch.run_serially()
+    ahead = True
     buffers = np.empty((2, epoch.longest), np.float32)
     per_batch = 0.0  # seconds per batch of the first chunk, on one thread
-    u = epoch.draw(0, buffers[0]) if epoch.chunks else None
+    u = epoch.draw(0, buffers[0])
     for i in range(epoch.chunks):
         following, later = i + 1, buffers[(i + 1) % 2]
         batches = len(epoch.batches(i))
@@ -99,7 +101,7 @@ def cd_epoch_threaded(
                 u = epoch.draw(following, later)
             if per_batch == 0:
                 per_batch = (time.perf_counter() - began) / batches
-    if used and ahead:
+    if ahead:
         draw_ahead.kept_up()
     return epoch.finish()
 

@@ -526,12 +526,14 @@ def _cd_batches(
 
 
 @numba.njit(**CPU_OPTIONS)
-def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, words):
-    """(words, rows, longest): the stream words each run of ``chunk`` batches
-    draws (int64, see ``cd_words``), the most rows in a batch, the most words
-    in a run."""
+def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, words, offset):
+    """(starts, rows, longest): the stream offsets at which each run of
+    ``chunk`` batches starts drawing, from ``offset`` on, and the offset
+    after the last (uint64, runs + 1 of them; see ``cd_words``); the most
+    rows in a batch; the most words a run draws."""
     n_batches = bounds.size - 1
-    total = np.zeros((n_batches + chunk - 1) // chunk, np.int64)
+    runs = (n_batches + chunk - 1) // chunk
+    total = np.zeros(runs, np.int64)
     rows = 0
     for t in range(n_batches):
         n = bounds[t + 1] - bounds[t]
@@ -541,10 +543,13 @@ def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, word
         hidden = (m * n_hidden + 3) // 4 * 4
         start = 0 if persistent else (n * n_hidden + 3) // 4 * 4
         total[t // chunk] += start + k * visible + (k if persistent else k - 1) * hidden
+    starts = np.empty(runs + 1, np.uint64)
+    starts[0] = offset
     longest = 0
-    for words_in_run in total:
-        longest = max(longest, words_in_run)
-    return total, rows, longest
+    for r in range(runs):
+        starts[r + 1] = starts[r] + uint64(total[r])
+        longest = max(longest, total[r])
+    return starts, rows, longest
 
 
 @numba.njit(**CPU_OPTIONS)
@@ -831,11 +836,12 @@ class CPUEpoch:
     """One CPU epoch of CD-k updates (the arguments of ``cd_epoch_cpu``), set
     up to run DRAW_CHUNK batches to a compiled call.
 
-    For each chunk ``i`` in ``range(chunks)``, in order: ``draw(i, u)`` fills
-    ``u`` (float32, 1-D, at least ``longest`` values) with the chunk's
-    uniforms and returns the part it filled, and ``run(i, that part)`` runs
-    the chunk's batches (``batches(i)``); then ``finish()`` returns the offset
-    after the epoch's draws. A chunk's draw reads nothing that the runs
+    ``run_serially()`` runs it all. Or, for each chunk ``i`` in
+    ``range(chunks)``, in order: ``draw(i, u)`` fills ``u`` (float32, 1-D, at
+    least ``longest`` values) with the chunk's uniforms and returns the part
+    it filled, and ``run(i, that part)`` runs the chunk's batches
+    (``batches(i)``); then ``finish()`` returns the offset after the epoch's
+    draws. A chunk's draw reads nothing that the runs
     write, so it may come any time before its run, into a buffer that no
     running chunk reads, and on another thread while the chunk before it
     runs: both calls are compiled without the GIL. The uniforms are the same
@@ -868,16 +874,13 @@ class CPUEpoch:
         self.n_batches = len(bounds) - 1
         transposed = self.n_batches >= TRANSPOSED_MIN_BATCHES
         m_chain = chain.shape[0]
-        words, rows, self.longest = _epoch_plan(
-            bounds, DRAW_CHUNK, m_chain, n_visible, n_hidden, int(k), bool(persistent),
-            2 if gaussian else 1,
-        )  # fmt: skip
-        self.chunks = words.size
-        self._words = words
-        # Chunk i draws the stream words from _starts[i] on.
-        cumulative = np.concatenate(([0], np.cumsum(words))).astype(np.uint64)
         self._seed = np.uint64(seed)
-        self._starts = np.uint64(offset) + cumulative
+        # Chunk i draws the stream words _starts[i] to _starts[i + 1] - 1.
+        self._starts, rows, self.longest = _epoch_plan(
+            bounds, DRAW_CHUNK, m_chain, n_visible, n_hidden, int(k), bool(persistent),
+            2 if gaussian else 1, np.uint64(offset),
+        )  # fmt: skip
+        self.chunks = self._starts.size - 1
         WT = np.ascontiguousarray(W.T) if transposed else W
         vWT = np.ascontiguousarray(vW.T) if transposed else vW
         self._copy_back = ((W, WT), (vW, vWT)) if transposed else ()
@@ -902,8 +905,9 @@ class CPUEpoch:
 
     def draw(self, i, u):
         """Fill the start of ``u`` with chunk ``i``'s uniforms; return that part."""
-        u = u[: self._words[i]]
-        _draw_cpu(u, self._seed, self._starts[i])
+        start, stop = self._starts[i], self._starts[i + 1]
+        u = u[: stop - start]
+        _draw_cpu(u, self._seed, start)
         return u
 
     def run(self, i, u):
@@ -917,6 +921,13 @@ class CPUEpoch:
         for W, WT in self._copy_back:
             np.copyto(W, WT.T)
         return int(self._starts[-1])
+
+    def run_serially(self):
+        """Draw and run each chunk in turn, on this thread; return ``finish()``."""
+        u = np.empty(self.longest, np.float32)
+        for i in range(self.chunks):
+            self.run(i, self.draw(i, u))
+        return self.finish()
 
 
 def cd_epoch_cpu(
@@ -934,14 +945,10 @@ def cd_epoch_cpu(
     momentum and decay the steps before it skip them). Returns the offset
     after the epoch's draws.
     """
-    epoch = CPUEpoch(
+    return CPUEpoch(
         X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
         gaussian,
-    )  # fmt: skip
-    u = np.empty(epoch.longest, np.float32)
-    for i in range(epoch.chunks):
-        epoch.run(i, epoch.draw(i, u))
-    return epoch.finish()
+    ).run_serially()  # fmt: skip
 
 
 def free_energy_cpu(v, z, b, gaussian, out):
