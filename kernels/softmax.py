@@ -10,15 +10,20 @@ backward ops take the forward *output* ``y``:
 
 Sections: numpy references, CPU kernels, CUDA kernels, launchers.
 
+Log-softmax is computed as (x - max) - log(sum), never as x - (max + log(sum)):
+the maximum leaves each value before log(sum) joins it, so that a large max
+cannot round log(sum) away, and the result is a sum of two non-positive terms
+(no cancellation).
+
 On the CPU each thread takes a block of rows, and each row is a few passes
 while it sits in L1: the exponentials (and their sum) go to a scratch row,
-then the output is written from it. The pass over the exponentials also
-finds the next row's maximum, so that reading that row from memory overlaps
-this row's arithmetic instead of waiting in a pass of its own. The forward
-ops write outputs of ``STREAMING_MIN_BYTES`` or more with streaming stores:
-memory then carries the input once and the output once, as a copy does,
-instead of also reading every output line before writing it (the bits are
-the same either way).
+for log-softmax the shifted values x - max, then the output is written from
+it. The pass over the exponentials also finds the next row's maximum, so
+that reading that row from memory overlaps this row's arithmetic instead of
+waiting in a pass of its own. The forward ops write outputs of
+``STREAMING_MIN_BYTES`` or more with streaming stores: memory then carries
+the input once and the output once, as a copy does, instead of also reading
+every output line before writing it (the bits are the same either way).
 
 On the GPU one block works on one row: its threads stride over the row, then
 combine their partial max / sum with a block reduction (warp shuffles, then one
@@ -58,7 +63,7 @@ def softmax_ref(x):
 
 
 def log_softmax_ref(x):
-    """x - max - log(sum(exp(x - max))) along the last axis, in float64."""
+    """(x - max) - log(sum(exp(x - max))) along the last axis, in float64."""
     x64 = x.astype(np.float64)
     shifted = x64 - x64.max(axis=-1, keepdims=True, initial=-np.inf)
     with np.errstate(divide="ignore"):  # log(0) of empty rows, never used
@@ -108,17 +113,17 @@ def _row_max(x):
 
 
 @numba.njit(inline="always")
-def _exp_shifted_row(x, m, e, following, store):
+def _exp_shifted_row(x, m, e, following, keep_exp):
     """sum(exp(x - m)), and the maximum of ``following`` (a row of x's
     length: found in the same loop, so that its reads from memory overlap
-    this row's arithmetic); e = exp(x - m) too when ``store`` (a constant:
-    the loop that only sums writes nothing)."""
+    this row's arithmetic); e = exp(x - m) when ``keep_exp`` (a constant),
+    else e = x - m."""
     s = x.dtype.type(0)
     k = vmath.order_key(following[0])
     for j in range(x.size):
-        v = vmath.exp_nonpositive(x[j] - m)
-        if store:
-            e[j] = v
+        shifted = x[j] - m
+        v = vmath.exp_nonpositive(shifted)
+        e[j] = v if keep_exp else shifted
         s += v
         key = vmath.order_key(following[j])
         k = key if key > k else k
@@ -147,10 +152,12 @@ def _softmax_row(x, m, out, scratch, following, streaming):
 
 @numba.njit(inline="always")
 def _log_softmax_row(x, m, out, scratch, following, streaming):
-    """out = log_softmax(x) (x * 1 - shift is x - shift exactly); as
-    _softmax_row, ``scratch`` unused."""
+    """out = (x - m) * 1 - log(s), which is (x - m) - log(s); as
+    _softmax_row. x - m reaches the output through ``scratch``: under
+    reassociation LLVM may fold m and log(s) into one shift within a loop,
+    not across a store and a load in two."""
     s, following_max = _exp_shifted_row(x, m, scratch, following, False)
-    _store_affine(x, out, x.dtype.type(1), -(m + math.log(s)), streaming)
+    _store_affine(scratch, out, x.dtype.type(1), -math.log(s), streaming)
     return following_max
 
 
@@ -422,9 +429,9 @@ def _forward_kernel(threads, log):
                 s += e
             s = _block_reduce(s, scratch, False)
             if log:
-                shift = m + math.log(s)
+                log_s = math.log(s)
                 for j in range(tid, n, threads):
-                    out[r, j] = (row[j] if staged else x[r, j]) - shift
+                    out[r, j] = ((row[j] if staged else x[r, j]) - m) - log_s
             else:
                 inv = x.dtype.type(1) / s
                 for j in range(tid, n, threads):

@@ -97,6 +97,73 @@ def test_stable_for_inputs_up_to_1e4(name, dtype, device):
     )
 
 
+#: Rows whose maximum is far larger than log(sum(exp(x - max))), per dtype:
+#: equal maxima, differences of order one next to huge values, differences
+#: that overflow the dtype (the reference's float64 rounds them to -inf too).
+EXTREME_ROWS = {
+    np.float32: [
+        [1e8, 1e8, -1e8, 1e8 - 8],
+        [1e4, 1e4, 1e4 - 1, -1e4],
+        [1e4, 9999.5, 9999.0, 1e4],
+        [3e38, -3e38, 0.0, 3e38],
+        [3.4e38, 3e38, 3.4e38 - 2e31, 1.0],
+        [-3e38, -3e38, -3e38, -3.4e38],
+    ],
+    np.float64: [
+        [1e8, 1e8, -1e8, 1e8 - 1e-8],
+        [1e300, 1e300, 1e300 - 1e284, -1e300],
+        [-1e300, -1e300, -1e300 * (1 + 1e-15), -1e300],
+        [1.7e308, -1.7e308, 0.0, 1.7e308],
+    ],
+}
+
+
+def assert_within_ulps(actual, expected, dtype, scale=1.0, ulps=4):
+    """|actual - expected| <= ulps * eps * (|expected| + scale), eps the
+    dtype's and ``expected`` a float64 reference: a few units in the last
+    place of the value, and of ``scale``, the size of the terms it is
+    computed from (log(s) is of order one and carries the rounding of the
+    sum). Where the reference rounds to an infinity in the dtype, that
+    infinity exactly."""
+    actual, expected = np.asarray(actual), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape and actual.dtype == np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        rounded = expected.astype(dtype)
+    eps = float(np.finfo(dtype).eps)
+    with np.errstate(invalid="ignore"):
+        error = np.abs(actual.astype(np.float64) - expected)
+    limit = ulps * eps * (np.abs(expected) + scale)
+    ok = np.where(np.isinf(rounded), actual == rounded, error <= limit)
+    assert ok.all(), (actual[~ok], expected[~ok])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # simulator's numpy
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_softmax_keeps_log_sum_next_to_huge_logits(dtype, device):
+    """(x - max) - log(s), not x - (max + log(s)), which rounds log(s) to
+    the spacing of max (at 1e8: 0 for -log 2). Within a few ulp of the
+    float64 reference, from each CPU kernel (serial, row-parallel,
+    streaming) and on CUDA; the backward of the result too."""
+    y = gn.to_numpy(gn.ops.log_softmax(put(np.array([[1e8, 1e8]], dtype), device)))
+    np.testing.assert_allclose(y, -math.log(2), rtol=float(np.finfo(dtype).eps))
+    x = np.array(EXTREME_ROWS[dtype], dtype)
+    with np.errstate(over="ignore"):  # float64 differences overflow (to -inf, as they should)
+        expected = S.log_softmax_ref(x.astype(np.float64))
+    assert_within_ulps(gn.to_numpy(gn.ops.log_softmax(put(x, device))), expected, dtype)
+    if device == "cpu":
+        tiled = np.tile(x, (S.ROW_PARALLEL_MIN_SIZE // x.size + 1, 1))
+        for kernel in (S.log_softmax_cpu, S.log_softmax_cpu.streaming):
+            out = np.empty_like(tiled)
+            kernel(tiled, out)
+            assert_within_ulps(out, np.tile(expected, (len(tiled) // len(x), 1)), dtype)
+    y = gn.ops.log_softmax(put(x, device))
+    g = random_input(x.shape, dtype, seed=2, scale=1.0)
+    dx = gn.to_numpy(gn.ops.log_softmax_backward(put(g, device), y))
+    want = S.log_softmax_backward_ref(g.astype(np.float64), gn.to_numpy(y).astype(np.float64))
+    assert_within_ulps(dx, want, dtype, scale=float(np.abs(g).sum(axis=-1).max()))
+
+
 def test_softmax_rows_sum_to_one_and_log_softmax_is_its_log():
     x = random_input((50, 37), np.float64)
     np.testing.assert_allclose(gn.ops.softmax(x).sum(axis=-1), 1.0, rtol=1e-14)
