@@ -9,11 +9,17 @@ float64 on the CPU and in the data's dtype per thread on the GPU.
 
 - softmax_cross_entropy(logits (batch, C), labels): labels are class indices
   (batch,) int32/int64, or targets (batch, C) of the logits' dtype (one-hot or
-  any distribution). loss = mean(logsumexp(z) * sum(t) - sum(t * z)),
-  grad = (softmax(z) * sum(t) - t) / batch. An index outside [0, C) gives NaN.
+  any distribution). loss = mean(sum(t * (log(s) - (z - m)))) with m the
+  row's maximum and s = sum(exp(z - m)), a class whose target is 0 adding 0;
+  grad = (exp(z - m) / s * sum(t) - t) / batch. An index outside [0, C)
+  gives NaN. The maximum leaves each logit before log(s) joins it, so that a
+  large maximum cannot round log(s) away.
 - mse(pred, target): loss = mean(1/2 (pred - target)**2), grad = (pred - target) / n.
 - binary_cross_entropy(logits, target): loss = mean(max(z, 0) - z t + log1p(exp(-|z|))),
-  grad = (sigmoid(z) - t) / n.
+  grad = (sigmoid(z) - t) / n. max(z, 0) - z t is |z| times the target's
+  distance from the side z lies on (1 - t for z >= 0, t below), a distance of
+  0 taking nothing even from an infinite z: z = +inf gives +inf for t = 0
+  and 0 for t = 1 (PyTorch: +inf and NaN), as the limits do.
 - binary_cross_entropy_probs(probs, target), on probabilities as PyTorch's
   BCELoss: loss = -mean(t max(log p, -100) + (1 - t) max(log(1 - p), -100)),
   grad = (p - t) / max(p (1 - p), 1e-12 rounded to float32) / n.
@@ -60,12 +66,15 @@ def softmax_cross_entropy_ref(logits, labels):
     """(loss as a float64 scalar, grad in the logits' dtype)."""
     z = logits.astype(np.float64)
     t = _targets_ref(labels, z.shape)
-    m = z.max(axis=1, keepdims=True, initial=-np.inf)
-    lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+    shifted = z - z.max(axis=1, keepdims=True, initial=-np.inf)
+    total = np.exp(shifted).sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):  # empty rows; 0 * inf, replaced
+        terms = t * (np.log(total) - shifted)
+    terms = np.where(t == 0, 0.0, terms)
     mass = t.sum(axis=1, keepdims=True)
     batch = max(z.shape[0], 1)
-    loss = float(np.sum(lse * mass - (t * z).sum(axis=1, keepdims=True)) / batch)
-    grad = (np.exp(z - lse) * mass - t) / batch
+    loss = float(np.sum(terms) / batch)
+    grad = (np.exp(shifted) / total * mass - t) / batch
     return loss, grad.astype(logits.dtype)
 
 
@@ -78,7 +87,10 @@ def mse_ref(pred, target):
 def binary_cross_entropy_ref(logits, target):
     z, t = logits.astype(np.float64), target.astype(np.float64)
     n = max(z.size, 1)
-    loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    distance = np.where(z >= 0, 1 - t, t)
+    with np.errstate(invalid="ignore"):  # 0 * inf, replaced
+        margin = np.where(distance == 0, 0.0, distance * np.abs(z))
+    loss = margin + np.log1p(np.exp(-np.abs(z)))
     sig = np.where(
         z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z)))
     )
@@ -109,7 +121,9 @@ def _bce_scalar(exp):
     @numba.njit(inline="always")
     def bce(z, t, one):
         e = exp(-abs(z))
-        loss = max(z, one - one) - z * t + math.log1p(e)
+        distance = one - t if z >= 0 else t
+        margin = distance * abs(z) if distance != 0 else one - one
+        loss = margin + math.log1p(e)
         s = one / (one + e)
         return loss, (s if z >= 0 else e * s) - t
 
@@ -130,14 +144,19 @@ def _bce_probs_scalar(p, t, one):
 
 
 # Serial at every size: losses follow the last layer's BLAS product (see _cpu.py).
+#
+# The cross-entropy kernels sum the rows' losses as two float64 totals, of the
+# log-sum terms and of the margins, and the launcher adds the two: within a
+# kernel, reassociation could rewrite log(s) + (m - z) as (log(s) + m) - z,
+# which rounds log(s) to the spacing of m.
 
 
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_labels_cpu(z, labels, grad):
-    """Row losses (float64) and grad = (softmax - onehot) * 1 (scaled by the
-    launcher); z (rows >= 1, n >= 1)."""
+    """(sum of log(s), sum of m - z[label]) over the rows, in float64, and
+    grad = (softmax - onehot) * 1 (scaled by the launcher); z (rows >= 1, n >= 1)."""
     rows, n = z.shape
-    losses = np.empty(rows)
+    log_sums = margins = 0.0
     m = _row_max(z[0])
     for r in range(rows):
         s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)], True)
@@ -145,35 +164,42 @@ def _cross_entropy_labels_cpu(z, labels, grad):
         for j in range(n):
             grad[r, j] *= inv
         label = labels[r]
+        log_sums += math.log(s)
         if 0 <= label < n:
-            losses[r] = m + math.log(s) - z[r, label]
+            margins += np.float64(m) - z[r, label]
             grad[r, label] -= 1
         else:
-            losses[r] = np.nan
+            margins = np.nan
         m = following_max
-    return losses
+    return log_sums, margins
 
 
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_targets_cpu(z, t, grad):
-    """Row losses (float64) and grad = softmax * mass - t (scaled by the
-    launcher); z (rows >= 1, n >= 1)."""
+    """(sum of mass * log(s), sum of -sum(t * (z - m))) over the rows, in
+    float64, and grad = softmax * mass - t (scaled by the launcher); z
+    (rows >= 1, n >= 1)."""
     rows, n = z.shape
-    losses = np.empty(rows)
+    log_sums = margins = 0.0
     m = _row_max(z[0])
     for r in range(rows):
         s, following_max = _exp_shifted_row(z[r], m, grad[r], z[min(r + 1, rows - 1)], True)
         mass = z.dtype.type(0)
+        # sum(t * (z - m)) in float64, where float32 differences cannot
+        # overflow; a zero target adds 0 even where z - m is -inf (a masked
+        # class, or a float64 difference beyond the range).
         dot = 0.0
         for j in range(n):
             mass += t[r, j]
-            dot += t[r, j] * z[r, j]
+            term = t[r, j] * (z[r, j] - np.float64(m))
+            dot += term if t[r, j] != 0 else 0.0
         scale = mass / s
         for j in range(n):
             grad[r, j] = grad[r, j] * scale - t[r, j]
-        losses[r] = (m + math.log(s)) * mass - dot
+        log_sums += mass * math.log(s)
+        margins -= dot
         m = following_max
-    return losses
+    return log_sums, margins
 
 
 def _elementwise_cpu(scalar):
@@ -223,27 +249,30 @@ def _cross_entropy_cuda(threads, with_labels):
             for j in range(tid, n, threads):
                 s += math.exp(z[r, j] - m)
             s = _block_reduce(s, scratch, False)
-            lse = m + math.log(s)
+            log_s = math.log(s)
             if with_labels:
                 label = labels[r]
+                inv = z.dtype.type(1) / s
                 for j in range(tid, n, threads):
-                    p = math.exp(z[r, j] - lse)
+                    p = math.exp(z[r, j] - m) * inv
                     grad[r, j] = (p - (z.dtype.type(1) if j == label else zero)) * scale
                 if tid == 0:
                     inside = 0 <= label < n
-                    losses[r] = lse - z[r, label] if inside else z.dtype.type(math.nan)
+                    losses[r] = log_s + (m - z[r, label]) if inside else z.dtype.type(math.nan)
             else:
                 mass = zero
-                dot = zero
+                dot = zero  # sum(t * (z - m)), a zero target adding 0 (as on the CPU)
                 for j in range(tid, n, threads):
-                    mass += labels[r, j]
-                    dot += labels[r, j] * z[r, j]
+                    t = labels[r, j]
+                    mass += t
+                    dot += t * (z[r, j] - m) if t != 0 else zero
                 mass = _block_reduce(mass, scratch, False)
                 dot = _block_reduce(dot, scratch, False)
+                ratio = mass / s
                 for j in range(tid, n, threads):
-                    grad[r, j] = (math.exp(z[r, j] - lse) * mass - labels[r, j]) * scale
+                    grad[r, j] = (math.exp(z[r, j] - m) * ratio - labels[r, j]) * scale
                 if tid == 0:
-                    losses[r] = lse * mass - dot
+                    losses[r] = mass * log_s - dot
 
     return kernel
 
@@ -306,9 +335,9 @@ def softmax_cross_entropy_cpu(logits, labels, grad, loss_out):
         loss_out[0] = np.nan
         return
     kernel = _cross_entropy_labels_cpu if labels.ndim == 1 else _cross_entropy_targets_cpu
-    losses = kernel(logits, labels, grad)
+    log_sums, margins = kernel(logits, labels, grad)
     grad *= grad.dtype.type(1 / batch)
-    loss_out[0] = losses.sum() / batch
+    loss_out[0] = (log_sums + margins) / batch
 
 
 def _elementwise_cpu_launch(kernel, p, t, grad, loss_out):

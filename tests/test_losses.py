@@ -4,6 +4,7 @@ and CUDA, stability for large logits, and float64 finite-difference gradients.""
 import numpy as np
 import pytest
 from gpunet.kernels import losses as L
+from test_softmax import assert_within_ulps
 
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -91,6 +92,59 @@ def test_cross_entropy_is_stable_for_huge_logits(backend, dtype):
     assert loss == pytest.approx(1e4, rel=1e-6)  # row 0 pays 2e4, row 1 nothing
 
 
+#: Logits far larger than log(sum(exp(z - max))), with class labels and soft
+#: targets: each row's loss fits the dtype (the CUDA kernels add a row's
+#: terms in it), while differences z - max that overflow it meet a target of 0.
+HUGE_LOGITS = {
+    np.float32: (
+        [[1e4, 1e4, 1e4 - 1], [1e8, -1e8, 1e8], [3e38, 1e38, -3e38], [-3e38, -3e38, -2e38]],
+        [2, 0, 1, 0],
+        [[0.25, 0.25, 0.5], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]],
+    ),
+    np.float64: (
+        [[1e300, 1e300, 1e300 - 1e284], [1.7e308, -1.7e308, 1.7e308], [-1e300, -1e300, 0.0]],
+        [2, 0, 0],
+        [[0.25, 0.25, 0.5], [0.5, 0.0, 0.5], [0.5, 0.25, 0.25]],
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # simulator's numpy
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["labels", "soft"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_keeps_log_sum_next_to_huge_logits(dtype, kind, backend):
+    """log(s) - (z - max) per class, not (max + log(s)) - z, which rounds
+    log(s) to the spacing of max, and the softmax as exp(z - max) / s, not
+    exp(z - (max + log(s))): loss and gradient within a few ulp of the
+    float64 reference. A zero target takes nothing from its class, even
+    where z - max overflows the dtype."""
+    rows, labels, soft = HUGE_LOGITS[dtype]
+    z = np.array(rows, dtype)
+    target = np.array(labels, np.int64) if kind == "labels" else np.array(soft, dtype)
+    ref_target = target if kind == "labels" else target.astype(np.float64)
+    # Each row alone (a huge row's loss would hide a small row's error in
+    # the mean), then the batch.
+    for batch in [slice(r, r + 1) for r in range(len(z))] + [slice(None)]:
+        loss, grad = run(backend, "softmax_cross_entropy", z[batch], target[batch])
+        ref_loss, ref_grad = L.softmax_cross_entropy_ref(
+            z[batch].astype(np.float64), ref_target[batch]
+        )
+        assert_within_ulps(np.array([loss], dtype), [ref_loss], dtype)
+        assert_within_ulps(grad, ref_grad, dtype, scale=1 / len(grad))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cross_entropy_soft_targets_skip_masked_classes(backend):
+    """A logit of -inf with a target of 0 (a masked class) costs nothing:
+    0 * -inf would make the loss NaN."""
+    z = np.array([[0.5, -np.inf, 1.0], [2.0, 0.0, -np.inf]], np.float32)
+    t = np.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]], np.float32)
+    loss, grad = run(backend, "softmax_cross_entropy", z, t)
+    check(loss, grad, *L.softmax_cross_entropy_ref(z, t), np.float32)
+    assert np.isfinite(loss) and grad[0, 1] == grad[1, 2] == 0
+
+
 @pytest.mark.parametrize("backend, dtype, shape", ELEMENTWISE_CASES)
 @pytest.mark.parametrize("name", ["mse", "binary_cross_entropy", "binary_cross_entropy_probs"])
 def test_elementwise_losses(name, backend, dtype, shape):
@@ -108,6 +162,57 @@ def test_binary_cross_entropy_is_stable_for_huge_logits(backend):
     t = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
     loss, grad = run(backend, "binary_cross_entropy", z, t)
     assert loss == pytest.approx(25.0, rel=1e-6) and np.all(np.isfinite(grad))
+
+
+#: Infinite logits, their targets, and the limits of loss and gradient there.
+INFINITE_LOGITS = [
+    (np.inf, 0.0, np.inf, 1.0),
+    (-np.inf, 1.0, np.inf, -1.0),
+    (np.inf, 1.0, 0.0, 0.0),
+    (-np.inf, 0.0, 0.0, 0.0),
+    (np.inf, 0.5, np.inf, 0.5),
+    (-np.inf, 0.5, np.inf, -0.5),
+]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # simulator
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_on_infinite_logits_gives_the_limits(dtype, backend):
+    """max(z, 0) - z t as |z| times the target's distance from z's side:
+    z = +inf with t = 0 costs +inf (max(z, 0) - z t was inf - inf * 0, NaN),
+    a certain hit costs 0, and the gradient sigmoid(z) - t is its limit; a
+    mean holding an infinite term is infinite. Kernels and reference agree."""
+    for z, t, want_loss, want_grad in INFINITE_LOGITS:
+        pred, target = np.array([z], dtype), np.array([t], dtype)
+        for loss, grad in (
+            run(backend, "binary_cross_entropy", pred, target),
+            L.binary_cross_entropy_ref(pred, target),
+        ):
+            assert loss == want_loss and grad.dtype == dtype, (z, t, loss)
+            assert grad[0] == want_grad, (z, t, grad)
+    pred, target = np.array([np.inf, 0.3], dtype), np.array([0.0, 1.0], dtype)
+    assert run(backend, "binary_cross_entropy", pred, target)[0] == np.inf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_on_infinite_logits_matches_torch_where_it_is_defined(dtype):
+    """PyTorch's BCEWithLogitsLoss: the same loss wherever it gives a number
+    (NaN for z = -inf, and for a certain hit at z = +inf), the same gradient
+    everywhere."""
+    torch = pytest.importorskip("torch")
+    z = np.array([row[0] for row in INFINITE_LOGITS] + [3.0, -2.5], dtype)
+    t = np.array([row[1] for row in INFINITE_LOGITS] + [0.2, 0.9], dtype)
+    zt = torch.from_numpy(z).requires_grad_(True)
+    torch_loss = torch.nn.BCEWithLogitsLoss(reduction="none")(zt, torch.from_numpy(t))
+    torch_loss.sum().backward()
+    torch_loss = torch_loss.detach()
+    for i in range(z.size):
+        loss, grad = run("cpu", "binary_cross_entropy", z[i : i + 1], t[i : i + 1])
+        if not torch.isnan(torch_loss[i]):
+            assert loss == pytest.approx(float(torch_loss[i]), rel=TOL[dtype])
+        assert grad[0] == pytest.approx(float(zt.grad[i]), rel=TOL[dtype])
+    assert int(torch.isnan(torch_loss).sum()) == 4  # where the limits above define it
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
