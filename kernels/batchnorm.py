@@ -331,7 +331,35 @@ def _backward_cuda_kernel(
 
 # --- launchers ------------------------------------------------------------------------
 # Inputs are checked by the callers (gn.ops, gn.nn.BatchNorm1d): shapes (n, C)
-# and (C,), one float dtype, C-contiguous, n >= 2 in training mode.
+# and (C,), one float dtype, C-contiguous, n >= 2 in training mode. The
+# launchers check the shapes again, cheaply, since the kernels index every
+# array by x's: an array of another size would be read or written past its end.
+
+
+def _check_shapes(op, x, rows, columns):
+    """ValueError unless x is (n, C), ``rows`` ((name, array or None) pairs)
+    (n, C) and ``columns`` (pairs likewise) (C,)."""
+    if x.ndim != 2:
+        raise ValueError(f"{op}: expected x of shape (n, C), got {x.shape}")
+    for names, shape in ((rows, tuple(x.shape)), (columns, tuple(x.shape[1:]))):
+        for name, a in names:
+            if a is not None and tuple(a.shape) != shape:
+                raise ValueError(f"{op}: expected {name} of shape {shape}, got {a.shape}")
+
+
+def _check_forward(op, x, y, weight, bias, mean, invstd, running_mean, running_var):
+    columns = {"weight": weight, "bias": bias, "mean": mean, "invstd": invstd,
+               "running_mean": running_mean, "running_var": running_var}  # fmt: skip
+    _check_shapes(op, x, [("y", y)], list(columns.items()))
+
+
+def _check_backward(g, x, dx, weight, mean, invstd, dweight, dbias):
+    _check_shapes(
+        "batchnorm_backward", x, [("grad_out", g), ("dx", dx)],
+        [("weight", weight), ("mean", mean), ("invstd", invstd), ("dweight", dweight),
+         ("dbias", dbias)],
+    )  # fmt: skip
+
 
 _scratch: dict[tuple, np.ndarray] = {}
 
@@ -356,6 +384,7 @@ def batchnorm_cpu(
 ):
     """Training mode: y, mean and invstd from x; with ``update``, also
     running_mean and running_var (in place). Returns y."""
+    _check_forward("batchnorm", x, y, weight, bias, mean, invstd, running_mean, running_var)
     dtype = x.dtype.type
     _forward_cpu(
         x,
@@ -377,6 +406,9 @@ def batchnorm_cpu(
 def batchnorm_inference_cpu(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
     """Evaluation mode: y from x and the running statistics; mean and invstd
     are written for the backward. Returns y."""
+    _check_forward(
+        "batchnorm_inference", x, y, weight, bias, mean, invstd, running_mean, running_var
+    )
     _inference_cpu(x, weight, bias, running_mean, running_var, x.dtype.type(eps), y, mean, invstd)
     return y
 
@@ -386,6 +418,7 @@ def batchnorm_backward_cpu(
 ):
     """dweight and dbias (written, or added to with ``accumulate``) and dx
     (skipped when None) for grad_out ``g``."""
+    _check_backward(g, x, dx, weight, mean, invstd, dweight, dbias)
     _backward_cpu(
         g,
         x,
@@ -410,6 +443,7 @@ def batchnorm_cuda(
     x, weight, bias, y, mean, invstd, running_mean, running_var, eps, momentum, update
 ):
     """batchnorm_cpu on device arrays."""
+    _check_forward("batchnorm", x, y, weight, bias, mean, invstd, running_mean, running_var)
     if x.shape[1]:
         dtype = x.dtype.type
         _forward_cuda_kernel[_column_blocks(x.shape[1])](
@@ -430,6 +464,9 @@ def batchnorm_cuda(
 
 def batchnorm_inference_cuda(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
     """batchnorm_inference_cpu on device arrays."""
+    _check_forward(
+        "batchnorm_inference", x, y, weight, bias, mean, invstd, running_mean, running_var
+    )
     n, c = x.shape
     if c:
         blocks, threads = _cuda.grid_1d(max(n * c, c))
@@ -443,6 +480,7 @@ def batchnorm_backward_cuda(
     g, x, weight, mean, invstd, dx, dweight, dbias, batch_stats, accumulate=False
 ):
     """batchnorm_backward_cpu on device arrays."""
+    _check_backward(g, x, dx, weight, mean, invstd, dweight, dbias)
     if x.shape[1]:
         _backward_cuda_kernel[_column_blocks(x.shape[1])](
             g,

@@ -414,9 +414,24 @@ def _constant(dtype, activation, alpha):
     return dtype.type(alpha if activation == "leaky_relu" else 1)
 
 
+def _check_shapes(op, x, W, others):
+    """ValueError unless x is (m, k), W (k, n) and each of ``others`` ((name,
+    array or None, role) triples) has its role's shape: "out" (m, n), "in"
+    (m, k), "W" (k, n), "bias" (n,). The kernels index them all by these
+    extents."""
+    if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0]:
+        raise ValueError(f"{op}: expected x (m, k) and W (k, n), got {x.shape} and {W.shape}")
+    (m, k), n = x.shape, W.shape[1]
+    shapes = {"out": (m, n), "in": (m, k), "W": (k, n), "bias": (n,)}
+    for name, a, role in others:
+        if a is not None and tuple(a.shape) != shapes[role]:
+            raise ValueError(f"{op}: expected {name} of shape {shapes[role]}, got {a.shape}")
+
+
 def dense_cpu(x, W, b, out, activation=None, alpha=0.01):
     """out (batch, out_features) = act(x @ W + b): a BLAS product into ``out``,
     then the bias and activation in one fused pass. Returns ``out``."""
+    _check_shapes("dense", x, W, [("out", out, "out"), ("b", b, "bias")])
     np.matmul(x, W, out=out)
     _EPILOGUE[activation](out, b, _constant(out.dtype, activation, alpha))
     return out
@@ -435,6 +450,7 @@ def dense_backward_cpu(
     itself (overwritten). Accumulating, dW += x.T @ dz is one BLAS product
     with beta 1 (no temporary).
     """
+    _check_backward(grad_out, x, W, y, dx, dW, db, dz)
     c = _constant(y.dtype, activation, alpha)
     _GRAD[activation](grad_out, y, c, dz, db, accumulate)
     if accumulate:
@@ -444,6 +460,14 @@ def dense_backward_cpu(
         np.matmul(x.T, dz, out=dW)
     if dx is not None:
         np.matmul(dz, W.T, out=dx)
+
+
+def _check_backward(grad_out, x, W, y, dx, dW, db, dz):
+    _check_shapes(
+        "dense_backward", x, W,
+        [("grad_out", grad_out, "out"), ("y", y, "out"), ("dz", dz, "out"), ("dx", dx, "in"),
+         ("dW", dW, "W"), ("db", db, "bias")],
+    )  # fmt: skip
 
 
 def gemm_tile(dtype, m: int, n: int) -> GemmTile:
@@ -468,6 +492,7 @@ def dense_cuda(x, W, b, out, activation=None, alpha=0.01, *, matmul=None):
     ``matmul(a, b, out, trans_a, trans_b, accumulate)``, when given, computes
     the product instead (cuBLAS, say); the bias and activation then follow in
     one elementwise pass."""
+    _check_shapes("dense", x, W, [("out", out, "out"), ("b", b, "bias")])
     c = _constant(out.dtype, activation, alpha)
     if matmul is None:
         forward = _FORWARD_CUDA[activation]
@@ -488,6 +513,7 @@ def dense_backward_cuda(
     grad_out, x, W, y, dx, dW, db, dz, activation=None, alpha=0.01, accumulate=False, *, matmul=None
 ):
     """dense_backward_cpu on device arrays (same arguments); ``matmul`` as in dense_cuda."""
+    _check_backward(grad_out, x, W, y, dx, dW, db, dz)
     c = _constant(y.dtype, activation, alpha)
     if grad_out.shape[1]:
         blocks, threads = _cuda.grid_1d(grad_out.shape[1])

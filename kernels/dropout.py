@@ -144,7 +144,9 @@ def _dropout_kernel(x, out, seed, block0, limit, factor):
 # --- launchers ------------------------------------------------------------------------
 
 
-def _arguments(x, seed, offset, p):
+def _arguments(x, out, seed, offset, p):
+    if out.size != x.size:  # the kernels index out by x's size
+        raise ValueError(f"dropout: expected out of {x.size} elements like x, got {out.size}")
     if offset % 4:
         raise ValueError(f"dropout: expected an offset that is a multiple of 4, got {offset}")
     return (
@@ -158,15 +160,16 @@ def _arguments(x, seed, offset, p):
 def dropout_cpu(x, out, seed, offset, p):
     """out = dropout(x) for flat C-contiguous numpy arrays of one float dtype;
     ``seed`` and ``offset`` (a multiple of 4) are ints in [0, 2**64)."""
-    _dropout_cpu(x, out, *_arguments(x, seed, offset, p))
+    _dropout_cpu(x, out, *_arguments(x, out, seed, offset, p))
     return out
 
 
 def dropout_cuda(x, out, seed, offset, p):
     """dropout_cpu on device arrays."""
+    arguments = _arguments(x, out, seed, offset, p)
     if x.size:
         blocks, threads = grid_1d((x.size + 7) // 8)
-        _dropout_kernel[blocks, threads](x, out, *_arguments(x, seed, offset, p))
+        _dropout_kernel[blocks, threads](x, out, *arguments)
     return out
 
 

@@ -199,6 +199,34 @@ def _segments(p, segments, *settings):
     return segment_table(*segments, p.dtype)
 
 
+def _check_sizes(op, p, *others):
+    """ValueError unless p is 1-D and the ``others`` of its shape (the kernels
+    index them all by p's size or segments)."""
+    for a in (p, *others):
+        if a.ndim != 1 or a.shape != p.shape:
+            raise ValueError(f"{op}: expected 1-D arrays of one shape {p.shape}, got {a.shape}")
+
+
+def _check_update(op, bounds, p, *others):
+    """ValueError unless the ``others`` have p's size (``_check_sizes``) and
+    the segments ``bounds`` are ordered ranges within p: the kernels index
+    every array by the segments, and two segments that overlap would update
+    one element from two threads at once on a GPU."""
+    _check_sizes(op, p, *others)
+    if len(bounds):
+        starts, stops = bounds[:, 0], bounds[:, 1]
+        if (
+            starts[0] < 0
+            or stops[-1] > p.size
+            or (stops < starts).any()
+            or (starts[1:] < stops[:-1]).any()
+        ):
+            raise ValueError(
+                f"{op}: expected ordered, non-overlapping segments within [0, {p.size}], "
+                f"got {bounds.tolist()}"
+            )
+
+
 def _adam_settings(lr, weight_decay, decoupled):
     """A segment's (learning rate, coupled weight decay, decoupled decay factor)."""
     if decoupled:
@@ -223,6 +251,7 @@ def sgd_cpu(
     [start, stop) of ``bounds``, each with its own (lr, weight_decay), instead
     of all of p with ``lr`` and ``weight_decay``."""
     bounds, hyper = _segments(p, segments, lr, weight_decay)
+    _check_update("sgd", bounds, p, grad, buf)
     t = p.dtype.type
     _sgd_cpu(p, grad, buf, bounds, hyper, t(momentum), bool(nesterov), bool(first))
 
@@ -233,6 +262,7 @@ def sgd_cuda(
 ):  # fmt: skip
     """sgd_cpu on device arrays (``segments`` as host arrays)."""
     bounds, hyper = _segments(p, segments, lr, weight_decay)
+    _check_update("sgd", bounds, p, grad, buf)
     grid = _segment_grid(bounds)
     if grid is not None:
         t = p.dtype.type
@@ -250,6 +280,7 @@ def adam_cpu(
     ``segments`` = (bounds (S, 2), settings (S, 2) of (lr, weight_decay)), as
     in sgd_cpu."""
     bounds, hyper = _adam_table(p, segments, lr, weight_decay, decoupled)
+    _check_update("adam", bounds, p, grad, m, v)
     _adam_cpu(p, grad, m, v, bounds, hyper, *_adam_scalars(p.dtype, step, betas, eps))
 
 
@@ -259,6 +290,7 @@ def adam_cuda(
 ):  # fmt: skip
     """adam_cpu on device arrays (``segments`` as host arrays)."""
     bounds, hyper = _adam_table(p, segments, lr, weight_decay, decoupled)
+    _check_update("adam", bounds, p, grad, m, v)
     grid = _segment_grid(bounds)
     if grid is not None:
         _adam_kernel[grid](
@@ -303,11 +335,13 @@ def zero_cuda(a):
 def scale_cpu(x, factor, out):
     """out = x * factor for 1-D numpy arrays of one size and float dtype (out
     may be x), factor rounded to their dtype."""
+    _check_sizes("scale", x, out)
     _scale_cpu(x, x.dtype.type(factor), out)
 
 
 def scale_cuda(x, factor, out):
     """scale_cpu on device arrays."""
+    _check_sizes("scale", x, out)
     if x.size:
         blocks, threads = grid_1d(x.size)
         _scale_kernel[blocks, threads](x, x.dtype.type(factor), out)

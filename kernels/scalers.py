@@ -72,8 +72,24 @@ def _affine_kernel(x, shift, factor, offset, clip, lo, hi, out):
 # --- launchers ------------------------------------------------------------------------
 
 
+def _check_columns(x, shift, factor, offset, out):
+    """ValueError unless x and out are (n, C) and the columns' arrays (C,):
+    the kernels index them all by x's shape."""
+    if x.ndim != 2 or tuple(out.shape) != tuple(x.shape):
+        raise ValueError(
+            f"column_affine: expected x and out of one (n, C) shape, got {x.shape} and {out.shape}"
+        )
+    for name, a in (("shift", shift), ("factor", factor), ("offset", offset)):
+        if tuple(a.shape) != x.shape[1:]:
+            raise ValueError(
+                f"column_affine: expected {name} of shape {x.shape[1:]} for x of shape "
+                f"{x.shape}, got {a.shape}"
+            )
+
+
 def column_affine_cpu(x, shift, factor, offset, out, clip=False, lo=0.0, hi=1.0):
     """out = column_affine_ref(...) for numpy arrays; returns out."""
+    _check_columns(x, shift, factor, offset, out)
     dtype = x.dtype.type
     _CPU[x.size >= PARALLEL_THRESHOLD](x, shift, factor, offset, clip, dtype(lo), dtype(hi), out)
     return out
@@ -81,6 +97,7 @@ def column_affine_cpu(x, shift, factor, offset, out, clip=False, lo=0.0, hi=1.0)
 
 def column_affine_cuda(x, shift, factor, offset, out, clip=False, lo=0.0, hi=1.0):
     """column_affine_cpu on device arrays."""
+    _check_columns(x, shift, factor, offset, out)
     if x.size:
         dtype = x.dtype.type
         blocks, threads = grid_1d(x.size)
