@@ -1,7 +1,9 @@
 """Bundled digits and the MNIST IDX reader (on generated files)."""
 
 import gzip
+import re
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -60,6 +62,87 @@ def test_truncated_or_foreign_files_are_refused(tmp_path):
     path.write_bytes(b"PK\x03\x04 not an idx file")
     with pytest.raises(ValueError, match="expected an unsigned-byte IDX file"):
         gn.datasets.read_idx(path)
+
+
+def write_gzip_idx(path, shape, data):
+    """A gzip IDX file whose header declares ``shape`` over the bytes ``data``."""
+    header = bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + data)
+
+
+def assert_refused_cheaply(path, message):
+    """read_idx(path) raises ValueError naming the file and matching
+    ``message``, while Python allocates at most a few chunks of the stream."""
+
+    def read():
+        with pytest.raises(ValueError, match=f"{re.escape(str(path))}: .*{message}"):
+            gn.datasets.read_idx(path)
+
+    tracemalloc.start()
+    try:
+        read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+@pytest.mark.parametrize(
+    "declared, present, message",
+    [
+        # Far more than deflate can hold in the file: refused from the header.
+        ((1 << 16, 1 << 16), 1 << 20, "bytes of data per compressed byte"),
+        # Possible for the file's size, one byte more than it holds.
+        (((32 << 20) + 1,), 32 << 20, r"expected 33554433 bytes of data .*, got 33554432"),
+        # A bomb: a few bytes declared, far more inflated (stops one byte past).
+        ((10,), 32 << 20, "expected 10 bytes of data .*, got more than 10"),
+    ],
+)
+def test_gzip_lengths_are_checked_before_allocating(tmp_path, declared, present, message):
+    """The declared size is checked against what the gzip stream holds
+    without holding it: Python's allocations stay at a few chunks of the
+    stream, far below what is declared or inflated (32 MiB or more)."""
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    write_gzip_idx(path, declared, bytes(present))
+    assert path.stat().st_size < present / 100
+    assert_refused_cheaply(path, message)
+
+
+def test_damaged_gzip_files_are_refused_naming_the_file(tmp_path):
+    good = tmp_path / "good-idx3-ubyte.gz"
+    images = np.random.default_rng(1).integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    write_idx(good, images, compress=True)
+    np.testing.assert_array_equal(gn.datasets.read_idx(good), images)
+    raw = good.read_bytes()
+    damaged = {
+        "truncated": raw[: len(raw) // 2],
+        "no trailer": raw[:-8],
+        "flipped byte": raw[:100] + bytes([raw[100] ^ 0xFF]) + raw[101:],
+        "bad checksum": raw[:-8] + bytes([raw[-8] ^ 0xFF]) + raw[-7:],
+        "not gzip": b"BZh91AY&SY" + raw[10:],
+    }
+    for name, content in damaged.items():
+        path = tmp_path / f"{name.replace(' ', '-')}-idx3-ubyte.gz"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=f"{re.escape(str(path))}: damaged or truncated gzip"):
+            gn.datasets.read_idx(path)
+
+
+def test_headers_without_a_sensible_shape_are_refused(tmp_path):
+    path = tmp_path / "odd-idx-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 0]))
+    with pytest.raises(ValueError, match="expected 1 to 32 dimensions, got 0"):
+        gn.datasets.read_idx(path)
+    path.write_bytes(bytes([0, 0, 0x08, 200]) + bytes(800))
+    with pytest.raises(ValueError, match="got 200"):
+        gn.datasets.read_idx(path)
+    path.write_bytes(bytes([0, 0, 0x08, 3, 0, 0, 0, 2]))
+    with pytest.raises(ValueError, match="truncated IDX header"):
+        gn.datasets.read_idx(path)
+    # A plain file is measured, not read: a huge declaration costs nothing.
+    path.write_bytes(bytes([0, 0, 0x08, 2]) + struct.pack(">2I", 1 << 31, 1 << 31) + bytes(5))
+    assert_refused_cheaply(path, r"expected 4611686018427387904 bytes .*, got 5$")
 
 
 def test_missing_files_are_named(tmp_path):

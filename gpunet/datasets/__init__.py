@@ -10,16 +10,25 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import math
 import os
 import struct
 import tempfile
 import urllib.request
+import zlib
 
 import numpy as np
 from tqdm import tqdm
 
 #: The IDX type code for unsigned bytes (the third byte of the magic number).
 _IDX_UBYTE = 0x08
+#: The most dimensions an IDX file may declare (numpy's limit before 2.0).
+_IDX_MAX_DIMS = 32
+#: Deflate expands a byte at most 1032-fold (a 258-byte match coded in two
+#: bits): a gzip file cannot hold more data than this many times its size.
+_DEFLATE_MAX_RATIO = 1032
+#: Bytes read at a time: what checking a gzip file's length holds at once.
+_CHUNK = 1 << 18
 
 
 def load_digits():
@@ -30,27 +39,78 @@ def load_digits():
 
 
 def read_idx(path) -> np.ndarray:
-    """The array in an IDX file (gzip-compressed or not), as uint8.
+    """The array in an IDX file (gzip-compressed when its name ends in .gz), as uint8.
 
-    Raises ValueError naming the file when it is not an unsigned-byte IDX file
-    or is shorter than its header says.
+    Raises ValueError naming the file when it is not an unsigned-byte IDX
+    file, its data is not exactly as long as its header declares, or its
+    gzip stream is damaged or cut short. The length is checked before the
+    array is allocated: against the file's size, or by inflating a gzip
+    stream once chunk by chunk (stopping one byte past the declared size,
+    keeping nothing) before inflating it again into the array.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _IDX_UBYTE:
-        raise ValueError(f"{path}: expected an unsigned-byte IDX file, got header {raw[:4]!r}")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
+    compressed = str(path).endswith(".gz")
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            shape, offset = _read_idx_header(f, path)
+            expected = math.prod(shape)
+            if compressed:
+                if expected > _DEFLATE_MAX_RATIO * os.path.getsize(path):
+                    raise ValueError(
+                        f"{path}: expected at most {_DEFLATE_MAX_RATIO} bytes of data per "
+                        f"compressed byte, got a header declaring {expected} for shape {shape}"
+                    )
+                present = _count_bytes(f, expected + 1)
+                f.seek(offset)
+            else:
+                present = os.fstat(f.fileno()).st_size - offset
+            if present != expected:
+                got = f"more than {expected}" if present > expected else present
+                raise ValueError(
+                    f"{path}: expected {expected} bytes of data for shape {shape}, got {got}"
+                )
+            data = np.empty(expected, np.uint8)
+            if _read_into(f, memoryview(data)) != expected or f.read(1):
+                raise ValueError(f"{path}: the file changed while it was read")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: damaged or truncated gzip data ({error})") from error
+    return data.reshape(shape)
+
+
+def _read_idx_header(f, path):
+    """(shape, data offset) from the header of the IDX file open as ``f``."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != _IDX_UBYTE:
+        raise ValueError(f"{path}: expected an unsigned-byte IDX file, got header {magic!r}")
+    ndim = magic[3]
+    if not 1 <= ndim <= _IDX_MAX_DIMS:
+        raise ValueError(f"{path}: expected 1 to {_IDX_MAX_DIMS} dimensions, got {ndim}")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise ValueError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape, dtype=np.int64))
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: expected {expected} bytes of data for shape {shape}, got {len(raw) - header}"
-        )
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    return struct.unpack(f">{ndim}I", dims), 4 + 4 * ndim
+
+
+def _count_bytes(f, limit):
+    """How many bytes are left in ``f``, counted up to ``limit``: read a
+    chunk at a time and dropped (a gzip stream inflates no more at once)."""
+    count = 0
+    while count < limit:
+        n = len(f.read(min(_CHUNK, limit - count)))
+        if not n:
+            break
+        count += n
+    return count
+
+
+def _read_into(f, out):
+    """Fill the memoryview ``out`` from ``f`` a chunk at a time; the number of bytes read."""
+    count = 0
+    while count < len(out):
+        n = f.readinto(out[count : count + _CHUNK])
+        if not n:
+            break
+        count += n
+    return count
 
 
 def _find(directory, stem):
