@@ -195,6 +195,159 @@ class Optimizer:
     def _stepped(self) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        """The optimizer's state in the spirit of PyTorch's ``state_dict()``, with
+        host numpy arrays (a copy: later steps do not change it):
+
+        - "state": {index in ``params``: {buffer name: array of the parameter's
+          shape}} for the parameters stepped so far ("buf", SGD's momentum;
+          "m" and "v", Adam's moments);
+        - "param_groups": per group, {"params": [indices in ``params``], "lr",
+          "weight_decay", "lr_scale"} ("lr_scale": the group's lr over the
+          first group's, which setting ``lr`` keeps);
+        - "class", "settings" (the optimizer-wide ones: momentum, nesterov;
+          betas, eps) and "counters" (SGD's "first" step to come, Adam's "steps").
+
+        All but the arrays is JSON-serialisable."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        state = {}
+        for i, p in enumerate(self.params):
+            placed = self._placed.get(id(p))
+            if placed is None:
+                continue
+            key, offset = placed
+            state[i] = {
+                name: to_numpy(self.state[key][name][offset : offset + p.size])
+                .reshape(p.shape)
+                .copy()
+                for name in self._state_buffers
+            }
+        groups = [
+            {
+                "params": [index[id(p)] for p in group["params"]],
+                "lr": group["lr"],
+                "weight_decay": group["weight_decay"],
+                "lr_scale": ratio,
+            }
+            for group, ratio in zip(self.param_groups, self._lr_ratios, strict=True)
+        ]
+        return {
+            "class": type(self).__name__,
+            "settings": self._settings(),
+            "counters": self._counters(),
+            "param_groups": groups,
+            "state": state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()`` of an optimizer of the same class over
+        parameters of the same shapes in the same groups; its settings
+        (learning rates, momentum, betas, ...) replace this optimizer's.
+        Everything is checked before anything changes (ValueError)."""
+        self._apply_state(self._checked_state(state))
+
+    def _checked_state(self, state) -> dict:
+        """``state`` (a ``state_dict()``, its int keys possibly strings, as JSON
+        leaves them) checked against this optimizer and normalised."""
+        name = type(self).__name__
+        expected_keys = {"class", "settings", "counters", "param_groups", "state"}
+        if not isinstance(state, dict) or set(state) != expected_keys:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"expected an optimizer state_dict with {sorted(expected_keys)}, got {found}"
+            )
+        if state["class"] != name:
+            raise ValueError(f"expected the state of a {name} optimizer, got {state['class']!r}'s")
+        groups = state["param_groups"]
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"expected {len(self.param_groups)} parameter groups in the state, got "
+                f"{len(groups) if isinstance(groups, list) else groups!r}"
+            )
+        index = {id(p): i for i, p in enumerate(self.params)}
+        checked_groups = []
+        for g, (group, mine) in enumerate(zip(groups, self.param_groups, strict=True)):
+            if not isinstance(group, dict) or set(group) != {
+                "params",
+                "lr",
+                "weight_decay",
+                "lr_scale",
+            }:
+                raise ValueError(f"parameter group {g} of the state is not a group: {group!r}")
+            members = [index[id(p)] for p in mine["params"]]
+            if group["params"] != members:
+                raise ValueError(
+                    f"parameter group {g}: the state holds parameters {group['params']}, "
+                    f"this optimizer {members}"
+                )
+            checked_groups.append(
+                {
+                    key: _check_nonnegative(f"{key} of parameter group {g}", group[key])
+                    for key in ("lr", "weight_decay", "lr_scale")
+                }
+            )
+        if not isinstance(state["settings"], dict) or not isinstance(state["counters"], dict):
+            raise ValueError("expected the state's settings and counters to be dicts")
+        settings = self._checked_settings(state["settings"])
+        counters = self._checked_counters(state["counters"])
+        buffers = {}
+        per_param = state["state"]
+        if not isinstance(per_param, dict):
+            raise ValueError(
+                f"expected the state's per-parameter state to be a dict, got {per_param!r}"
+            )
+        for key, found in per_param.items():
+            i = int(key) if isinstance(key, str) and key.isdigit() else key
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.params):
+                raise ValueError(
+                    f"state for parameter {key!r}: this optimizer has {len(self.params)}"
+                )
+            p = self.params[i]
+            if not isinstance(found, dict) or set(found) != set(self._state_buffers):
+                raise ValueError(
+                    f"state for parameter {i}: expected buffers {list(self._state_buffers)}, "
+                    f"got {sorted(found) if isinstance(found, dict) else found!r}"
+                )
+            for buffer, value in found.items():
+                value = np.asarray(value)
+                if value.dtype.kind not in "biuf" or value.shape != p.shape:
+                    raise ValueError(
+                        f"state {buffer!r} of parameter {i}: expected numbers of shape "
+                        f"{p.shape}, got {value.dtype} of shape {value.shape}"
+                    )
+            buffers[i] = found
+        return {
+            "groups": checked_groups,
+            "settings": settings,
+            "counters": counters,
+            "state": buffers,
+        }
+
+    def _apply_state(self, checked: dict) -> None:
+        """Set the state ``_checked_state`` gave; the parameters without state
+        in it start from zeros."""
+        for group, values in zip(self.param_groups, checked["groups"], strict=True):
+            group["lr"], group["weight_decay"] = values["lr"], values["weight_decay"]
+        self._lr_ratios = [values["lr_scale"] for values in checked["groups"]]
+        for attribute, value in {**checked["settings"], **checked["counters"]}.items():
+            setattr(self, attribute, value)
+        self.state, self._placed = {}, {}
+        if not checked["state"]:
+            return
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for key, (flat, members) in self._buffers().items():
+            state = self.state[key] = self._new_state(flat)
+            for p, _ in members:
+                self._placed[id(p)] = (key, p._offset)
+                found = checked["state"].get(index[id(p)])
+                for name in () if found is None else self._state_buffers:
+                    target = state[name][p._offset : p._offset + p.size]
+                    value = np.ascontiguousarray(np.asarray(found[name]).reshape(-1), flat.dtype)
+                    if isinstance(target, np.ndarray):
+                        np.copyto(target, value)
+                    else:
+                        target.copy_to_device(value)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         groups = f", {len(self.param_groups)} groups" if len(self.param_groups) > 1 else ""
@@ -230,6 +383,25 @@ class SGD(Optimizer):
 
     def _stepped(self):
         self._first = False
+
+    def _settings(self) -> dict:
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _checked_settings(self, settings) -> dict:
+        if set(settings) != {"momentum", "nesterov"} or not isinstance(settings["nesterov"], bool):
+            raise ValueError(f"expected SGD settings momentum and nesterov, got {settings!r}")
+        momentum = _check_nonnegative("momentum", settings["momentum"])
+        if settings["nesterov"] and momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0")
+        return {"momentum": momentum, "nesterov": settings["nesterov"]}
+
+    def _counters(self) -> dict:
+        return {"first": self._first}
+
+    def _checked_counters(self, counters) -> dict:
+        if set(counters) != {"first"} or not isinstance(counters["first"], bool):
+            raise ValueError(f"expected SGD counters {{'first': bool}}, got {counters!r}")
+        return {"_first": counters["first"]}
 
     def config(self) -> dict:
         return {
@@ -272,6 +444,42 @@ class Adam(Optimizer):
 
     def _stepped(self):
         self.steps += 1
+
+    def _settings(self) -> dict:
+        return {"betas": list(self.betas), "eps": self.eps}
+
+    def _checked_settings(self, settings) -> dict:
+        betas = settings.get("betas")
+        if (
+            set(settings) != {"betas", "eps"}
+            or not isinstance(betas, (list, tuple))
+            or len(betas) != 2
+            or not all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                for b in betas
+            )
+        ):
+            raise ValueError(
+                f"expected Adam settings betas (two in [0, 1)) and eps, got {settings!r}"
+            )
+        return {
+            "betas": (float(betas[0]), float(betas[1])),
+            "eps": _check_nonnegative("eps", settings["eps"]),
+        }
+
+    def _counters(self) -> dict:
+        return {"steps": self.steps}
+
+    def _checked_counters(self, counters) -> dict:
+        steps = counters.get("steps")
+        if (
+            set(counters) != {"steps"}
+            or isinstance(steps, bool)
+            or not isinstance(steps, int)
+            or steps < 0
+        ):
+            raise ValueError(f"expected Adam counters {{'steps': int >= 0}}, got {counters!r}")
+        return {"steps": steps}
 
     def config(self) -> dict:
         return {
@@ -363,6 +571,19 @@ class LRScheduler:
     def get_last_lr(self) -> float:
         """The learning rate the optimizer uses now."""
         return self.optimizer.lr
+
+    def state_dict(self) -> dict:
+        """{"base_lr", "epoch"}: where the schedule stands (its arguments are the constructor's)."""
+        return {"base_lr": self.base_lr, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; checks it all before changing anything."""
+        if not isinstance(state, dict) or set(state) != {"base_lr", "epoch"}:
+            raise ValueError(f"expected a schedule state {{'base_lr', 'epoch'}}, got {state!r}")
+        epoch = state["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"expected an integer epoch >= 0 in a schedule state, got {epoch!r}")
+        self.base_lr, self.epoch = _check_nonnegative("base_lr", state["base_lr"]), epoch
 
 
 class StepLR(LRScheduler):

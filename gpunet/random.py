@@ -3,8 +3,10 @@
 A :class:`Generator` is a seed and an offset into the Philox4x32-10 stream
 (``gpunet.kernels.rng``). Every draw takes the next words of the stream and
 advances the offset, so a seeded program draws the same numbers whichever
-device it runs on. ``gn.manual_seed(seed)`` reseeds the default generator;
-until then it starts from a random seed, like numpy's.
+device it runs on, and ``state_dict()`` / ``load_state_dict()`` save and
+restore a position (checkpoints do, so that a resumed run draws on).
+``gn.manual_seed(seed)`` reseeds the default generator; until then it starts
+from a random seed, like numpy's.
 """
 
 from __future__ import annotations
@@ -62,6 +64,24 @@ class Generator:
         dispatch.kernel_for("uniform", kind)(flat, self.seed, offset)
         self.take(words)
         return out
+
+    def state_dict(self) -> dict:
+        """The position in the stream, {"seed": int, "offset": int}, JSON-serialisable."""
+        return {"seed": self.seed, "offset": self.offset}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Move to a position ``state_dict()`` gave; checks it all before changing anything."""
+        if not isinstance(state, dict) or set(state) != {"seed", "offset"}:
+            raise ValueError(f"expected a generator state {{'seed', 'offset'}}, got {state!r}")
+        seed, offset = state["seed"], state["offset"]
+        for name, value in (("seed", seed), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"expected an int {name} in a generator state, got {value!r}")
+        if not 0 <= seed < 2**64 or offset < 0:
+            raise ValueError(
+                f"expected a seed in [0, 2**64) and an offset >= 0, got {seed} and {offset}"
+            )
+        self.seed, self.offset = int(seed), int(offset)
 
     def __repr__(self) -> str:
         return f"Generator(seed={self.seed}, offset={self.offset})"
