@@ -1,6 +1,7 @@
 """Training loops for models: ``fit``, ``evaluate``, ``predict``, with a
 ``History`` of per-epoch metrics and callbacks (``EarlyStopping``,
-``LearningRateScheduler``).
+``LearningRateScheduler``, ``ModelCheckpoint``), and checkpoints that
+``fit(..., resume=path)`` continues from.
 
 :class:`Model` gives these to :class:`gpunet.nn.Sequential` as methods.
 Data arrive as host arrays (numpy); mini-batches are gathered into buffers
@@ -9,11 +10,21 @@ an asynchronous copy stream, double-buffered so the host gathers batch k + 1
 while the GPU computes batch k. Per-step losses and hit counts stay on the
 device until the end of the epoch (and every few tenths of a second for the
 progress bar), so the host never waits on the GPU at each step.
+
+``fit`` checks all its inputs (validation data and the checkpoint to resume
+from included) before it changes anything, and a training step that raises
+leaves the model as it was before that step: the running statistics and the
+random streams' positions are put back, the gradients cleared, and the
+optimizer's update, the step's last act, has not begun.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import math
+import os
 import time
 
 import numpy as np
@@ -21,8 +32,10 @@ from tqdm.auto import tqdm
 
 from . import losses as _losses
 from . import optim as _optim
+from . import random as _random
 from . import serialization
-from ._device import Device, to_numpy
+from ._arrays import device_of
+from ._device import Device, to_device, to_numpy
 from .kernels import _cuda
 
 #: Seconds between progress-bar refreshes (each one reads the metrics so far).
@@ -43,6 +56,32 @@ class History:
         for name, value in logs.items():
             self.history.setdefault(name, []).append(value)
 
+    def state_dict(self) -> dict:
+        """{"epoch": [...], "history": {name: [...]}}, JSON-serialisable."""
+        return {
+            "epoch": [int(e) for e in self.epoch],
+            "history": {k: [float(v) for v in values] for k, values in self.history.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore ``state_dict()``; checks it all before changing anything."""
+        epochs = state.get("epoch") if isinstance(state, dict) else None
+        history = state.get("history") if isinstance(state, dict) else None
+        if (
+            not isinstance(epochs, list)
+            or not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs)
+            or not isinstance(history, dict)
+            or not all(
+                isinstance(v, list)
+                and len(v) == len(epochs)
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                for v in history.values()
+            )
+        ):
+            raise ValueError(f"expected a History state {{'epoch', 'history'}}, got {state!r}")
+        self.epoch = list(epochs)
+        self.history = {k: [float(x) for x in v] for k, v in history.items()}
+
     def __repr__(self) -> str:
         if not self.epoch:
             return "History(0 epochs)"
@@ -54,10 +93,23 @@ class Callback:
     """Hooks ``fit`` calls; ``self.model`` is the model being trained, and
     ``self.params`` what ``fit`` was asked to do: ``epochs``, ``steps`` (per
     epoch), ``verbose`` and ``metrics`` (the names each epoch's logs will hold).
-    Setting ``model.stop_training = True`` ends training after the current epoch."""
+    Setting ``model.stop_training = True`` ends training after the current epoch.
+
+    A callback that keeps state across epochs gives it with ``state_dict()``
+    (JSON-serialisable, plus weights shaped like the model's arrays under
+    "weights" as {state_dict name: array}) and takes it back with
+    ``load_state_dict()``, which checkpoints use; ``fit(..., resume=...)``
+    calls it after ``on_train_begin``."""
 
     model = None
     params: dict = {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state != {}:
+            raise ValueError(f"{type(self).__name__} keeps no state, got {state!r}")
 
     def on_train_begin(self, logs: dict) -> None:
         pass
@@ -76,6 +128,45 @@ class Callback:
 _KNOWN_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
+def _mode(monitor, mode, who) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"{who}: expected mode 'auto', 'min' or 'max', got {mode!r}")
+    return ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+
+
+def _missing(who, monitor, names):
+    raise KeyError(
+        f"{who}: monitors {monitor!r}, but the epoch's logs hold "
+        f"{sorted(names)}; pass validation data to monitor a val_ metric"
+    )
+
+
+def _check_monitored(who, monitor, params):
+    """Before training: a known metric that the epochs will not log (other
+    callbacks may add other names)."""
+    metrics = params.get("metrics")
+    if metrics is not None and monitor in _KNOWN_METRICS and monitor not in metrics:
+        _missing(who, monitor, metrics)
+
+
+def _improved(value, best, mode, min_delta=0.0) -> bool:
+    """Whether ``value`` beats ``best`` (None: nothing yet) by more than
+    ``min_delta``; a NaN never does."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _optional_number(value, kind, what):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(f"expected {what} to be a number or None, got {value!r}")
+    return value
+
+
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for
     ``patience`` epochs in a row (the first epoch without improvement when
@@ -91,41 +182,49 @@ class EarlyStopping(Callback):
         mode: str = "auto",
         restore_best_weights: bool = False,
     ):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping: expected mode 'auto', 'min' or 'max', got {mode!r}")
+        self.mode = _mode(monitor, mode, "EarlyStopping")
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise ValueError(f"EarlyStopping: expected an integer patience >= 0, got {patience!r}")
         self.monitor, self.min_delta, self.patience = monitor, abs(float(min_delta)), patience
-        self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, logs):
         self.best, self.best_epoch, self.wait, self.stopped_epoch = None, None, 0, None
         self.best_weights = None
-        metrics = self.params.get("metrics")
-        if metrics is not None and self.monitor in _KNOWN_METRICS and self.monitor not in metrics:
-            self._missing(metrics)  # before training; other callbacks may add other names
+        _check_monitored("EarlyStopping", self.monitor, self.params)
 
-    def _missing(self, names):
-        raise KeyError(
-            f"EarlyStopping: monitors {self.monitor!r}, but the epoch's logs hold "
-            f"{sorted(names)}; pass validation data to monitor a val_ metric"
-        )
+    def state_dict(self) -> dict:
+        state = {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+        }
+        if self.best_weights is not None:
+            state["weights"] = self.best_weights
+        return state
 
-    def _improved(self, value):
-        if math.isnan(value):
-            return False
-        if self.best is None:
-            return True
-        if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+    def load_state_dict(self, state: dict) -> None:
+        keys = {"best", "best_epoch", "wait", "stopped_epoch"}
+        if not isinstance(state, dict) or not keys <= set(state) <= keys | {"weights"}:
+            raise ValueError(f"expected an EarlyStopping state {sorted(keys)}, got {state!r}")
+        best = _optional_number(state["best"], (int, float), "EarlyStopping's best")
+        for key in ("best_epoch", "wait", "stopped_epoch"):
+            _optional_number(state[key], int, f"EarlyStopping's {key}")
+        if state["wait"] is None or state["wait"] < 0:
+            raise ValueError(f"expected EarlyStopping's wait >= 0, got {state['wait']!r}")
+        weights = state.get("weights")
+        if weights is not None and not isinstance(weights, dict):
+            raise ValueError(f"expected EarlyStopping's weights by name, got {weights!r}")
+        self.best, self.best_epoch = best, state["best_epoch"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+        self.best_weights = None if weights is None else {k: v.copy() for k, v in weights.items()}
 
     def on_epoch_end(self, epoch, logs):
         if self.monitor not in logs:
-            self._missing(logs)
+            _missing("EarlyStopping", self.monitor, logs)
         value = float(logs[self.monitor])
-        if self._improved(value):
+        if _improved(value, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.state_dict()
@@ -163,6 +262,116 @@ class LearningRateScheduler(Callback):
             optimizer.lr = self._scheduler.lr_at(epoch)
         else:
             optimizer.lr = float(self.schedule(epoch, optimizer.lr))
+
+    def state_dict(self) -> dict:
+        """The schedule object's state (a function keeps none: the optimizer holds its lr)."""
+        return {} if self._scheduler is None else {"schedule": self._scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._scheduler is None:
+            super().load_state_dict(state)
+        elif not isinstance(state, dict) or set(state) != {"schedule"}:
+            raise ValueError(
+                f"expected a LearningRateScheduler state {{'schedule'}}, got {state!r}"
+            )
+        else:
+            self._scheduler.load_state_dict(state["schedule"])
+
+
+class ModelCheckpoint(Callback):
+    """Save checkpoints while ``fit`` runs: the model with its optimizer's
+    state, the random streams' positions and where the fit stands (epoch,
+    History, the callbacks' state), so that ``fit(..., resume=path)``
+    continues from one as if never stopped.
+
+    ``filepath`` may hold ``{epoch}`` (the epochs done, from 1) and the names
+    of the epoch's logs, filled in by ``str.format``
+    (``"ckpt-{epoch:03d}-{val_loss:.3f}.npz"``; ".npz" is appended when
+    missing). A checkpoint is written after every ``every``-th epoch; with
+    ``monitor`` only when that value improves on the best so far (``mode``
+    as in EarlyStopping). ``keep`` keeps the newest ``keep`` files this
+    callback wrote and deletes the older ones (None keeps them all). Writes
+    are atomic (see ``gpunet.serialization``) and come after every other
+    callback's ``on_epoch_end``, so that a checkpoint holds their state at the
+    end of the epoch. ``saved`` lists the files kept, oldest first (from a
+    checkpoint resumed, those in this callback's folder)."""
+
+    def __init__(
+        self,
+        filepath,
+        *,
+        every: int = 1,
+        monitor: str | None = None,
+        mode: str = "auto",
+        keep: int | None = None,
+    ):
+        self.filepath = os.fspath(filepath)
+        for name, value in (("every", every), ("keep", keep)):
+            if name == "keep" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"ModelCheckpoint: expected a positive integer {name}, got {value!r}"
+                )
+        self.every, self.monitor, self.keep = every, monitor, keep
+        self.mode = None if monitor is None else _mode(monitor, mode, "ModelCheckpoint")
+        self.best, self.saved = None, []
+
+    def on_train_begin(self, logs):
+        self.best, self.saved = None, []
+        names = {name: 0.0 for name in self.params.get("metrics", ())}
+        try:
+            self.filepath.format(epoch=1, **names)
+        except KeyError:
+            pass  # a name another callback may log
+        except (IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint: cannot fill in {self.filepath!r} ({exc})") from exc
+        if self.monitor is not None:
+            _check_monitored("ModelCheckpoint", self.monitor, self.params)
+
+    def on_epoch_end(self, epoch, logs):
+        if (epoch + 1) % self.every:
+            return
+        best = self.best
+        if self.monitor is not None:
+            if self.monitor not in logs:
+                _missing("ModelCheckpoint", self.monitor, logs)
+            value = float(logs[self.monitor])
+            if not _improved(value, best, self.mode):
+                return
+            self.best = value
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        path = path if path.endswith(".npz") else path + ".npz"
+        saved = self.saved
+        self.saved = [p for p in saved if p != path] + [path]
+        stale = self.saved[: -self.keep] if self.keep else []
+        self.saved = self.saved[len(stale) :]
+        try:  # the file holds this callback's state with itself in it
+            self.model.save(path, optimizer=self.model.optimizer)
+        except BaseException:
+            self.best, self.saved = best, saved
+            raise
+        for old in stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(old)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "saved": list(self.saved)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or set(state) != {"best", "saved"}:
+            raise ValueError(f"expected a ModelCheckpoint state {{'best', 'saved'}}, got {state!r}")
+        best = _optional_number(state["best"], (int, float), "ModelCheckpoint's best")
+        saved = state["saved"]
+        if not isinstance(saved, list) or not all(isinstance(p, str) for p in saved):
+            raise ValueError(f"expected ModelCheckpoint's saved files as a list, got {saved!r}")
+        # A checkpoint may come from elsewhere: only .npz files in this
+        # callback's folder are taken back (and so ever deleted by keep).
+        folder = os.path.abspath(os.path.dirname(self.filepath))
+        self.best = best
+        self.saved = [
+            p for p in saved if p.endswith(".npz") and os.path.dirname(os.path.abspath(p)) == folder
+        ]
 
 
 # --- data -----------------------------------------------------------------------------
@@ -210,9 +419,11 @@ class _Batches:
     buffer is refilled only after its previous copy has finished.
     """
 
-    def __init__(self, device: Device, arrays, batch_size: int):
+    def __init__(self, device: Device, arrays, largest: int):
+        """Buffers for batches of up to ``largest`` rows."""
         self.device, self.arrays = device, arrays
-        shapes = [(batch_size, *a.shape[1:]) for a in arrays]
+        self.parts = {}  # (slot, array, rows) -> a view of the device buffer
+        shapes = [(largest, *a.shape[1:]) for a in arrays]
         if device.type == "cpu":
             self.host = [[np.empty(s, a.dtype) for s, a in zip(shapes, arrays, strict=True)]]
             return
@@ -248,7 +459,9 @@ class _Batches:
         if self.used[slot]:
             self.copied[slot].synchronize()
         taken = []
-        for a, host, dev in zip(self.arrays, self.host[slot], self.dev[slot], strict=True):
+        for i, (a, host, dev) in enumerate(
+            zip(self.arrays, self.host[slot], self.dev[slot], strict=True)
+        ):
             if isinstance(rows, slice):
                 part = a[rows]
                 n = len(part)
@@ -256,9 +469,11 @@ class _Batches:
             else:
                 n = len(rows)
                 np.take(a, rows, axis=0, out=host[:n], mode="clip")
-            # Whole batches use the buffer itself: a new Numba view per step
+            # Views are made once per batch size: a new Numba view per step
             # would cost more than a small kernel's launch.
-            part = dev if n == len(dev) else dev[:n]
+            part = dev if n == len(dev) else self.parts.get((slot, i, n))
+            if part is None:
+                part = self.parts[slot, i, n] = dev[:n]
             part.copy_to_device(host[:n], stream=self.stream)
             taken.append(part)
         self.copied[slot].record(self.stream)
@@ -285,12 +500,22 @@ class _StepRecords:
     def read(self, k):
         return tuple(to_numpy(a[:k]).astype(np.float64) for a in (self.losses, self.hits))
 
+    def write(self, losses, hits):
+        """Put back the first records, as ``read`` gave them (a resumed epoch's)."""
+        for records, values in ((self.losses, losses), (self.hits, hits)):
+            k = len(values)
+            _copy_into(records[:k], np.asarray(values, records.dtype))
 
-def _records(model, device: Device, steps: int, dtype) -> _StepRecords:
-    """The model's step records for this many steps, kept between epochs and fits."""
-    records = getattr(model, "_step_records", None)
+
+def _records(model, device: Device, steps: int, dtype, train: bool) -> _StepRecords:
+    """The model's step records for this many steps, kept between epochs and
+    fits; training and evaluation keep theirs apart, so that validation leaves
+    the records of the epoch it follows (a checkpoint may need them)."""
+    name = "_step_records" if train else "_evaluation_records"
+    records = getattr(model, name, None)
     if records is None or records.key != (device, steps, np.dtype(dtype)):
-        records = model._step_records = _StepRecords(device, steps, dtype)
+        records = _StepRecords(device, steps, dtype)
+        setattr(model, name, records)
     return records
 
 
@@ -308,45 +533,129 @@ def _outputs_per_sample(loss_fn, out):
     return loss_fn.hits_per_sample(out) if loss_fn.hits_kind is not None else 1
 
 
-def _check_labels(out, y):
+def _check_labels(out, y, what="y"):
     """Class labels must index the model's outputs (else the loss would be NaN)."""
     classes = out.shape[1]
     if y.ndim == 1 and len(y) and y.max() >= classes:
         raise ValueError(
-            f"expected class labels in [0, {classes}) for a model with {classes} outputs, "
-            f"got label {y.max()}"
+            f"expected class labels in [0, {classes}) in {what} for a model with {classes} "
+            f"outputs, got label {y.max()}"
         )
 
 
-def _run_epoch(model, loss_fn, batches, order, batch_size, train, progress):
-    """One pass over ``order`` (indices, or None for in order); returns the metrics.
-    Labels are checked against the first batch's output before any update."""
-    n = len(batches)
-    steps = math.ceil(n / batch_size)
-    sizes = np.array([min(batch_size, n - s * batch_size) for s in range(steps)], np.float64)
-    records = _records(model, batches.device, steps, model.dtype)
+def _batch_starts(n, batch_size, min_rows=1) -> np.ndarray:
+    """Where each batch of n rows starts, and n: batches of ``batch_size`` rows,
+    the last one folded into the one before when it has fewer than ``min_rows``."""
+    starts = list(range(0, n, batch_size)) + [n]
+    if len(starts) > 2 and starts[-1] - starts[-2] < min_rows:
+        del starts[-2]
+    return np.array(starts, np.int64)
+
+
+def _leaves(model, prefix=""):
+    """(path, layer) for the layers of ``model``, inside nested models too;
+    a path reads as the layer's ``state_dict`` names begin ("2", "3.1")."""
+    for i, layer in enumerate(getattr(model, "layers", ())):
+        if hasattr(layer, "layers"):
+            yield from _leaves(layer, f"{prefix}{i}.")
+        else:
+            yield f"{prefix}{i}", layer
+
+
+def _own_generators(model) -> dict:
+    """{layer path: its random generator} for the layers that draw from a
+    generator of their own (Dropout with a seed)."""
+    return {
+        path: layer._generator
+        for path, layer in _leaves(model)
+        if getattr(layer, "_generator", _random.default_generator) is not _random.default_generator
+    }
+
+
+def _copy(a):
+    """A new copy of the array ``a``, where it lives."""
+    return a.copy() if isinstance(a, np.ndarray) else to_device(to_numpy(a), device_of(a))
+
+
+def _copy_into(dst, src):
+    if isinstance(dst, np.ndarray):
+        np.copyto(dst, src)
+    else:
+        dst.copy_to_device(src)
+
+
+class _StepGuard:
+    """What a training step changes besides the parameters: the layers'
+    buffers (running statistics) and the random streams' positions. ``save``
+    copies them before a step, ``restore`` puts them back after one that
+    raised and clears the gradients it wrote (lazily). The optimizer's update
+    is the step's last act, one launch per flat buffer, so a step that raised
+    before it has changed no parameter."""
+
+    def __init__(self, model, optimizer):
+        self.optimizer = optimizer
+        self.buffers = [
+            (layer, name) for _, layer in _leaves(model) for name, _ in layer._named_buffers()
+        ]
+        self.spares = [_copy(getattr(layer, name)) for layer, name in self.buffers]
+        generators = [_random.default_generator, *_own_generators(model).values()]
+        self.generators = list({id(g): g for g in generators}.values())
+
+    def save(self):
+        for (layer, name), spare in zip(self.buffers, self.spares, strict=True):
+            _copy_into(spare, getattr(layer, name))
+        self.positions = [(g.seed, g.offset) for g in self.generators]
+
+    def restore(self):
+        for (layer, name), spare in zip(self.buffers, self.spares, strict=True):
+            _copy_into(getattr(layer, name), spare)
+        for g, (seed, offset) in zip(self.generators, self.positions, strict=True):
+            g.seed, g.offset = seed, offset
+        self.optimizer.zero_grad()
+
+
+def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=None):
+    """One pass over ``order`` (indices, or None for in order), in the batches
+    that ``starts`` bounds; returns the metrics. In training, a step that
+    raises is undone (see _StepGuard) before the error goes on. With a fit's
+    ``state``, the pass begins at its ``step`` (a resumed epoch, whose
+    ``records`` are put back) and keeps ``step`` up to date."""
+    steps = len(starts) - 1
+    sizes = np.diff(starts).astype(np.float64)
+    records = _records(model, batches.device, steps, model.dtype, train)
     read = records.read
     optimizer = model.optimizer if train else None
+    guard = _StepGuard(model, optimizer) if train else None
     last_refresh, per_sample = time.perf_counter(), 1
     classifier = loss_fn.hits_kind is not None
-    for step in range(steps):
-        start = step * batch_size
-        rows = (
-            slice(start, start + batch_size) if order is None else order[start : start + batch_size]
-        )
+    first = 0
+    if state is not None and state.step:
+        first = state.step
+        records.write(*state.records)
+        per_sample = state.per_sample
+    for step in range(first, steps):
+        start, stop = starts[step], starts[step + 1]
+        rows = slice(start, stop) if order is None else order[start:stop]
         xb, yb = batches.take(rows)
-        out = model.forward(xb)
-        if step == 0:
-            _check_labels(out, batches.arrays[1])
-        grad = loss_fn.into(
-            out, yb, records.loss_slots[step], records.hit_slots[step] if classifier else None
-        )
+        if train:
+            guard.save()
+        try:
+            out = model.forward(xb)
+            grad = loss_fn.into(
+                out, yb, records.loss_slots[step], records.hit_slots[step] if classifier else None
+            )
+            if train:
+                model.backward(grad, input_grad=False)
+                optimizer.step()
+                optimizer.zero_grad()
+        except BaseException:
+            if train:
+                guard.restore()
+            raise
         if classifier:
             per_sample = _outputs_per_sample(loss_fn, out)
-        if train:
-            model.backward(grad, input_grad=False)
-            optimizer.step()
-            optimizer.zero_grad()
+        if state is not None:
+            state.step, state.per_sample = step + 1, per_sample
         if progress is not None and not progress.disable:
             progress.update(1)
             now = time.perf_counter()
@@ -367,6 +676,41 @@ def _check_batch_size(batch_size):
     return int(batch_size)
 
 
+@dataclasses.dataclass
+class _FitState:
+    """Where a fit stands, for checkpoints: ``epoch`` epochs done with
+    ``optimizer`` and ``step`` steps of the next (of ``steps`` per epoch),
+    the ``history`` of the epochs done, the shuffling generator ``rng`` and
+    its ``shuffle`` state before it drew the order of the epoch in progress
+    (or the next), the ``callbacks``, and for a resumed epoch the
+    ``records`` (losses, hits) of its steps done and the hits a sample can
+    score (``per_sample``)."""
+
+    optimizer: object
+    history: History
+    rng: np.random.Generator
+    callbacks: list
+    steps: int
+    epoch: int = 0
+    step: int = 0
+    shuffle: dict | None = None
+    records: tuple = ()
+    per_sample: int = 1
+
+    def __post_init__(self):
+        self.shuffle = self.rng.bit_generator.state
+
+
+@dataclasses.dataclass
+class _Resume:
+    """A checkpoint checked against the fit that resumes it, to apply."""
+
+    arrays: dict
+    optimizer: dict
+    generators: dict
+    fit: dict | None
+
+
 class Model:
     """``fit``, ``evaluate``, ``predict`` and ``save`` for a model with
     ``forward``, ``backward``, ``parameters``, ``train``/``eval`` and ``state_dict``."""
@@ -374,6 +718,7 @@ class Model:
     optimizer = None
     loss = None
     stop_training = False
+    _fit_state = None
 
     def fit(
         self,
@@ -390,8 +735,9 @@ class Model:
         verbose: int = 1,
         callbacks=(),
         seed: int | None = None,
+        resume=None,
     ) -> History:
-        """Train on (X, y) for ``epochs`` passes of mini-batches; return the History.
+        """Train on (X, y) until ``epochs`` epochs are done; return the History.
 
         X (samples, features) and y (samples,) class labels or (samples, outputs)
         targets, as host arrays. ``loss``: a gn.losses object or name.
@@ -401,6 +747,29 @@ class Model:
         fraction of the rows, held out before shuffling. ``shuffle`` draws a new
         order each epoch from ``seed``. ``verbose``: 0 silent, 1 a progress bar
         per epoch, 2 one line per epoch.
+
+        Batches hold ``batch_size`` rows, the last one what is left, except
+        that a model with batch normalization (which needs 2 rows per batch
+        in training) folds a last batch of a single row into the one before
+        it, so every row is trained on in every epoch; such a model refuses
+        ``batch_size=1`` and a single training row.
+
+        ``resume``: the path of a checkpoint (``model.save(path,
+        optimizer=opt)``, ``ModelCheckpoint``) of this architecture to
+        continue from: the weights, the optimizer's state (into
+        ``optimizer``, which must be of its class over the same parameters),
+        the epochs done and their History (the History returned holds them
+        too), the shuffling and dropout random streams (gn.random's default
+        generator included) and the state of the callbacks (matched by class,
+        in order) are restored, so that an interrupted and resumed run ends
+        with the same weights as one never interrupted, bit for bit on the
+        CPU, given the same arguments. A checkpoint saved by a fit that
+        stopped early resumes as stopped.
+
+        Every argument is checked, the labels against the model's outputs and
+        the checkpoint against the model and the optimizer included, before
+        anything changes; a step that raises leaves the model as it was before
+        that step, and the model in the mode it had before ``fit``.
         """
         loss_fn = _losses.get(loss)
         optimizer = self._optimizer(optimizer)
@@ -429,13 +798,26 @@ class Model:
                 raise ValueError("expected validation_data = (X_val, y_val)")
             Xv = _features(validation_data[0], dtype, "X_val")
             validation_data = (Xv, _targets(validation_data[1], len(Xv), loss_fn, dtype, "y_val"))
+            if len(Xv) == 0:
+                raise ValueError("expected validation_data with at least one sample")
         if len(X) == 0:
             raise ValueError("fit needs at least one training sample")
+        min_rows = self.min_training_rows() if hasattr(self, "min_training_rows") else 1
+        if min(batch_size, len(X)) < min_rows:
+            raise ValueError(
+                f"expected batches of at least {min_rows} rows for this model's batch "
+                f"normalization, got batch_size={batch_size} and {len(X)} training rows"
+            )
         callbacks = [] if callbacks is None else list(callbacks)
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"expected gn.training.Callback objects, got {callback!r}")
-        steps = math.ceil(len(X) / batch_size)
+        self._check_outputs(
+            loss_fn, [(X, y, "y"), *([(*validation_data, "y_val")] if validation_data else [])]
+        )
+        starts = _batch_starts(len(X), batch_size, min_rows)
+        steps = len(starts) - 1
+        resumed = None if resume is None else self._checked_resume(resume, optimizer, steps)
         metrics = ["loss"] + (["accuracy"] if loss_fn.hits_kind is not None else [])
         if validation_data is not None:
             metrics += [f"val_{name}" for name in metrics]
@@ -443,45 +825,247 @@ class Model:
         for callback in callbacks:
             callback.model, callback.params = self, params
 
+        mode, before = self.training, (self.optimizer, self.loss)
         self.optimizer, self.loss = optimizer, loss_fn
-        history = History()
-        batches = _Batches(self.device, [X, y], batch_size)
-        rng = np.random.default_rng(seed)
+        state = _FitState(optimizer, History(), np.random.default_rng(seed), callbacks, steps)
         self.stop_training = False
-        for callback in callbacks:
-            callback.on_train_begin({})
-        for epoch in range(epochs):
+        try:
             for callback in callbacks:
-                callback.on_epoch_begin(epoch, {})
+                callback.on_train_begin({})
+        except BaseException:
+            self.optimizer, self.loss = before
+            raise
+        # ModelCheckpoint writes last, so that its files hold the others' state.
+        ordered = sorted(callbacks, key=lambda c: isinstance(c, ModelCheckpoint))
+        try:
+            if resumed is not None:
+                self._resume(resumed, state)
+            self._fit_state = state
+            batches = _Batches(self.device, [X, y], int(np.diff(starts).max()))
+            self._epochs(
+                state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, ordered
+            )
+            for callback in callbacks:
+                callback.on_train_end({})
+        except BaseException:
+            self.train(mode)
+            raise
+        self.eval()
+        return state.history
+
+    def _epochs(
+        self, state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, callbacks
+    ):
+        """Run epochs from ``state.epoch`` to ``epochs``, updating ``state``."""
+        steps, batch_size = len(starts) - 1, int(starts[1] - starts[0])
+        for epoch in range(state.epoch, epochs):
+            if self.stop_training:
+                break
+            if not state.step:  # a resumed epoch has begun already
+                for callback in callbacks:
+                    callback.on_epoch_begin(epoch, {})
             started = time.perf_counter()
-            order = rng.permutation(len(X)) if shuffle else None
+            state.shuffle = state.rng.bit_generator.state
+            order = state.rng.permutation(len(batches)) if shuffle else None
             with tqdm(
                 total=steps,
+                initial=state.step,
                 desc=f"epoch {epoch + 1}/{epochs}",
                 unit="batch",
                 disable=verbose != 1,
                 leave=True,
             ) as progress:
                 self.train()
-                logs = _run_epoch(self, loss_fn, batches, order, batch_size, True, progress)
+                logs = _run_epoch(self, loss_fn, batches, order, starts, True, progress, state)
                 if validation_data is not None:
                     val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                     logs.update({f"val_{k}": v for k, v in val.items()})
                     progress.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
             logs["lr"] = self.optimizer.lr
-            history.append(epoch, logs)
+            state.history.append(epoch, logs)
+            state.epoch, state.step = epoch + 1, 0
+            state.shuffle = state.rng.bit_generator.state
             if verbose == 2:
                 seconds = time.perf_counter() - started
                 shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "lr")
                 print(f"epoch {epoch + 1}/{epochs} - {seconds:.2f} s - {shown}")
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
-        for callback in callbacks:
-            callback.on_train_end({})
+
+    def _check_outputs(self, loss_fn, targets):
+        """Check each (X, y, name)'s targets against the model's outputs for
+        X's first row, computed in evaluation mode, which moves no running
+        statistics and draws no random numbers."""
+        mode = self.training
         self.eval()
-        return history
+        try:
+            for X, y, what in targets:
+                out = self.forward(to_device(X[:1], self.device))
+                _check_labels(out, y, what)
+                loss_fn(out, to_device(y[:1], self.device))  # raises for targets of another shape
+        finally:
+            self.train(mode)
+
+    def _parameter_names(self) -> dict:
+        """id(parameter) -> its name in ``state_dict()``."""
+        return {
+            id(p): f"{path}.{name}"
+            for path, layer in _leaves(self)
+            for name, p in layer._named_parameters()
+        }
+
+    def _checkpoint(self, optimizer):
+        """(JSON part, arrays) of a checkpoint with ``optimizer`` (see gpunet.serialization)."""
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"expected a gn.optim optimizer, got {type(optimizer).__name__}")
+        names = self._parameter_names()
+        if not all(id(p) in names for p in optimizer.params):
+            raise ValueError("the optimizer holds parameters that are not this model's")
+        state = optimizer.state_dict()
+        arrays = {
+            f"optimizer.{i}.{buffer}": value
+            for i, buffers in state["state"].items()
+            for buffer, value in buffers.items()
+        }
+        state["state"] = {str(i): sorted(buffers) for i, buffers in state["state"].items()}
+        state["params"] = [names[id(p)] for p in optimizer.params]
+        checkpoint = {
+            "optimizer": state,
+            "generators": {
+                "default": _random.default_generator.state_dict(),
+                "layers": {path: g.state_dict() for path, g in _own_generators(self).items()},
+            },
+            "fit": None,
+        }
+        fit = self._fit_state
+        if fit is not None and fit.optimizer is optimizer:
+            callbacks = []
+            for k, callback in enumerate(fit.callbacks):
+                entry = {"class": type(callback).__name__, "state": dict(callback.state_dict())}
+                weights = entry["state"].pop("weights", None)
+                if weights is not None:
+                    entry["weights"] = sorted(weights)
+                    arrays.update((f"callbacks.{k}.{n}", np.asarray(w)) for n, w in weights.items())
+                callbacks.append(entry)
+            checkpoint["fit"] = {
+                "epoch": fit.epoch,
+                "step": fit.step,
+                "steps": fit.steps,
+                "per_sample": fit.per_sample,
+                "history": fit.history.state_dict(),
+                "shuffle": fit.shuffle,
+                "stop_training": bool(self.stop_training),
+                "callbacks": callbacks,
+            }
+            if fit.step:
+                losses, hits = self._step_records.read(fit.step)
+                arrays.update({"fit.losses": losses, "fit.hits": hits})
+        return json.loads(json.dumps(checkpoint)), arrays
+
+    def _checked_resume(self, path, optimizer, steps) -> _Resume:
+        """The checkpoint at ``path``, checked against this model, ``optimizer``
+        and the ``steps`` per epoch of the fit resuming it."""
+        saved = serialization.read(path, checkpoint_arrays=True)
+        name = saved.path
+        mine = json.loads(json.dumps(serialization.describe(self)["layers"]))
+        if saved.architecture["layers"] != mine:
+            raise ValueError(
+                f"{name}: expected a checkpoint of this model's architecture {mine}, "
+                f"got {saved.architecture['layers']}"
+            )
+        checkpoint = saved.checkpoint
+        if checkpoint is None:
+            raise ValueError(
+                f"{name}: a model without its optimizer's state; resume needs a checkpoint "
+                "(model.save(path, optimizer=opt) or gn.training.ModelCheckpoint)"
+            )
+        state = dict(checkpoint["optimizer"])
+        names = self._parameter_names()
+        params = state.pop("params")
+        if params != [names.get(id(p)) for p in optimizer.params]:
+            raise ValueError(
+                f"{name}: expected the checkpoint's optimizer to hold the optimizer's "
+                f"parameters, got {params}"
+            )
+        try:
+            optimizer_state = optimizer._checked_state(state)
+            generators = checkpoint.get("generators")
+            if not isinstance(generators, dict) or set(generators) != {"default", "layers"}:
+                raise ValueError(f"expected the random streams' positions, got {generators!r}")
+            own = _own_generators(self)
+            if not isinstance(generators["layers"], dict) or set(generators["layers"]) != set(own):
+                raise ValueError(
+                    f"expected the positions of the streams of layers {sorted(own)}, "
+                    f"got {generators['layers']!r}"
+                )
+            for position in [generators["default"], *generators["layers"].values()]:
+                _random.Generator(0).load_state_dict(position)
+            fit = checkpoint.get("fit")
+            if fit is not None:
+                self._check_fit_state(fit, steps)
+        except ValueError as exc:
+            raise ValueError(f"{name}: cannot resume from this checkpoint: {exc}") from exc
+        return _Resume(saved.arrays, optimizer_state, generators, fit)
+
+    @staticmethod
+    def _check_fit_state(fit, steps):
+        keys = {"epoch", "step", "steps", "per_sample", "history", "shuffle", "stop_training"}
+        keys |= {"callbacks", "records"}
+        if not isinstance(fit, dict) or set(fit) != keys:
+            raise ValueError(f"expected the fit's state {sorted(keys)}, got {fit!r}")
+        for key in ("epoch", "step", "steps", "per_sample"):
+            value = fit[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"expected {key} to be an integer >= 0, got {value!r}")
+        if fit["step"] and fit["steps"] != steps:
+            raise ValueError(
+                f"saved {fit['step']} steps into an epoch of {fit['steps']}; this fit's epochs "
+                f"have {steps} steps: resume in mid-epoch with the same data and batch_size"
+            )
+        History().load_state_dict(fit["history"])
+        try:
+            np.random.default_rng(0).bit_generator.state = fit["shuffle"]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(
+                f"expected the shuffling generator's state, got {fit['shuffle']!r}"
+            ) from exc
+        if not isinstance(fit["stop_training"], bool):
+            raise ValueError(f"expected stop_training to be a bool, got {fit['stop_training']!r}")
+        for callback in fit["callbacks"]:
+            if not isinstance(callback.get("class"), str) or not isinstance(
+                callback.get("state"), dict
+            ):
+                raise ValueError(f"expected a callback's class and state, got {callback!r}")
+
+    def _resume(self, resumed: _Resume, state: _FitState):
+        """Apply a checked checkpoint: the callbacks' state first (each checks
+        its own before changing), then the model's, the optimizer's, the
+        random streams' and the fit's."""
+        fit = resumed.fit
+        if fit is not None:
+            saved = list(fit["callbacks"])
+            for callback in state.callbacks:
+                found = next((c for c in saved if c["class"] == type(callback).__name__), None)
+                if found is not None:
+                    saved.remove(found)
+                    weights = found.get("weights")
+                    callback.load_state_dict(
+                        found["state"]
+                        if weights is None
+                        else {**found["state"], "weights": weights}
+                    )
+        self.load_state_dict(resumed.arrays)
+        state.optimizer._apply_state(resumed.optimizer)
+        _random.default_generator.load_state_dict(resumed.generators["default"])
+        own = _own_generators(self)
+        for path, position in resumed.generators["layers"].items():
+            own[path].load_state_dict(position)
+        if fit is not None:
+            state.history.load_state_dict(fit["history"])
+            state.rng.bit_generator.state = fit["shuffle"]
+            state.epoch, state.step, state.per_sample = fit["epoch"], fit["step"], fit["per_sample"]
+            state.records = fit["records"]
+            self.stop_training = fit["stop_training"]
 
     def _optimizer(self, optimizer):
         if isinstance(optimizer, _optim.Optimizer):
@@ -509,8 +1093,9 @@ class Model:
         mode = self.training
         self.eval()
         try:
+            starts = _batch_starts(len(X), batch_size)
             batches = _Batches(self.device, [X, y], min(batch_size, len(X)))
-            return _run_epoch(self, loss_fn, batches, None, min(batch_size, len(X)), False, None)
+            return _run_epoch(self, loss_fn, batches, None, starts, False, None)
         finally:
             self.train(mode)
 
@@ -533,7 +1118,12 @@ class Model:
             raise ValueError("predict needs at least one sample")
         return np.concatenate(parts)
 
-    def save(self, path) -> None:
-        """Write the architecture (JSON) and the arrays to one ``.npz`` file
-        that ``gn.load`` reads back without pickle."""
-        serialization.save(self, path)
+    def save(self, path, *, optimizer=None) -> None:
+        """Write the architecture (JSON), the loss and the arrays to one
+        ``.npz`` file that ``gn.load`` reads back without pickle, atomically
+        (a crash leaves the old file or the new one). With ``optimizer`` the
+        file is a checkpoint that ``fit(..., resume=path)`` continues from:
+        it also holds the optimizer's state, the random streams' positions
+        and, when the model was last fitted with that optimizer, the epochs
+        done, their History and the callbacks' state."""
+        serialization.save(self, path, optimizer=optimizer)

@@ -403,3 +403,287 @@ def test_saving_a_foreign_layer_raises(tmp_path, layer):
 def test_saving_something_else_raises(tmp_path):
     with pytest.raises(TypeError, match="Sequential"):
         gn.serialization.save(nn.Dense(3, 2), tmp_path / "model.npz")
+
+
+def test_the_loss_is_saved_with_the_model(tmp_path):
+    X = inputs(20)
+    y = (X[:, :4] > 0).astype(np.float32)
+    model = nn.Sequential(nn.Dense(5, 4, seed=1), nn.Sigmoid())
+    bce = gn.losses.BinaryCrossEntropy(from_logits=False)
+    model.fit(X, y, loss=bce, optimizer="sgd", epochs=1, verbose=0)
+    loaded = gn.load(saved(tmp_path, model))
+    assert type(loaded.loss) is gn.losses.BinaryCrossEntropy and not loaded.loss.from_logits
+    assert loaded.evaluate(X, y) == model.evaluate(X, y)
+    assert "accuracy" in loaded.evaluate(X, y)
+    assert gn.load(saved(tmp_path, small_model("float32"), "unfitted.npz")).loss is None
+
+
+# --- atomic writes -----------------------------------------------------------------------
+
+SAVER = """
+import os
+import sys
+import numpy as np
+import gpunet as gn
+
+model = gn.nn.Sequential(gn.nn.Dense(500, 1000, seed=0), gn.nn.Dense(1000, 500, seed=1))
+
+
+def save(i):  # every array of save i holds the value i
+    for p in model.parameters():
+        p.data = np.full(p.shape, i, np.float32)
+    model.save(sys.argv[1])
+    print("saved", i, flush=True)
+
+
+save(0)
+for line in sys.stdin:  # "<i>": fork a child saving i + 1, i + 2, ...; "wait": reap it
+    if line.strip() == "wait":
+        os.waitpid(pid, 0)
+        print("gone", flush=True)
+        continue
+    pid = os.fork()
+    if pid == 0:
+        for i in range(int(line) + 1, 10**9):
+            save(i)
+    print("child", pid, flush=True)
+"""
+
+
+def test_a_save_killed_at_any_moment_leaves_the_old_or_the_new_model(tmp_path):
+    """SIGKILL a process saving a 4 MB model over and over, at several moments
+    after its first save: the file always loads, whole, as the last save that
+    finished or the one under way."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "model.npz"
+    saver = subprocess.Popen(
+        [sys.executable, "-c", SAVER, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def send(line):
+        saver.stdin.write(line + "\n")
+        saver.stdin.flush()
+
+    def read_until(word):
+        """The lines up to the first that starts with ``word``, split, that one last."""
+        lines = []
+        while not lines or lines[-1][0] != word:
+            lines.append(saver.stdout.readline().split())
+        return lines
+
+    try:
+        assert read_until("saved") == [["saved", "0"]]
+        for trial, delay in enumerate([0.0, 0.013, 0.037, 0.071, 0.15, 0.29]):
+            start = trial * 10**6
+            send(str(start))
+            child = None
+            for word, value in read_until("saved"):  # the child's first save finished
+                child = int(value) if word == "child" else child
+            if child is None:
+                child = int(read_until("child")[-1][1])
+            time.sleep(delay)
+            os.kill(child, signal.SIGKILL)
+            send("wait")
+            finished = [int(v) for word, v in read_until("gone")[:-1] if word == "saved"]
+            model = gn.load(path)
+            values = np.unique(np.concatenate([v.ravel() for v in model.state_dict().values()]))
+            assert len(values) == 1, f"a mixture of saves {values}"
+            done = max(finished, default=start + 1)
+            assert values[0] in (done, done + 1), (values[0], done)
+    finally:
+        saver.kill()
+        saver.wait()
+    others = [p.name for p in tmp_path.iterdir() if p != path]
+    assert all(name.startswith(".model.npz.") and name.endswith(".tmp") for name in others)
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_nothing(tmp_path, monkeypatch):
+    model = model_with_every_layer()
+    path = saved(tmp_path, model)
+    old = path.read_bytes()
+
+    def failing(file, **arrays):
+        file.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", failing)
+    with pytest.raises(OSError, match="disk full"):
+        model_with_every_layer("float64").save(path)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_overwriting_keeps_the_file_mode_and_follows_links(tmp_path):
+    path = saved(tmp_path)
+    path.chmod(0o640)
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    small_model("float32").save(link)
+    assert link.is_symlink() and (path.stat().st_mode & 0o777) == 0o640
+    assert isinstance(gn.load(path)[0], nn.Dense) and len(gn.load(path)) == 2
+
+
+# --- untrusted files ---------------------------------------------------------------------
+
+
+def _architecture(*layers):
+    return {"format": "gpunet-model", "version": 1, "model": "Sequential", "layers": list(layers)}
+
+
+def _crafted(path, architecture, entries):
+    """An npz of the architecture and raw npy ``entries`` (name -> bytes)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(ARCHITECTURE + ".npy", _npy(np.array(json.dumps(architecture))))
+        for key, data in entries.items():
+            archive.writestr(key + ".npy", data)
+    return path
+
+
+def _header_only(shape, descr="<f4"):
+    buffer = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _dense(n_in, n_out):
+    return {"class": "Dense", "config": {"in_features": n_in, "out_features": n_out}}
+
+
+CRAFTED = {
+    "a huge Dense and no arrays": (
+        lambda: (_architecture(_dense(20000, 20000)), {}),
+        "missing array '0.weight'",
+    ),
+    "a huge BatchNorm1d": (
+        lambda: (
+            _architecture({"class": "BatchNorm1d", "config": {"num_features": 3 * 10**8}}),
+            {},
+        ),
+        "missing array",
+    ),
+    "a header declaring (10**6, 10**6)": (
+        lambda: (
+            _architecture(_dense(10**6, 10**6)),
+            {"0.weight": _header_only((10**6, 10**6)), "0.bias": _header_only((10**6,))},
+        ),
+        "0.weight.*header declares 4,000,000,000,000",
+    ),
+    "a weight of another shape": (
+        lambda: (
+            _architecture(_dense(2, 3)),
+            {
+                "0.weight": _npy(np.zeros((3, 2), np.float32)),
+                "0.bias": _npy(np.zeros(3, np.float32)),
+            },
+        ),
+        r"'0.weight' of shape \(2, 3\), got \(3, 2\)",
+    ),
+    "a weight of another dtype": (
+        lambda: (
+            _architecture(_dense(2, 3)),
+            {"0.weight": _npy(np.zeros((2, 3))), "0.bias": _npy(np.zeros(3, np.float32))},
+        ),
+        "'0.weight' of dtype float32, got float64",
+    ),
+    "an entry that is not an array": (
+        lambda: (_architecture(), {"notes": b"hello"}),
+        "damaged npz archive",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_files_are_refused_before_anything_is_allocated(tmp_path, monkeypatch, case):
+    import tracemalloc
+
+    make, match = CRAFTED[case]
+    path = _crafted(tmp_path / "crafted.npz", *make())
+    assert path.stat().st_size < 2048
+    built = []
+    for cls in (nn.Dense, nn.BatchNorm1d):
+        monkeypatch.setattr(cls, "__init__", lambda self, *a, **k: built.append(self))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match) as info:
+            gn.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "crafted.npz" in str(info.value)
+    assert built == []
+    assert peak < 64 * 2**20
+
+
+def _lying_archive(path, stored_size):
+    """A model whose weight entry's sizes in the zip directories say ``stored_size``."""
+    saved_path = saved(path.parent, nn.Sequential(nn.Dense(2, 3, seed=0)), "honest.npz")
+    data = bytearray(saved_path.read_bytes())
+    with zipfile.ZipFile(saved_path) as archive:
+        info = archive.getinfo("0.weight.npy")
+    size = info.file_size.to_bytes(4, "little")
+    data = data.replace(size + size, stored_size.to_bytes(4, "little") * 2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_zip_sizes_larger_than_the_file_are_refused(tmp_path):
+    path = _lying_archive(tmp_path / "lying.npz", 2**31)
+    with pytest.raises(ValueError, match=r"lying\.npz.*0\.weight"):
+        gn.load(path)
+
+
+def test_arrays_are_capped_at_a_multiple_of_the_file_size(tmp_path):
+    model = nn.Sequential(nn.Dense(200, 300, seed=0), nn.BatchNorm1d(300))
+    model.load_state_dict({k: np.zeros_like(v) for k, v in model.state_dict().items()})
+    architecture, arrays = archive_contents(saved(tmp_path, model))
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, **{ARCHITECTURE: np.array(json.dumps(architecture))}, **arrays)
+    declared = sum(a.nbytes for a in arrays.values())
+    assert declared > gn.serialization.ALLOCATION_RATIO * path.stat().st_size
+    with pytest.raises(ValueError, match=r"compressed\.npz.*max_bytes"):
+        gn.load(path)
+    loaded = gn.load(path, max_bytes=10 * declared)
+    assert np.array_equal(
+        loaded.predict(np.ones((2, 200), np.float32)), model.predict(np.ones((2, 200), np.float32))
+    )
+    with pytest.raises(ValueError, match="max_bytes"):
+        gn.load(path, max_bytes=-1)
+
+
+def test_every_damage_raises_value_error_naming_the_file(tmp_path):
+    """Bytes changed at many places, and truncations at many lengths: a ValueError
+    naming the file, or (a byte the format does not check, such as a timestamp)
+    the very same model."""
+    model = nn.Sequential(nn.Dense(3, 4, seed=0), nn.BatchNorm1d(4), nn.Dense(4, 2, seed=1))
+    gn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    opt = gn.optim.Adam(model.parameters())
+    model.save(tmp_path / "good.npz", optimizer=opt)
+    data = (tmp_path / "good.npz").read_bytes()
+    x = np.ones((2, 3), np.float32)
+    expected = model.predict(x)
+    rng = np.random.default_rng(0)
+    damaged = tmp_path / "damaged.npz"
+    changes = [
+        *((int(i), None) for i in rng.choice(len(data), 300, replace=False)),
+        *((None, int(n)) for n in rng.choice(len(data), 60, replace=False)),
+    ]
+    for position, length in changes:
+        if position is None:
+            damaged.write_bytes(data[:length])
+        else:
+            changed = bytearray(data)
+            changed[position] ^= 1 << int(rng.integers(8))
+            damaged.write_bytes(bytes(changed))
+        try:
+            loaded = gn.load(damaged)
+        except ValueError as exc:
+            assert "damaged.npz" in str(exc), (position, length, exc)
+        else:
+            np.testing.assert_array_equal(loaded.predict(x), expected)
