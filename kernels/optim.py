@@ -188,7 +188,9 @@ def segment_table(bounds, hyper, dtype):
     """(bounds (S, 2) int64, hyper (S, k) of ``dtype``) as C-contiguous host
     arrays: the ranges [start, stop) one call updates and their settings."""
     bounds = np.ascontiguousarray(bounds, np.int64).reshape(-1, 2)
-    hyper = np.ascontiguousarray(hyper, dtype).reshape(len(bounds), -1)
+    hyper = np.ascontiguousarray(hyper, dtype)
+    # No segments: nothing to update (reshape cannot infer an axis of no rows).
+    hyper = hyper.reshape(len(bounds), -1) if len(bounds) else hyper.reshape(0, 0)
     return bounds, hyper
 
 
