@@ -319,18 +319,20 @@ def test_resume_continues_the_callbacks(tmp_path):
 def test_a_run_that_stopped_early_resumes_as_stopped(tmp_path):
     X, y = problem()
     model = mlp()
-    opt = gn.optim.SGD(model.parameters(), lr=0.0)  # never improves
+    opt = gn.optim.SGD(model.parameters(), lr=0.0)  # in one order, never improves
     stop = EarlyStopping(monitor="loss", patience=1)
     checkpoint = ModelCheckpoint(tmp_path / "last")
     history = model.fit(
-        X, y, loss=SCE(), optimizer=opt, epochs=10, verbose=0, callbacks=[stop, checkpoint]
-    )
+        X, y, loss=SCE(), optimizer=opt, epochs=10, verbose=0, shuffle=False,
+        callbacks=[stop, checkpoint],
+    )  # fmt: skip
     assert len(history.epoch) == 2
     again = mlp()
     opt = gn.optim.SGD(again.parameters(), lr=0.0)
     resumed = again.fit(
-        X, y, loss=SCE(), optimizer=opt, epochs=10, verbose=0, resume=tmp_path / "last.npz"
-    )
+        X, y, loss=SCE(), optimizer=opt, epochs=10, verbose=0, shuffle=False,
+        resume=tmp_path / "last.npz",
+    )  # fmt: skip
     assert resumed.epoch == [0, 1]
 
 
