@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import dispatch
-from ._device import CPU, Device
+from ._device import CPU, Device, DeviceError
 from .kernels import _cuda
 
 FLOAT_DTYPES = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
@@ -40,9 +40,10 @@ def device_of(x) -> Device:
 
 
 def contiguous(op, name, kind, x):
-    """``x`` as a C-contiguous array the kernels accept (a copy only on the host)."""
+    """``x`` as a C-contiguous array the kernels accept, of x's shape (a copy
+    only on the host)."""
     if kind == "cpu":
-        return np.ascontiguousarray(x)
+        return np.asarray(x, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-D
     x = _cuda.as_device_array(x)
     if not x.is_c_contiguous():
         raise ValueError(
@@ -123,9 +124,91 @@ def output(op, kind, out, shape, dtype, name="out"):
 
 
 def operands(op, names, arrays, out):
-    """``inputs`` and ``output``: (kind, inputs, output array, the object to return)."""
+    """``inputs`` and ``output``: (kind, inputs, output array, the object to return).
+    ``out`` may be an input itself, not partly overlap one."""
     kind, checked = inputs(op, names, arrays, out)
+    if out is not None:
+        apart(op, kind, [("out", out)], list(zip(names, arrays, strict=True)), same=True)
     return (kind, checked, *output(op, kind, out, arrays[0].shape, arrays[0].dtype))
+
+
+def _span(kind, x):
+    """(first, end): the byte addresses that the elements of ``x`` (a numpy
+    or Numba device array) span, or None when it has none."""
+    if 0 in x.shape:
+        return None
+    first = x.__array_interface__["data"][0] if kind == "cpu" else _cuda.address(x)
+    end = first
+    for n, stride in zip(x.shape, x.strides, strict=True):
+        if stride > 0:
+            end += stride * (n - 1)
+        else:
+            first += stride * (n - 1)
+    return first, end + x.dtype.itemsize
+
+
+def overlap(kind, a, b):
+    """How the arrays ``a`` and ``b`` on device kind ``kind`` share memory:
+    None (apart), "same" (one address, shape and strides: the same view) or
+    "partial". By the spans of memory they cover, as ``np.may_share_memory``
+    and the CPU launchers (``kernels._cpu.overlaps_partly``) judge."""
+    if kind == "cuda":
+        a, b = _cuda.as_device_array(a), _cuda.as_device_array(b)
+    span_a, span_b = _span(kind, a), _span(kind, b)
+    if span_a is None or span_b is None or span_a[1] <= span_b[0] or span_b[1] <= span_a[0]:
+        return None
+    view = (span_a[0], tuple(a.shape), tuple(a.strides))
+    return "same" if view == (span_b[0], tuple(b.shape), tuple(b.strides)) else "partial"
+
+
+def apart(op, kind, outputs, inputs, same=False):
+    """Check that the kernel's ``outputs`` ((name, array or None) pairs)
+    share no memory with its ``inputs`` (pairs likewise) or with each other:
+    a kernel that writes an array while it reads another from the same
+    memory reads values it has already changed. With ``same``, an output may
+    be exactly an input (the same view: an elementwise kernel reads each
+    element before it writes it). ValueError otherwise."""
+    outputs = [(name, a) for name, a in outputs if a is not None]
+    others = [(name, a, same) for name, a in inputs if a is not None]
+    for name, out in outputs:
+        for other, x, may_be_same in others:
+            found = overlap(kind, out, x)
+            if found is None or (found == "same" and may_be_same):
+                continue
+            allowed = f" (or to be {other} itself)" if may_be_same else ""
+            raise ValueError(
+                f"{op}: expected {name} not to overlap {other} in memory{allowed}, "
+                f"got arrays that share memory"
+            )
+        others.append((name, out, False))
+
+
+def assign(owner, name, buffer, value) -> None:
+    """Copy ``value`` into ``buffer``, the array ``owner`` (a class name, for
+    errors) keeps as ``name``: an array of another shape (ValueError), dtype
+    (TypeError) or device (DeviceError) than the buffer is refused, and so
+    is anything but an array (TypeError), so that kernels are never handed
+    an array of a size the object's others do not match."""
+    if value is None:
+        raise TypeError(f"{owner}: expected {name} to be an array, got None")
+    kind = dispatch.placement(owner, **{name: value})
+    if tuple(value.shape) != tuple(buffer.shape):
+        raise ValueError(
+            f"{owner}: expected {name} of shape {tuple(buffer.shape)}, got {tuple(value.shape)}"
+        )
+    if value.dtype != buffer.dtype:
+        raise TypeError(f"{owner}: expected {name} of dtype {buffer.dtype}, got {value.dtype}")
+    where = device_of(buffer)
+    if kind != where.type:
+        raise DeviceError(
+            f"{owner}: expected {name} on {where}, got an array on {device_of(value)}; "
+            f"move it with gn.to_device(x, {str(where)!r})"
+        )
+    if kind == "cpu":
+        np.copyto(buffer, value)
+    else:
+        with _cuda.cuda.gpus[where.index]:
+            buffer.copy_to_device(_cuda.as_device_array(value))
 
 
 def check_alpha(op, alpha) -> float:

@@ -2,10 +2,14 @@
 
 Every op takes float32 or float64 arrays (numpy arrays, or CUDA arrays from
 Numba, CuPy or PyTorch) and returns a new array on the same device, or writes
-into ``out=`` (same shape, dtype and device, C-contiguous; may be the input
-itself for elementwise ops) and returns it. Inputs are checked before any
-kernel runs: a wrong dtype raises TypeError, a shape mismatch ValueError, a
-host/GPU mix DeviceError.
+into ``out=`` (same shape, dtype and device, C-contiguous) and returns it.
+Outputs share no memory with the inputs or with each other, except that the
+elementwise and row ops (activations, softmax, dropout, scale) may write into
+an input itself (the same view, not one that partly overlaps it). Inputs are
+checked before any kernel runs: anything but an array (a list, a scalar) or a
+wrong dtype raises TypeError naming the argument, a shape mismatch or
+overlapping memory ValueError, a host/GPU mix DeviceError. A 0-d array is an
+array of one element to the elementwise ops on every device.
 
 Backward ops take ``grad_out`` (d loss / d output) and what the forward op saw
 or made: the input ``x`` for step, relu and leaky_relu; the output ``y`` for
@@ -27,6 +31,7 @@ import numpy as np
 
 from . import dispatch, gemm
 from ._arrays import (
+    apart,
     check_alpha,
     check_dtypes,
     check_probability,
@@ -36,7 +41,7 @@ from ._arrays import (
     operands,
     output,
 )
-from .kernels import _cuda
+from .kernels import _cpu, _cuda
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
 
@@ -151,9 +156,9 @@ def leaky_relu_backward(grad_out, x, alpha=0.01, *, out=None):
 
 def _rows(op, names, arrays, out):
     """The row ops' checked path: inputs and out checked, leading axes folded into rows."""
-    if arrays[0].ndim == 0:
-        raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
     kind, inputs, result, returned = operands(op, names, arrays, out)
+    if inputs[0].ndim == 0:
+        raise ValueError(f"{op}: expected an array with at least 1 dimension, got a 0-d array")
     *leading, n = inputs[0].shape
     rows = math.prod(leading)
     if inputs[0].ndim != 2:
@@ -163,12 +168,24 @@ def _rows(op, names, arrays, out):
     return returned
 
 
+def _apart(x, out):
+    """For the row ops' fast path: False when the numpy arrays ``x`` and
+    ``out`` partly overlap, which the row launchers do not check. Two arrays
+    that own their memory (no base) and are not one object share none, a
+    test much cheaper than a call."""
+    return (x.base is None and out.base is None) or not _cpu.overlaps_partly(x, out)
+
+
 def _rows_forward(op, x, out):
     # The fast path, as in _activation_op, for 2-D arrays: the CPU
     # launchers take no others, and the checked path folds their leading axes.
     if type(x) is np.ndarray and (x.dtype is _FLOAT32 or x.dtype is _FLOAT64) and x.ndim == 2:
         result = np.empty(x.shape, x.dtype) if out is None else out
-        if type(result) is np.ndarray and _CPU_KERNELS[op](x, result):
+        if (
+            type(result) is np.ndarray
+            and (out is None or _apart(x, out))
+            and _CPU_KERNELS[op](x, result)
+        ):
             return result
     return _rows(op, ("x",), (x,), out)
 
@@ -182,7 +199,11 @@ def _rows_backward(op, grad_out, y, out):
         and grad_out.ndim == 2
     ):
         result = np.empty(grad_out.shape, grad_out.dtype) if out is None else out
-        if type(result) is np.ndarray and _CPU_KERNELS[op](grad_out, y, result):
+        if (
+            type(result) is np.ndarray
+            and (out is None or (_apart(grad_out, out) and _apart(y, out)))
+            and _CPU_KERNELS[op](grad_out, y, result)
+        ):
             return result
     return _rows(op, ("grad_out", "y"), (grad_out, y), out)
 
@@ -231,11 +252,12 @@ def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
     b (out_features,) -> (batch, out_features); float32/float64. ``activation``:
     None, "relu", "leaky_relu" (with ``alpha``), "sigmoid" or "tanh". On a GPU
     the product is gpunet's tiled kernel or cuBLAS, as ``gn.set_gemm`` says."""
+    kind = dispatch.placement("dense", x=x, W=W, b=b, out=out)
     alpha = _check_dense("dense", x, W, activation, alpha)
     if b.shape != (W.shape[1],):
         raise ValueError(f"dense: expected b of shape ({W.shape[1]},), got {b.shape}")
-    kind = dispatch.placement("dense", x=x, W=W, b=b, out=out)
     check_dtypes("dense", ("x", "W", "b"), (x, W, b))
+    apart("dense", kind, [("out", out)], [("x", x), ("W", W), ("b", b)])
     x, W, b = (contiguous("dense", n, kind, a) for n, a in (("x", x), ("W", W), ("b", b)))
     result, returned = output("dense", kind, out, (x.shape[0], W.shape[1]), x.dtype)
     kernel = dispatch.kernel_for("dense", kind)
@@ -272,6 +294,10 @@ def dense_backward(
     itself, which is then overwritten.
     """
     op = "dense_backward"
+    names, arrays = ("grad_out", "y", "x", "W"), (grad_out, y, x, W)
+    kind = dispatch.placement(
+        op, **dict(zip(names, arrays, strict=True)), dx=dx, dW=dW, db=db, dz=dz
+    )
     alpha = _check_dense(op, x, W, activation, alpha)
     if grad_out.shape != (x.shape[0], W.shape[1]):
         raise ValueError(
@@ -281,11 +307,11 @@ def dense_backward(
         raise ValueError(f"{op}: expected y of shape {grad_out.shape}, got {y.shape}")
     if accumulate and (dW is None or db is None):
         raise ValueError(f"{op}: accumulate=True adds into dW and db: pass both")
-    names, arrays = ("grad_out", "y", "x", "W"), (grad_out, y, x, W)
-    kind = dispatch.placement(
-        op, **dict(zip(names, arrays, strict=True)), dx=dx, dW=dW, db=db, dz=dz
-    )
     check_dtypes(op, names, arrays)
+    named = list(zip(names, arrays, strict=True))
+    apart(op, kind, [("dz", dz)], named[:1], same=True)  # dz may be grad_out itself
+    apart(op, kind, [("dz", dz)], named[1:])
+    apart(op, kind, [("dx", dx), ("dW", dW), ("db", db)], [*named, ("dz", dz)])
     g, y, x, W = (contiguous(op, n, kind, a) for n, a in zip(names, arrays, strict=True))
     dtype = x.dtype
     dW, dW_returned = output(op, kind, dW, W.shape, dtype, "dW")
@@ -304,66 +330,84 @@ def dense_backward(
 # --- losses ---------------------------------------------------------------------------
 
 
-def _float_target(op, kind, pred, target):
-    """``target`` shaped and typed like ``pred`` (cast on the host, checked on a GPU)."""
+def _float_target(op, kind, name, pred, target):
+    """``target`` shaped and typed like ``pred`` (the argument ``name``; cast
+    on the host, checked on a GPU)."""
     if target.shape != pred.shape:
         raise ValueError(
-            f"{op}: expected target of shape {pred.shape} like pred, got {target.shape}"
+            f"{op}: expected target of shape {pred.shape} like {name}, got {target.shape}"
         )
     if kind == "cpu" and target.dtype != pred.dtype:
         if target.dtype.kind not in "biuf":
             raise TypeError(f"{op}: expected a numeric target, got dtype {target.dtype}")
         return np.ascontiguousarray(target, pred.dtype)
-    check_dtypes(op, ("pred", "target"), (pred, target))
+    check_dtypes(op, (name, "target"), (pred, target))
     return contiguous(op, "target", kind, target)
 
 
-def _class_target(op, kind, logits, target):
+def _class_target(op, kind, name, logits, target):
     """Class indices (batch,) as int64, or rows (batch, C) like ``logits``."""
     if target.ndim == 2:
-        return _float_target(op, kind, logits, target)
+        return _float_target(op, kind, name, logits, target)
     if target.shape != logits.shape[:1]:
         raise ValueError(
             f"{op}: expected target of shape ({logits.shape[0]},) (class indices) or "
             f"{logits.shape} (one-hot or probabilities), got {target.shape}"
         )
     if target.dtype.kind not in "iu":
-        raise TypeError(f"{op}: expected integer class indices, got dtype {target.dtype}")
+        raise TypeError(
+            f"{op}: expected a target of integer class indices, got dtype {target.dtype}"
+        )
     if kind == "cpu":
         return np.ascontiguousarray(target, np.int64)
     if target.dtype != np.int64:
         raise TypeError(
-            f"{op}: expected class indices of dtype int64 on the GPU, got {target.dtype}"
+            f"{op}: expected a target of class indices of dtype int64 on the GPU, "
+            f"got {target.dtype}"
         )
     return contiguous(op, "target", kind, target)
 
 
-def _loss_operands(op, pred, target):
-    """Check a loss's inputs before any kernel runs; return (kind, pred, target)
-    as the kernels take them (``op``: a loss op or a hit count)."""
-    kind = dispatch.placement(op, pred=pred, target=target)
-    check_dtypes(op, ("pred",), (pred,))
+def _loss_operands(op, name, pred, target, out=None):
+    """Check a loss's inputs (the prediction, the argument ``name``, and
+    target) and a hit count's ``out`` with them, before any kernel runs;
+    return (kind, pred, target) as the kernels take them (``op``: a loss op
+    or a hit count)."""
+    kind = dispatch.placement(op, **{name: pred}, target=target, out=out)
+    check_dtypes(op, (name,), (pred,))
     if op in ("softmax_cross_entropy", "argmax_hits"):
         if pred.ndim != 2:
-            raise ValueError(f"{op}: expected 2-D logits (batch, classes), got shape {pred.shape}")
-        target = _class_target(op, kind, pred, target)
+            raise ValueError(f"{op}: expected 2-D {name} (batch, classes), got shape {pred.shape}")
+        target = _class_target(op, kind, name, pred, target)
     else:
-        target = _float_target(op, kind, pred, target)
-    return kind, contiguous(op, "pred", kind, pred), target
+        target = _float_target(op, kind, name, pred, target)
+    return kind, contiguous(op, name, kind, pred), target
 
 
-def _loss(op, pred, target, out):
-    kind, pred, target = _loss_operands(op, pred, target)
+def _loss(op, name, pred, target, out):
+    kind, pred, target = _loss_operands(op, name, pred, target)
     if out is None:
         loss, grad = empty(kind, (1,), pred.dtype), empty(kind, pred.shape, pred.dtype)
         returned = _cuda.scalar_view(loss), grad
     else:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(f"{op}: expected out=(loss, grad), got {type(out).__name__}")
-        dispatch.placement(op, pred=pred, loss=out[0], grad=out[1])
+        dispatch.placement(op, **{name: pred}, loss=out[0], grad=out[1])
         loss = output(op, kind, out[0], (1,), pred.dtype, "the loss out")[0]
         grad = output(op, kind, out[1], pred.shape, pred.dtype, "the grad out")[0]
+        apart(op, kind, [("the loss out", loss), ("the grad out", grad)],
+              [(name, pred), ("target", target)])  # fmt: skip
         returned = out
+    if op == "binary_cross_entropy_probs":
+        # The kernel clamps each log at -100, which turns NaN and values
+        # outside [0, 1] into a finite, plausible loss: refuse them, as
+        # PyTorch's BCELoss does (on a GPU this reads one count back).
+        outside = dispatch.kernel_for("count_outside", kind)(pred, 0.0, 1.0)
+        if outside:
+            raise ValueError(
+                f"{op}: expected probabilities in [0, 1], got {outside} "
+                f"{'value' if outside == 1 else 'values'} outside [0, 1] or NaN"
+            )
     dispatch.kernel_for(op, kind)(pred, target, grad, loss)
     return returned
 
@@ -376,33 +420,36 @@ def softmax_cross_entropy(logits, target, *, out=None):
     probabilities. Returns (loss 0-d, grad (batch, C)); an index outside
     [0, C) makes the loss NaN.
     """
-    return _loss("softmax_cross_entropy", logits, target, out)
+    return _loss("softmax_cross_entropy", "logits", logits, target, out)
 
 
 def mse(pred, target, *, out=None):
     """Mean over all elements of 1/2 (pred - target)^2, and its gradient
     (pred - target) / n. Returns (loss 0-d, grad shaped like pred)."""
-    return _loss("mse", pred, target, out)
+    return _loss("mse", "pred", pred, target, out)
 
 
 def binary_cross_entropy(logits, target, *, out=None):
     """Mean binary cross-entropy of sigmoid(logits) against targets in [0, 1],
     computed stably from the logits, and its gradient (sigmoid(z) - t) / n."""
-    return _loss("binary_cross_entropy", logits, target, out)
+    return _loss("binary_cross_entropy", "logits", logits, target, out)
 
 
 def binary_cross_entropy_probs(probs, target, *, out=None):
     """Binary cross-entropy of probabilities in [0, 1], as PyTorch's BCELoss
-    (logarithms clamped at -100). Prefer binary_cross_entropy on logits."""
-    return _loss("binary_cross_entropy_probs", probs, target, out)
+    (logarithms clamped at -100). Probabilities outside [0, 1] or NaN raise
+    ValueError, before anything is written. Prefer binary_cross_entropy on
+    logits."""
+    return _loss("binary_cross_entropy_probs", "probs", probs, target, out)
 
 
 def argmax_hits(scores, target, *, out=None):
     """How many rows of ``scores`` (batch, C) have their largest entry at the
     target class (class indices (batch,), or rows (batch, C) whose argmax is
     the class): a 1-element array of scores' dtype, or ``out`` filled."""
-    kind, scores, target = _loss_operands("argmax_hits", scores, target)
+    kind, scores, target = _loss_operands("argmax_hits", "scores", scores, target, out)
     result, returned = output("argmax_hits", kind, out, (1,), scores.dtype)
+    apart("argmax_hits", kind, [("out", result)], [("scores", scores), ("target", target)])
     dispatch.kernel_for("argmax_hits", kind)(scores, target, result)
     return returned
 
@@ -410,8 +457,9 @@ def argmax_hits(scores, target, *, out=None):
 def binary_hits(pred, target, threshold=0.0, *, out=None):
     """How many elements agree: ``pred > threshold`` against ``target > 0.5``
     (same shape): a 1-element array of pred's dtype, or ``out`` filled."""
-    kind, pred, target = _loss_operands("binary_hits", pred, target)
+    kind, pred, target = _loss_operands("binary_hits", "pred", pred, target, out)
     result, returned = output("binary_hits", kind, out, (1,), pred.dtype)
+    apart("binary_hits", kind, [("out", result)], [("pred", pred), ("target", target)])
     dispatch.kernel_for("binary_hits", kind)(pred, target, float(threshold), result)
     return returned
 
@@ -432,12 +480,12 @@ def dropout(x, p, seed, offset, *, out=None):
             raise TypeError(f"dropout: expected an int {name}, got {type(value).__name__}")
         if not 0 <= value < 2**64:
             raise ValueError(f"dropout: expected {name} in [0, 2**64), got {value}")
+    kind, (x,), result, returned = operands("dropout", ("x",), (x,), out)
     if offset % 4 or offset + _dropout.words(math.prod(x.shape)) > 2**64:
         raise ValueError(
             f"dropout: expected an offset that is a multiple of 4 with room for the draw, "
             f"got {offset}"
         )
-    kind, (x,), result, returned = operands("dropout", ("x",), (x,), out)
     dispatch.kernel_for("dropout", kind)(
         flat(kind, x), flat(kind, result), int(seed), int(offset), p
     )
@@ -450,11 +498,13 @@ def dropout(x, p, seed, offset, *, out=None):
 def _batchnorm_operands(op, rows, columns, outputs):
     """Check the (n, C) arrays ``rows`` and the (C,) arrays ``columns``
     ((name, array) pairs, x first): on one device with ``outputs`` (name ->
-    array or None), of one float dtype. Returns (kind, rows, columns) as
-    C-contiguous arrays the kernels take."""
+    array or None), of one float dtype, the outputs apart from the inputs and
+    from each other in memory. Returns (kind, rows, columns) as C-contiguous
+    arrays the kernels take."""
     named = dict(rows + columns)
     kind = dispatch.placement(op, **named, **outputs)
     check_dtypes(op, tuple(named), tuple(named.values()))
+    apart(op, kind, list(outputs.items()), rows + columns)
     (_, x), *others = rows
     shape = tuple(x.shape)
     if len(shape) != 2:
@@ -612,8 +662,9 @@ def batchnorm_backward(grad_out, x, weight, mean, invstd, batch_stats=True, *, i
 
 
 def _updated(op, names, arrays):
-    """Check the arrays an update writes in place: 1-D, one size, float dtype
-    and device, C-contiguous and writable; return their device kind."""
+    """Check the arrays an update reads (``grad``, the second) and writes in
+    place (the others): 1-D, one size, float dtype and device, C-contiguous,
+    writable and apart in memory; return their device kind."""
     kind = dispatch.placement(op, **dict(zip(names, arrays, strict=True)))
     check_dtypes(op, names, arrays)
     for name, x in zip(names, arrays, strict=True):
@@ -625,6 +676,8 @@ def _updated(op, names, arrays):
         contiguous(op, name, kind, x)
         if kind == "cpu" and not (x.flags.c_contiguous and x.flags.writeable):
             raise ValueError(f"{op}: expected {name} to be C-contiguous and writable")
+    named = list(zip(names, arrays, strict=True))
+    apart(op, kind, named[:1] + named[2:], named[1:2])
     return kind
 
 

@@ -221,6 +221,49 @@ def writable_like(out, x) -> bool:
     return like(out, x) and out.layout == "C" and out.mutable
 
 
+@intrinsic
+def _address(typingctx, a):
+    """The address of the array a's first element, as an intp."""
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.ptrtoint(data, context.get_value_type(types.intp))
+
+    return types.intp(a), codegen
+
+
+@numba.njit(inline="always")
+def _extent(a):
+    """[first, end) byte addresses that the elements of the array a span
+    (first == end when a is empty), whatever its strides."""
+    first = _address(a)
+    end = first
+    for d in range(a.ndim):
+        if a.shape[d] == 0:
+            return first, first
+        span = a.strides[d] * (a.shape[d] - 1)
+        if span > 0:
+            end += span
+        else:
+            first += span
+    return first, end + a.itemsize
+
+
+@numba.njit(inline="always")
+def overlaps_partly(a, b):
+    """In a CPU kernel: True when the memory that the arrays a and b span
+    overlaps (an output written while an input is read would then change
+    values still to be read) and they are not exactly the same view (same
+    address, shape and strides: an elementwise kernel may write in place).
+    Spans, not elements: interleaved views that share no element count as
+    overlapping, as ``np.may_share_memory`` counts them."""
+    a_first, a_end = _extent(a)
+    b_first, b_end = _extent(b)
+    if a_first >= a_end or b_first >= b_end or a_end <= b_first or b_end <= a_first:
+        return False
+    return not (a_first == b_first and a.shape == b.shape and a.strides == b.strides)
+
+
 def in_dtype_of(x, c):
     """The scalar c (1 when c is None) in the dtype of the array x, in a CPU kernel."""
 

@@ -286,6 +286,14 @@ def as_device_array(x):
     return cuda.as_cuda_array(x)
 
 
+def address(x) -> int:
+    """The address of the first element of the Numba device array ``x`` (of
+    its host buffer under the simulator)."""
+    if SIMULATOR:
+        return x._ary.__array_interface__["data"][0]
+    return x.device_ctypes_pointer.value or 0
+
+
 #: (name, dtype, GPU) -> (the array, {length: a view of that length}).
 _scratch: dict[tuple, tuple] = {}
 

@@ -29,6 +29,7 @@ from ._cpu import (
     flat,
     in_dtype_of,
     like,
+    overlaps_partly,
     wide_vectors,
     writable_like,
 )
@@ -164,10 +165,11 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # inside its loop, which Numba compiles as a function of its own.
 #
 # What an op calls is a compiled launcher: it checks the arrays (their types
-# when Numba compiles it for them, their shapes when it runs), picks the
-# serial or the parallel loop by size and returns True, or returns False
-# having done nothing, so that the caller can raise the error that names what
-# was wrong. Checks in Python cost more than the whole launch on a small
+# when Numba compiles it for them; when it runs, their shapes, and that out
+# is an input itself or apart from the inputs in memory), picks the serial or
+# the parallel loop by size and returns True, or returns False having done
+# nothing, so that the caller can raise the error that names what was
+# wrong. Checks in Python cost more than the whole launch on a small
 # array. A launcher takes the op's constant only when the op has one
 # (leaky_relu's alpha): every argument costs Numba's dispatcher time, even a
 # None or a numpy scalar. The launcher is the registered kernel itself, with
@@ -200,7 +202,7 @@ def _cpu_forward(f, constant):
             return lambda x, out, c: False
 
         def impl(x, out, c):
-            if out.shape != x.shape:
+            if out.shape != x.shape or overlaps_partly(x, out):
                 return False
             k = in_dtype_of(x, c)
             if x.size >= PARALLEL_THRESHOLD:
@@ -250,7 +252,12 @@ def _cpu_backward(f, constant):
             return lambda g, s, out, c: False
 
         def impl(g, s, out, c):
-            if out.shape != g.shape or s.shape != g.shape:
+            if (
+                out.shape != g.shape
+                or s.shape != g.shape
+                or overlaps_partly(g, out)
+                or overlaps_partly(s, out)
+            ):
                 return False
             k = in_dtype_of(g, c)
             if g.size >= PARALLEL_THRESHOLD:
@@ -309,8 +316,10 @@ class Activation:
     ``forward_cpu(x, out)`` / ``forward_cuda(x, out)`` and the matching
     ``backward_*(grad_out, saved, out)`` take arrays of one float dtype and
     the same size: flat and C-contiguous on CUDA; on the CPU of any shape, the
-    inputs of any layout and ``out`` C-contiguous. An activation with a
-    ``constant`` (leaky_relu's alpha) takes it as a last argument ``c``, which
+    inputs of any layout and ``out`` C-contiguous. ``out`` may be an input
+    itself (the same view) but must not otherwise overlap one: each element
+    is read before that element, and no other, is written. An activation
+    with a ``constant`` (leaky_relu's alpha) takes it as a last argument ``c``, which
     the CPU launchers require and the CUDA ones default to 1. The CPU ones
     return True, or False having written nothing when the arrays do not fit
     that description (the caller then says what was wrong).
@@ -328,14 +337,24 @@ class Activation:
         self._backward_cuda = _cuda_backward(name, backward)
 
     def forward_cuda(self, x, out, c=None):
+        _same_size(self.name, x, out)
         if x.size:
             blocks, threads = grid_1d(x.size)
             self._forward_cuda[blocks, threads](x, _constant(x, c), out)
 
     def backward_cuda(self, grad_out, saved, out, c=None):
+        _same_size(f"{self.name}_backward", grad_out, saved, out)
         if grad_out.size:
             blocks, threads = grid_1d(grad_out.size)
             self._backward_cuda[blocks, threads](grad_out, saved, _constant(grad_out, c), out)
+
+
+def _same_size(op, *arrays):
+    """ValueError unless the flat ``arrays`` hold as many elements as the first
+    (the kernels index them all by the first's size)."""
+    for a in arrays[1:]:
+        if a.size != arrays[0].size:
+            raise ValueError(f"{op}: expected arrays of {arrays[0].size} elements, got {a.size}")
 
 
 def _constant(x, c):
