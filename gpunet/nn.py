@@ -29,7 +29,7 @@ import numpy as np
 
 from . import dispatch, ops
 from . import random as _random
-from ._arrays import check_alpha, check_dtypes, check_probability, empty
+from ._arrays import assign, check_alpha, check_dtypes, check_probability, empty
 from ._arrays import device_of as _device_of
 from ._arrays import float_dtype as _float_dtype
 from ._arrays import zeros as _zeros
@@ -478,7 +478,8 @@ class BatchNorm1d(Layer):
     are used in both modes. ``weight`` (ones) and ``bias`` (zeros) are
     learnable Parameters of shape (num_features,) when ``affine``.
     ``running_mean`` (zeros) and ``running_var`` (ones) are saved with the
-    model.
+    model; assigning to them copies into them, refusing an array of another
+    shape, dtype or device (as a Parameter's ``data`` does).
     """
 
     def __init__(
@@ -517,10 +518,10 @@ class BatchNorm1d(Layer):
         else:
             self._fixed = (ones(), _zeros(self.num_features, dtype, device))
         if self.track_running_stats:
-            self.running_mean = _zeros(self.num_features, dtype, device)
-            self.running_var = ones()
+            self._running_mean = _zeros(self.num_features, dtype, device)
+            self._running_var = ones()
         else:
-            self.running_mean = self.running_var = None
+            self._running_mean = self._running_var = None
         self._x = None
 
     def parameters(self) -> list[Parameter]:
@@ -534,11 +535,42 @@ class BatchNorm1d(Layer):
             return []
         return [("running_mean", self.running_mean), ("running_var", self.running_var)]
 
+    @property
+    def running_mean(self):
+        """The running mean (num_features,) on the layer's device; None
+        without ``track_running_stats``."""
+        return self._running_mean
+
+    @running_mean.setter
+    def running_mean(self, value):
+        self._set_running("running_mean", value)
+
+    @property
+    def running_var(self):
+        """The running variance (num_features,), as ``running_mean``."""
+        return self._running_var
+
+    @running_var.setter
+    def running_var(self, value):
+        self._set_running("running_var", value)
+
+    def _set_running(self, name, value):
+        """Copy ``value`` into the running statistic ``name`` (see ``assign``)."""
+        buffer = getattr(self, f"_{name}")
+        if buffer is None:
+            raise ValueError(f"BatchNorm1d: has no {name} (made with track_running_stats=False)")
+        assign("BatchNorm1d", name, buffer, value)
+
     def _affine(self):
         """(weight, bias) arrays: the parameters, or fixed ones and zeros."""
         return (self.weight.data, self.bias.data) if self.affine else self._fixed
 
     def to(self, device) -> BatchNorm1d:
+        if self.track_running_stats:  # new buffers there (the setters copy on one device)
+            target = _resolve(device)
+            for name in ("_running_mean", "_running_var"):
+                if _device_of(getattr(self, name)) != target:
+                    setattr(self, name, to_device(to_numpy(getattr(self, name)), target))
         super().to(device)
         if not self.affine:
             self._fixed = tuple(to_device(to_numpy(a), _resolve(device)) for a in self._fixed)
