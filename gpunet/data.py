@@ -100,8 +100,8 @@ class _Scaler:
         columns = [
             to_device(np.ascontiguousarray(a, dtype), device) for a in (shift, factor, offset)
         ]
-        if not self.copy:
-            out = X
+        if not self.copy and (kind != "cpu" or X.flags.writeable):
+            out = X  # in place; a read-only X is copied, as scikit-learn does
         elif kind == "cpu":
             out = np.empty_like(X)
         else:
@@ -128,7 +128,9 @@ class StandardScaler(_Scaler):
     scaling); ``n_samples_seen_`` and ``n_features_in_`` count what was seen.
     X is a numpy array or a CUDA array (float32 or float64 on the GPU):
     statistics are computed on the host, the transforms on X's device, in
-    X's dtype (float64 for integer input).
+    X's dtype (float64 for integer input). With ``copy=False`` a transform
+    writes into X itself when it can (a writable, C-contiguous float X);
+    other inputs are copied first, as scikit-learn does.
     """
 
     def __init__(self, *, copy: bool = True, with_mean: bool = True, with_std: bool = True):
