@@ -232,21 +232,33 @@ def _address(typingctx, a):
     return types.intp(a), codegen
 
 
-@numba.njit(inline="always")
 def _extent(a):
     """[first, end) byte addresses that the elements of the array a span
     (first == end when a is empty), whatever its strides."""
-    first = _address(a)
-    end = first
-    for d in range(a.ndim):
-        if a.shape[d] == 0:
-            return first, first
-        span = a.strides[d] * (a.shape[d] - 1)
-        if span > 0:
-            end += span
-        else:
-            first += span
-    return first, end + a.itemsize
+
+
+@overload(_extent)
+def _extent_impl(a):
+    if a.layout == "C":  # the common case, without a loop over the axes
+
+        def contiguous(a):
+            first = _address(a)
+            return first, first + a.size * a.itemsize
+
+        return contiguous
+
+    def strided(a):
+        first = _address(a)
+        end = first + a.itemsize
+        for d in range(a.ndim):
+            span = a.strides[d] * (a.shape[d] - 1)
+            if span > 0:
+                end += span
+            else:
+                first += span
+        return (first, end) if a.size else (first, first)
+
+    return strided
 
 
 @numba.njit(inline="always")
@@ -259,7 +271,7 @@ def overlaps_partly(a, b):
     overlapping, as ``np.may_share_memory`` counts them."""
     a_first, a_end = _extent(a)
     b_first, b_end = _extent(b)
-    if a_first >= a_end or b_first >= b_end or a_end <= b_first or b_end <= a_first:
+    if a_end <= b_first or b_end <= a_first or a_first == a_end or b_first == b_end:
         return False
     return not (a_first == b_first and a.shape == b.shape and a.strides == b.strides)
 
