@@ -110,22 +110,36 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 @numba.njit(**CPU_OPTIONS)
 def _sgd_cpu(p, g, buf, bounds, hyper, momentum, nesterov, first):
     for s in range(bounds.shape[0]):
-        lr, weight_decay = hyper[s, 0], hyper[s, 1]
-        for i in range(bounds[s, 0], bounds[s, 1]):
-            p[i], buf[i] = _sgd_scalar(
-                p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first
-            )
+        _sgd_range(
+            p[bounds[s, 0] : bounds[s, 1]], g[bounds[s, 0] : bounds[s, 1]],
+            buf[bounds[s, 0] : bounds[s, 1]], hyper[s, 0], momentum, hyper[s, 1], nesterov, first,
+        )  # fmt: skip
+
+
+# Each segment is a slice looped from 0: indices Numba knows are non-negative
+# need no wraparound test, which would keep LLVM from vectorising the loop.
+@numba.njit(inline="always")
+def _sgd_range(p, g, buf, lr, momentum, weight_decay, nesterov, first):
+    for i in range(p.size):
+        p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first)
 
 
 @numba.njit(**CPU_OPTIONS)
 def _adam_cpu(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2):
     for s in range(bounds.shape[0]):
-        step_size, weight_decay, decay = hyper[s, 0] / bias1, hyper[s, 1], hyper[s, 2]
-        for i in range(bounds[s, 0], bounds[s, 1]):
-            p[i], m[i], v[i] = _adam_scalar(
-                p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size,
-                sqrt_bias2,
-            )  # fmt: skip
+        start, stop = bounds[s, 0], bounds[s, 1]
+        _adam_range(
+            p[start:stop], g[start:stop], m[start:stop], v[start:stop], b1, c1, b2, c2, eps,
+            hyper[s, 1], hyper[s, 2], hyper[s, 0] / bias1, sqrt_bias2,
+        )  # fmt: skip
+
+
+@numba.njit(inline="always")
+def _adam_range(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2):
+    for i in range(p.size):
+        p[i], m[i], v[i] = _adam_scalar(
+            p[i], g[i], m[i], v[i], b1, c1, b2, c2, eps, weight_decay, decay, step_size, sqrt_bias2
+        )
 
 
 @numba.njit(**CPU_OPTIONS)
