@@ -133,8 +133,9 @@ def operands(op, names, arrays, out):
 
 
 def _span(kind, x):
-    """(first, end): the byte addresses that the elements of ``x`` (a numpy
-    or Numba device array) span, or None when it has none."""
+    """(first, end, shape, strides): the byte addresses that the elements of
+    ``x`` (a numpy or Numba device array) span, and its view of them; None
+    when it has no elements."""
     if 0 in x.shape:
         return None
     first = x.__array_interface__["data"][0] if kind == "cpu" else _cuda.address(x)
@@ -144,7 +145,14 @@ def _span(kind, x):
             end += stride * (n - 1)
         else:
             first += stride * (n - 1)
-    return first, end + x.dtype.itemsize
+    return first, end + x.dtype.itemsize, tuple(x.shape), tuple(x.strides)
+
+
+def _relation(a, b):
+    """None (apart), "same" or "partial" for two ``_span``s."""
+    if a is None or b is None or a[1] <= b[0] or b[1] <= a[0]:
+        return None
+    return "same" if (a[0], a[2], a[3]) == (b[0], b[2], b[3]) else "partial"
 
 
 def overlap(kind, a, b):
@@ -156,33 +164,105 @@ def overlap(kind, a, b):
         a, b = _cuda.as_device_array(a), _cuda.as_device_array(b)
     elif not np.may_share_memory(a, b):  # the same test on spans, done in C
         return None
-    span_a, span_b = _span(kind, a), _span(kind, b)
-    if span_a is None or span_b is None or span_a[1] <= span_b[0] or span_b[1] <= span_a[0]:
-        return None
-    view = (span_a[0], tuple(a.shape), tuple(a.strides))
-    return "same" if view == (span_b[0], tuple(b.shape), tuple(b.strides)) else "partial"
+    return _relation(_span(kind, a), _span(kind, b))
+
+
+#: The owner of host memory that no numpy array owns (a buffer, a mapped file).
+_UNKNOWN = id(None)
+
+
+def _owner(x):
+    """The id of the numpy array whose memory the host array ``x`` views (x
+    itself when it owns its memory), or _UNKNOWN."""
+    while x.base is not None:
+        if not isinstance(x.base, np.ndarray):
+            return _UNKNOWN
+        x = x.base
+    return id(x)
 
 
 def apart(op, kind, outputs, inputs, same=False):
     """Check that the kernel's ``outputs`` ((name, array or None) pairs)
     share no memory with its ``inputs`` (pairs likewise) or with each other:
     a kernel that writes an array while it reads another from the same
-    memory reads values it has already changed. With ``same``, an output may
-    be exactly an input (the same view: an elementwise kernel reads each
-    element before it writes it). ValueError otherwise."""
-    outputs = [(name, a) for name, a in outputs if a is not None]
-    others = [(name, a, same) for name, a in inputs if a is not None]
+    memory reads values it has already changed. With ``same`` (True, or a
+    set of (output name, input name) pairs), an output may be exactly an
+    input (the same view: an elementwise kernel reads each element before it
+    writes it). ValueError otherwise.
+
+    On the host only arrays in the memory of one numpy array are compared
+    (np.may_share_memory, then their spans): layers pass buffers of their
+    own, so that most calls compare nothing. On a GPU every pair is compared,
+    each array's span read once."""
+    if kind != "cpu":
+        _apart_on_device(op, kind, outputs, inputs, same)
+        return
+    # This runs on every host op, hence the two loops written out. numpy
+    # points a view's base at the array that owns the memory, so that one or
+    # two attribute reads find most arrays' owner.
+    ndarray = np.ndarray
+    seen = {}  # owner -> ((name, array, is an input), ...)
+    for name, a in inputs:
+        if a is not None:
+            base = a.base
+            if base is None:
+                key = id(a)
+            else:
+                key = id(base) if base.__class__ is ndarray and base.base is None else _owner(a)
+            seen[key] = seen[key] + ((name, a, True),) if key in seen else ((name, a, True),)
+    unknown = seen.get(_UNKNOWN, ())
     for name, out in outputs:
-        for other, x, may_be_same in others:
-            found = overlap(kind, out, x)
-            if found is None or (found == "same" and may_be_same):
-                continue
-            allowed = f" (or to be {other} itself)" if may_be_same else ""
-            raise ValueError(
-                f"{op}: expected {name} not to overlap {other} in memory{allowed}, "
-                f"got arrays that share memory"
+        if out is None:
+            continue
+        base = out.base
+        if base is None:
+            key = id(out)
+        else:
+            key = id(base) if base.__class__ is ndarray and base.base is None else _owner(out)
+        group = seen.get(key, ())
+        if group or unknown or key == _UNKNOWN:
+            if key == _UNKNOWN:
+                group = tuple(entry for entries in seen.values() for entry in entries)
+            for other, x, is_input in group + unknown:
+                if np.may_share_memory(out, x):  # the span test, in C
+                    relation = _relation(_span(kind, out), _span(kind, x))
+                    _check_pair(op, name, other, relation, _may_be(same, name, other, is_input))
+        seen[key] = seen.get(key, ()) + ((name, out, False),)
+
+
+def _may_be(same, name, other, is_input):
+    """Whether ``apart``'s output ``name`` may be exactly the array ``other``."""
+    return is_input and (same is True or (name, other) in (same or ()))
+
+
+def _apart_on_device(op, kind, outputs, inputs, same):
+    """``apart`` for device arrays: every pair, by spans read once."""
+    seen = []  # (name, span, is an input)
+    for name, a in inputs:
+        if a is not None:
+            seen.append((name, _span(kind, _cuda.as_device_array(a)), True))
+    for name, out in outputs:
+        if out is None:
+            continue
+        span = _span(kind, _cuda.as_device_array(out))
+        for other, x_span, is_input in seen:
+            _check_pair(
+                op, name, other, _relation(span, x_span), _may_be(same, name, other, is_input)
             )
-        others.append((name, out, False))
+        seen.append((name, span, False))
+
+
+def _check_pair(op, name, other, found, may_be_same):
+    """ValueError when the output ``name`` and the array ``other`` share memory
+    (``found``: what ``_relation`` found), unless the output is exactly that
+    array and ``may_be_same``."""
+    if found is None or (found == "same" and may_be_same):
+        return
+    allowed = f" (or to be {other} itself)" if may_be_same else ""
+    raise ValueError(
+        f"{op}: expected {name} not to overlap {other} in memory{allowed}, "
+        f"got arrays that share memory"
+    )
 
 
 def assign(owner, name, buffer, value) -> None:

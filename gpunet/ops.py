@@ -308,10 +308,8 @@ def dense_backward(
     if accumulate and (dW is None or db is None):
         raise ValueError(f"{op}: accumulate=True adds into dW and db: pass both")
     check_dtypes(op, names, arrays)
-    named = list(zip(names, arrays, strict=True))
-    apart(op, kind, [("dz", dz)], named[:1], same=True)  # dz may be grad_out itself
-    apart(op, kind, [("dz", dz)], named[1:])
-    apart(op, kind, [("dx", dx), ("dW", dW), ("db", db)], [*named, ("dz", dz)])
+    apart(op, kind, [("dz", dz), ("dx", dx), ("dW", dW), ("db", db)],
+          list(zip(names, arrays, strict=True)), same={("dz", "grad_out")})  # fmt: skip
     g, y, x, W = (contiguous(op, n, kind, a) for n, a in zip(names, arrays, strict=True))
     dtype = x.dtype
     dW, dW_returned = output(op, kind, dW, W.shape, dtype, "dW")
