@@ -182,7 +182,7 @@ def to_device(x, device=None):
     if _cuda.is_device_array(x):
         return _cuda.as_device_array(x)
     with _cuda.cuda.gpus[target.index]:
-        return _cuda.cuda.to_device(np.ascontiguousarray(x))
+        return _cuda.cuda.to_device(np.asarray(x, order="C"))  # keeps 0-d arrays 0-d
 
 
 def to_numpy(x) -> np.ndarray:

@@ -299,10 +299,6 @@ def test_zero_d_inputs_behave_alike_on_every_device(device):
 
 
 @pytest.mark.cuda
-@pytest.mark.xfail(
-    strict=True,
-    reason="gn.to_device makes a 0-d array 1-D (np.ascontiguousarray in gpunet/_device.py)",
-)
 def test_to_device_keeps_zero_d_arrays():
     assert tuple(gn.to_device(np.array(1.0, F32), "cuda").shape) == ()
 
