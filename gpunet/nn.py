@@ -282,13 +282,13 @@ class Dense(Layer):
         if self._y is None:
             raise RuntimeError("Dense.backward called before forward")
         x, y, W = self._x, self._y, self.weight.data
+        kind = dispatch.placement("Dense.backward", grad_out=grad_out, weight=W)
         if tuple(grad_out.shape) != tuple(y.shape):
             raise ValueError(
                 f"Dense.backward: expected grad_out of shape {y.shape}, got {grad_out.shape}"
             )
         if grad_out.dtype != y.dtype:
             raise TypeError(f"Dense.backward: expected a {y.dtype} grad_out, got {grad_out.dtype}")
-        kind = dispatch.placement("Dense.backward", grad_out=grad_out, weight=W)
         dx = self._output("dx", kind, tuple(x.shape), x.dtype) if input_grad else None
         dz = self._output("dz", kind, tuple(y.shape), y.dtype)
         dW, accumulate_w = self.weight._grad_for_backward()
@@ -450,6 +450,7 @@ class Dropout(Layer):
         """d loss / d x: grad_out through the last forward's mask and scale."""
         if self._shape is None:
             raise RuntimeError("Dropout.backward called before forward")
+        kind = dispatch.placement("Dropout.backward", grad_out=grad_out)
         if tuple(grad_out.shape) != self._shape:
             raise ValueError(
                 f"Dropout.backward: expected grad_out of shape {self._shape}, got {grad_out.shape}"
@@ -458,7 +459,6 @@ class Dropout(Layer):
             return None
         if self._draw is None:
             return grad_out
-        kind = dispatch.placement("Dropout.backward", grad_out=grad_out)
         dx = self._output("dx", kind, self._shape, grad_out.dtype)
         return ops.dropout(grad_out, self.p, *self._draw, out=dx)
 
@@ -614,6 +614,8 @@ class BatchNorm1d(Layer):
         if self._x is None:
             raise RuntimeError("BatchNorm1d.backward called before forward")
         x = self._x
+        weight, _ = self._affine()
+        kind = dispatch.placement("BatchNorm1d.backward", grad_out=grad_out, weight=weight)
         if tuple(grad_out.shape) != tuple(x.shape):
             raise ValueError(
                 f"BatchNorm1d.backward: expected grad_out of shape {tuple(x.shape)}, "
@@ -623,8 +625,6 @@ class BatchNorm1d(Layer):
             raise TypeError(
                 f"BatchNorm1d.backward: expected a {x.dtype} grad_out, got {grad_out.dtype}"
             )
-        weight, _ = self._affine()
-        kind = dispatch.placement("BatchNorm1d.backward", grad_out=grad_out, weight=weight)
         c = self.num_features
         if self.affine:
             dweight, accumulate = self.weight._grad_for_backward()

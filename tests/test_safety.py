@@ -347,3 +347,20 @@ def test_simulator_arrays_count_as_device_arrays_in_overlap_checks():
     assert gn._arrays.overlap("cuda", buf[1:], buf[:-1]) == "partial"
     assert gn._arrays.overlap("cuda", buf[:4], buf[:4]) == "same"
     assert gn._arrays.overlap("cuda", buf[:4], buf[4:]) is None
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: gn.nn.Dense(3, 2, seed=0),
+        lambda: gn.nn.Dropout(0.5, seed=0),
+        lambda: gn.nn.BatchNorm1d(3),
+        lambda: gn.nn.ReLU(),
+    ],
+    ids=["Dense", "Dropout", "BatchNorm1d", "ReLU"],
+)
+def test_layer_backward_names_a_list_grad_out(layer):
+    layer = layer()
+    y = layer.forward(np.arange(12, dtype=F32).reshape(4, 3))
+    with pytest.raises(TypeError, match="expected grad_out to be a numpy array or a CUDA array"):
+        layer.backward(gn.to_numpy(y).tolist())
