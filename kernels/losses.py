@@ -148,7 +148,16 @@ def _bce_probs_scalar(p, t, one):
 # The cross-entropy kernels sum the rows' losses as two float64 totals, of the
 # log-sum terms and of the margins, and the launcher adds the two: within a
 # kernel, reassociation could rewrite log(s) + (m - z) as (log(s) + m) - z,
-# which rounds log(s) to the spacing of m.
+# which rounds log(s) to the spacing of m. The margins' own differences come
+# from _difference, compiled without fast-math flags: LLVM reassociates only
+# instructions that carry the flag, so a margin is never merged into a total
+# before it is taken.
+
+
+@numba.njit(**CPU_OPTIONS)
+def _difference(a, b):
+    """a - b, as one rounded subtraction whatever the caller's flags."""
+    return a - b
 
 
 @numba.njit(**ROW_OPTIONS)
@@ -166,7 +175,7 @@ def _cross_entropy_labels_cpu(z, labels, grad):
         label = labels[r]
         log_sums += math.log(s)
         if 0 <= label < n:
-            margins += np.float64(m) - z[r, label]
+            margins += _difference(np.float64(m), np.float64(z[r, label]))
             grad[r, label] -= 1
         else:
             margins = np.nan
@@ -191,7 +200,7 @@ def _cross_entropy_targets_cpu(z, t, grad):
         dot = 0.0
         for j in range(n):
             mass += t[r, j]
-            term = t[r, j] * (z[r, j] - np.float64(m))
+            term = t[r, j] * _difference(np.float64(z[r, j]), np.float64(m))
             dot += term if t[r, j] != 0 else 0.0
         scale = mass / s
         for j in range(n):

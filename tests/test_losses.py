@@ -6,6 +6,8 @@ import pytest
 from gpunet.kernels import losses as L
 from test_softmax import assert_within_ulps
 
+import gpunet as gn
+
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
@@ -257,3 +259,14 @@ def test_empty_input_gives_nan_loss(backend):
     assert np.isnan(
         run(backend, "softmax_cross_entropy", np.zeros((2, 0)), np.zeros(2, np.int64))[0]
     )
+
+
+def test_cross_entropy_keeps_small_row_losses_beside_huge_logits():
+    """Found by the fuzz suite: a row of small logits between rows of huge
+    ones; each row's margin is taken before it joins the batch's total."""
+    z = np.array([[1.37e11, 1.37e11], [-1.596, 0.0], [1.37e11, 1.37e11]], np.float32)
+    labels = np.array([0, 0, 0])
+    expected, _ = L.softmax_cross_entropy_ref(z, labels)
+    for target in (labels, np.eye(2, dtype=np.float32)[labels]):
+        loss, _ = gn.ops.softmax_cross_entropy(z, target)
+        np.testing.assert_allclose(float(loss), expected, rtol=2e-7)
