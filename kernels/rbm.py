@@ -811,6 +811,39 @@ def _draw_words(rows, cols, sampling):
     return aligned_words(rows * cols * (2 if sampling == GAUSSIAN else 1))
 
 
+def check_shapes(op, **arrays):
+    """Each ``name=(array, shape)``: ValueError naming the array unless it has
+    that shape (None arrays are skipped). The launchers check the arrays an
+    RBM hands them against each other before any kernel reads them."""
+    for name, (a, shape) in arrays.items():
+        if a is not None and tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {tuple(a.shape)}")
+
+
+def _check_conditional(op, a, W, bias, hidden, out, samples):
+    n_out, n_in = W.shape if hidden else W.shape[::-1]
+    rows = a.shape[0]
+    check_shapes(op, a=(a, (rows, n_in)), bias=(bias, (n_out,)), out=(out, (rows, n_out)),
+                 samples=(samples, (rows, n_out)))  # fmt: skip
+
+
+def _check_epoch(op, X, params, velocities, chain, persistent):
+    W, b, c = params
+    n_hidden, n_visible = W.shape
+    shapes = {"b": (b, (n_visible,)), "c": (c, (n_hidden,)), "X": (X, (X.shape[0], n_visible))}
+    for name, v, p in zip(("W", "b", "c"), velocities, params, strict=True):
+        shapes[f"velocity of {name}"] = (v, p.shape)
+    if persistent:
+        shapes["chain"] = (chain, (chain.shape[0], n_hidden))
+    check_shapes(op, **shapes)
+
+
+def _check_pseudo_likelihood(v, z, W, b, index, out):
+    n, (n_hidden, n_visible) = v.shape[0], W.shape
+    check_shapes("rbm.pseudo_likelihood", v=(v, (n, n_visible)), z=(z, (n, n_hidden)),
+                 b=(b, (n_visible,)), index=(index, (n,)), out=(out, (n,)))  # fmt: skip
+
+
 def conditional_cpu(
     a, W, bias, hidden, activation, out=None, scale=1.0, sampling=NO_SAMPLE, samples=None,
     seed=0, offset=0,
@@ -818,6 +851,7 @@ def conditional_cpu(
     """activation(a @ W.T + bias) or activation(a @ W + bias): a BLAS product
     into ``out`` (or ``samples``), then one fused pass in place for the bias,
     activation, scaled store and sampling."""
+    _check_conditional("rbm.conditional", a, W, bias, hidden, out, samples)
     store = out is not None
     z = out if store else samples
     np.matmul(a, W.T if hidden else W, out=z)
@@ -864,6 +898,7 @@ class CPUEpoch:
         self, X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k,
         persistent, gaussian,
     ):  # fmt: skip
+        _check_epoch("rbm.cd_epoch", X, params, velocities, chain, persistent)
         W, b, c = params
         vW, vb, vc = velocities
         assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
@@ -953,6 +988,8 @@ def cd_epoch_cpu(
 
 def free_energy_cpu(v, z, b, gaussian, out):
     """out (n,) = free energies of v (n, V) given z = v @ W.T + c (n, H)."""
+    n = v.shape[0]
+    check_shapes("rbm.free_energy", z=(z, (n, z.shape[1])), b=(b, v.shape[1:]), out=(out, (n,)))
     _free_energy_cpu(v, z, b, bool(gaussian), out)
     return out
 
@@ -960,6 +997,7 @@ def free_energy_cpu(v, z, b, gaussian, out):
 def pseudo_likelihood_cpu(v, z, W, b, index, out):
     """out (n,) = pseudo-likelihoods of v (n, V), unit index[i] (int64) of row
     i flipped, given z = v @ W.T + c (n, H)."""
+    _check_pseudo_likelihood(v, z, W, b, index, out)
     _pseudo_likelihood_cpu(v, z, W, b, index, out)
     return out
 
@@ -986,6 +1024,7 @@ def conditional_cuda(
 ):  # fmt: skip
     """conditional_cpu on device arrays: one tiled product with the bias,
     activation, scaled store and sampling applied as each output is written."""
+    _check_conditional("rbm.conditional", a, W, bias, hidden, out, samples)
     kernel = _HIDDEN_CUDA if hidden else _VISIBLE_CUDA
     dtype = np.dtype(W.dtype)
     return _launch_conditional(
@@ -1001,6 +1040,7 @@ def cd_epoch_cuda(
     """cd_epoch_cpu on device arrays (``bounds`` stays a host array): per batch,
     the positive phase, two tiled products per Gibbs step, and the fused
     weight and bias updates, all on the GPU (3 + 2k launches)."""
+    _check_epoch("rbm.cd_epoch", X, params, velocities, chain, persistent)
     W, b, c = params
     vW, vb, vc = velocities
     n_hidden, n_visible = W.shape
@@ -1046,6 +1086,8 @@ def cd_epoch_cuda(
 
 def free_energy_cuda(v, z, b, gaussian, out):
     """free_energy_cpu on device arrays: one thread per row."""
+    n = v.shape[0]
+    check_shapes("rbm.free_energy", z=(z, (n, z.shape[1])), b=(b, v.shape[1:]), out=(out, (n,)))
     if v.shape[0]:
         blocks, threads = _cuda.grid_1d(v.shape[0])
         _free_energy_kernel[blocks, threads](v, z, b, bool(gaussian), out)
@@ -1054,6 +1096,7 @@ def free_energy_cuda(v, z, b, gaussian, out):
 
 def pseudo_likelihood_cuda(v, z, W, b, index, out):
     """pseudo_likelihood_cpu on device arrays (``index`` a device int64 array)."""
+    _check_pseudo_likelihood(v, z, W, b, index, out)
     if v.shape[0]:
         blocks, threads = _cuda.grid_1d(v.shape[0])
         _pseudo_likelihood_kernel[blocks, threads](v, z, W, b, index, out)

@@ -430,3 +430,30 @@ def test_filter_grid_tiles_scaled_filters():
     np.testing.assert_allclose(grid[:2, :2], [[0, 1 / 3], [2 / 3, 1]])
     with pytest.raises(ValueError, match="not a square"):
         gn.plot.filter_grid(np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_rbm_launchers_refuse_arrays_of_mismatched_sizes(backend):
+    """The launchers check the arrays an RBM hands them against each other."""
+    import gpunet as gn
+    from gpunet import dispatch
+
+    rng = np.random.default_rng(0)
+    W = rng.random((3, 4)).astype(np.float32)
+    put = lambda a: gn.to_device(a, backend)  # noqa: E731
+    v, bad_b = put(rng.random((2, 4)).astype(np.float32)), put(np.zeros(1, np.float32))
+    out = put(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"rbm.conditional: expected bias of shape \(3,\)"):
+        dispatch.kernel_for("rbm.conditional", backend)(v, put(W), bad_b, True, 1, out)
+    params = [put(W), put(np.zeros(4, np.float32)), put(np.zeros(2, np.float32))]
+    velocities = [put(np.zeros_like(W)), put(np.zeros(4, np.float32)), put(np.zeros(3, np.float32))]
+    with pytest.raises(ValueError, match=r"rbm.cd_epoch: expected c of shape \(3,\)"):
+        dispatch.kernel_for("rbm.cd_epoch", backend)(
+            v, np.array([0, 2]), params, velocities, put(np.zeros((2, 3), np.float32)),
+            0, 0, 0.1, 0.0, 0.0, 1, True, False,
+        )  # fmt: skip
+    z = put(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"rbm.free_energy: expected out of shape \(2,\)"):
+        dispatch.kernel_for("rbm.free_energy", backend)(
+            v, z, put(np.zeros(4, np.float32)), False, put(np.zeros(3, np.float32))
+        )
