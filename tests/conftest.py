@@ -100,3 +100,19 @@ def launches(monkeypatch):
 
     monkeypatch.setattr(simulated.FakeCUDAKernel, "__call__", counted)
     return names
+
+
+def count_device_allocations(monkeypatch):
+    """From now on, the names of Numba's device-memory allocators called
+    (device_array, device_array_like, to_device, pinned_array), in order."""
+    from numba import cuda
+
+    allocations = []
+    for name in ("device_array", "device_array_like", "to_device", "pinned_array"):
+        real = getattr(cuda, name)
+        monkeypatch.setattr(
+            cuda,
+            name,
+            lambda *a, _real=real, _name=name, **k: allocations.append(_name) or _real(*a, **k),
+        )
+    return allocations

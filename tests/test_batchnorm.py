@@ -5,7 +5,7 @@ saving, and errors."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, TOLERANCES, central_differences, put
+from conftest import DEVICES, TOLERANCES, central_differences, count_device_allocations, put
 from gpunet.kernels import batchnorm as kernels
 
 import gpunet as gn
@@ -326,20 +326,12 @@ def test_gradients_on_cuda_along_a_random_direction():
 
 @pytest.mark.cuda
 def test_layer_steps_launch_one_kernel_each_and_allocate_nothing(launches, monkeypatch):
-    from numba import cuda
 
     x, _, _, _, _, g = (put(a, "cuda") for a in _data((6, 3), np.float32, mean=1.0))
     layer = nn.BatchNorm1d(3, device="cuda")
     layer.forward(x)
     layer.backward(g)  # the first step makes the layer's outputs
-    allocations = []
-    for name in ("device_array", "device_array_like", "to_device", "pinned_array"):
-        real = getattr(cuda, name)
-        monkeypatch.setattr(
-            cuda,
-            name,
-            lambda *a, _real=real, _name=name, **k: allocations.append(_name) or _real(*a, **k),
-        )
+    allocations = count_device_allocations(monkeypatch)
     launches.clear()
     layer.forward(x)
     layer.backward(g)

@@ -5,7 +5,7 @@ lazy zero_grad, and errors."""
 
 import numpy as np
 import pytest
-from conftest import DEVICES, central_differences, put
+from conftest import DEVICES, central_differences, count_device_allocations, put
 
 import gpunet as gn
 from gpunet import nn
@@ -369,7 +369,6 @@ def test_host_input_to_a_cuda_model_names_the_devices():
 
 @pytest.mark.cuda
 def test_cuda_training_allocates_no_device_memory_after_the_first_step(monkeypatch):
-    from numba import cuda
 
     x = put(inputs((4, 6)).astype(np.float32), "cuda")
     y = put(np.array([0, 2, 1, 2]), "cuda")
@@ -387,14 +386,7 @@ def test_cuda_training_allocates_no_device_memory_after_the_first_step(monkeypat
         return loss
 
     step()
-    allocations = []
-    for name in ("device_array", "device_array_like", "to_device", "pinned_array"):
-        real = getattr(cuda, name)
-        monkeypatch.setattr(
-            cuda,
-            name,
-            lambda *a, _real=real, _name=name, **k: allocations.append(_name) or _real(*a, **k),
-        )
+    allocations = count_device_allocations(monkeypatch)
     first = float(step())
     assert float(step()) < first
     assert allocations == []
