@@ -23,6 +23,7 @@ from .kernels import (
     metrics,
     optim,
     rbm,
+    recurrent,
     rng,
     scalers,
     softmax,
@@ -45,6 +46,7 @@ MODULES = (
     optim,
     rng,
     rbm,
+    recurrent,
 )
 
 
