@@ -19,6 +19,8 @@ from ._device import (
     to_device,
     to_numpy,
 )
+from ._sklearn import ConvergenceWarning
+from .estimators import MLPClassifier, MLPRegressor
 from .exceptions import NotFittedError
 from .gemm import get_gemm, set_gemm
 from .random import manual_seed
@@ -28,8 +30,11 @@ from .serialization import load
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
     "Device",
     "DeviceError",
+    "MLPClassifier",
+    "MLPRegressor",
     "NotFittedError",
     "RBM",
     "cuda_status",
