@@ -41,9 +41,13 @@ from .serialization import register_layer, register_model
 from .training import Model
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "BatchNorm1d",
     "Dense",
     "Dropout",
+    "LastStep",
     "Layer",
     "LeakyReLU",
     "Parameter",
@@ -699,6 +703,8 @@ class Sequential(Model, Layer):
         """The last layer's output for ``x`` (owned by the model: see the module docstring)."""
         for layer in self.layers:
             x = layer.forward(x)
+            if type(x) is tuple:  # a recurrent layer's (output, state): pass the output on
+                x = x[0]
         return x
 
     __call__ = forward
@@ -768,3 +774,6 @@ class Sequential(Model, Layer):
 
     def min_training_rows(self) -> int:
         return max((layer.min_training_rows() for layer in self.layers), default=1)
+
+
+from .recurrent import GRU, LSTM, RNN, LastStep  # noqa: E402  (they subclass Layer)
