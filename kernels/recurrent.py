@@ -163,6 +163,26 @@ def recurrent_grads_ref(x, hprev, dgx, dgh, w_ih):
     return dgx.T @ x, dgx.sum(axis=0), dgh.T @ hprev, dgh.sum(axis=0), dgx @ w_ih
 
 
+def swap_batch_time_ref(x):
+    """x (A, B, F) -> (B, A, F), a C-contiguous copy (between batch-first and
+    time-major layouts)."""
+    return np.ascontiguousarray(x.swapaxes(0, 1))
+
+
+def last_step_ref(x, time_axis=1):
+    """The last step of x (B, T, F) (``time_axis`` 1) or (T, B, F) (0): (B, F)."""
+    return np.ascontiguousarray(x[:, -1] if time_axis == 1 else x[-1])
+
+
+def last_step_backward_ref(grad_out, T, time_axis=1):
+    """d loss / d x of last_step for grad_out (B, F): zeros but at the last step."""
+    B, F = grad_out.shape
+    dx = np.zeros((B, T, F) if time_axis == 1 else (T, B, F), grad_out.dtype)
+    if T:
+        dx[(slice(None), -1) if time_axis == 1 else -1] = grad_out
+    return dx
+
+
 # --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
 
 
@@ -693,6 +713,34 @@ def _column_sums_kernel(g, beta, out):
         out[j] = total + beta * out[j] if beta != 0 else total
 
 
+@_cuda.kernel("recurrent.swap_batch_time", float_signatures("void({t}[:, :, ::1], {t}[:, :, ::1])"))
+def _swap_kernel(x, out):
+    """out[i, j, f] = x[j, i, f], one thread per output element (grid-stride)."""
+    A, B, F = out.shape
+    for e in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        i, rest = e // (B * F), e % (B * F)
+        j, f = rest // F, rest % F
+        out[i, j, f] = x[j, i, f]
+
+
+@_cuda.kernel(
+    "recurrent.last_step", float_signatures("void({t}[:, :, ::1], int64, {t}[:, ::1], boolean)")
+)
+def _last_step_kernel(x, time_axis, y, backward):
+    """y (B, F) = the last step of x, or with ``backward`` x = zeros but the
+    last step, which is y; one thread per element of x (grid-stride)."""
+    n1, F = x.shape[1], x.shape[2]
+    last = (x.shape[1] if time_axis == 1 else x.shape[0]) - 1
+    for e in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        i, rest = e // (n1 * F), e % (n1 * F)
+        j, f = rest // F, rest % F
+        t, b = (j, i) if time_axis == 1 else (i, j)
+        if backward:
+            x[i, j, f] = y[b, f] if t == last else x.dtype.type(0)
+        elif t == last:
+            y[b, f] = x[i, j, f]
+
+
 # --- launchers ------------------------------------------------------------------------
 
 
@@ -922,6 +970,71 @@ def recurrent_grads_cuda(
         _launch_matmul(_MATMUL_NN, dgx, w_ih, none, 1 if accumulate_dx else 0, dx)
 
 
+def _check_swap(x, out):
+    if x.ndim != 3 or tuple(out.shape) != (x.shape[1], x.shape[0], x.shape[2]):
+        raise ValueError(
+            f"swap_batch_time: expected x (A, B, F) and out (B, A, F), got "
+            f"{tuple(x.shape)} and {tuple(out.shape)}"
+        )
+
+
+def swap_batch_time_cpu(x, out):
+    """out (B, A, F) = x (A, B, F) with its first two axes swapped. Returns out."""
+    _check_swap(x, out)
+    np.copyto(out, x.swapaxes(0, 1))
+    return out
+
+
+def swap_batch_time_cuda(x, out):
+    """swap_batch_time_cpu on device arrays."""
+    _check_swap(x, out)
+    if out.size:
+        blocks, threads = _cuda.grid_1d(out.size)
+        _swap_kernel[blocks, threads](x, out)
+    return out
+
+
+def _check_last_step(op, x, y, time_axis):
+    if time_axis not in (0, 1):
+        raise ValueError(f"{op}: expected time_axis 0 or 1, got {time_axis!r}")
+    if x.ndim != 3 or x.shape[time_axis] == 0:
+        raise ValueError(f"{op}: expected a 3-D x with at least one step, got {tuple(x.shape)}")
+    _expect(op, "y", y, (x.shape[1 - time_axis], x.shape[2]))
+
+
+def last_step_cpu(x, out, time_axis=1):
+    """out (B, F) = the last step of x (B, T, F) (``time_axis`` 1) or (T, B, F) (0)."""
+    _check_last_step("last_step", x, out, time_axis)
+    np.copyto(out, x[:, -1] if time_axis == 1 else x[-1])
+    return out
+
+
+def last_step_backward_cpu(grad_out, dx, time_axis=1):
+    """dx (x's shape) = zeros but the last step, which is grad_out (B, F)."""
+    _check_last_step("last_step_backward", dx, grad_out, time_axis)
+    dx[...] = 0
+    dx[(slice(None), -1) if time_axis == 1 else -1] = grad_out
+    return dx
+
+
+def last_step_cuda(x, out, time_axis=1):
+    """last_step_cpu on device arrays."""
+    _check_last_step("last_step", x, out, time_axis)
+    if x.size:
+        blocks, threads = _cuda.grid_1d(x.size)
+        _last_step_kernel[blocks, threads](x, time_axis, out, False)
+    return out
+
+
+def last_step_backward_cuda(grad_out, dx, time_axis=1):
+    """last_step_backward_cpu on device arrays."""
+    _check_last_step("last_step_backward", dx, grad_out, time_axis)
+    if dx.size:
+        blocks, threads = _cuda.grid_1d(dx.size)
+        _last_step_kernel[blocks, threads](dx, time_axis, grad_out, True)
+    return dx
+
+
 # --- table ----------------------------------------------------------------------------
 
 KERNELS = {
@@ -933,4 +1046,9 @@ KERNELS = {
         recurrent_backward_ref, recurrent_backward_cpu, recurrent_backward_cuda
     ),
     "recurrent_grads": OpKernels(recurrent_grads_ref, recurrent_grads_cpu, recurrent_grads_cuda),
+    "swap_batch_time": OpKernels(swap_batch_time_ref, swap_batch_time_cpu, swap_batch_time_cuda),
+    "last_step": OpKernels(last_step_ref, last_step_cpu, last_step_cuda),
+    "last_step_backward": OpKernels(
+        last_step_backward_ref, last_step_backward_cpu, last_step_backward_cuda
+    ),
 }
