@@ -60,8 +60,11 @@ REFRESH_SECONDS = 0.2
 
 def _features(X, dtype, what="X"):
     X = to_numpy(X)
-    if X.ndim != 2:
-        raise ValueError(f"expected {what} of shape (samples, features), got {X.shape}")
+    if X.ndim not in (2, 3):
+        raise ValueError(
+            f"expected {what} of shape (samples, features) or (samples, steps, features), "
+            f"got {X.shape}"
+        )
     if X.dtype.kind not in "biuf":
         raise TypeError(f"expected numeric {what}, got dtype {X.dtype}")
     X = np.ascontiguousarray(X, dtype)
