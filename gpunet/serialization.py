@@ -534,11 +534,12 @@ def build(saved: Saved, device):
 
 
 def _placement(cls, device):
-    """Where a layer is built: ``device`` for layers with arrays; Dense draws
-    its (overwritten) initial weights from a fixed seed, so that loading
-    leaves the default generator alone."""
+    """Where a layer is built: ``device`` for layers with arrays; Dense (and
+    layers with a true ``draws_initial_weights``) draw their (overwritten)
+    initial weights from a fixed seed, so that loading leaves the default
+    generator alone."""
     params = inspect.signature(cls).parameters
     placement = {"device": device} if "device" in params else {}
-    if cls is LAYERS["Dense"]:
+    if cls is LAYERS["Dense"] or getattr(cls, "draws_initial_weights", False):
         placement["seed"] = 0
     return placement
