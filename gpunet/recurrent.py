@@ -62,6 +62,8 @@ class _Recurrent(Layer):
     """What RNN, LSTM and GRU share; ``mode`` picks the cell."""
 
     mode: str
+    #: gn.load builds the layer with seed 0 and then loads its weights.
+    draws_initial_weights = True
 
     def __init__(
         self,
@@ -418,8 +420,6 @@ class _Recurrent(Layer):
             "bidirectional": self.bidirectional,
             "dtype": self.dtype.name,
         }
-        if self.seed is not None:
-            config["seed"] = self.seed
         return config
 
     @classmethod
