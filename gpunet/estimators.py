@@ -22,12 +22,14 @@ scikit-learn's), or by scipy's L-BFGS-B on that buffer. Beyond scikit-learn:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
 
 import numpy as np
 import scipy.optimize
+import threadpoolctl
 
 from . import losses as _losses
 from . import nn, ops
@@ -52,6 +54,13 @@ ACTIVATIONS = {"identity": None, "logistic": "sigmoid", "tanh": "tanh", "relu": 
 _ACTIVATION_LAYERS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+#: On the CPU, products of fewer multiply-adds than this run on one BLAS
+#: thread: for them a second BLAS thread saves less than it costs, as its
+#: spinning workers then slow the Numba kernels that follow each product
+#: (a 200x64 @ 64x100 dense step took 1.4 ms with two BLAS threads and
+#: 50 us with one on a busy 2-core host).
+SINGLE_THREAD_MACS = 1 << 23
 
 #: Attributes rebuilt rather than pickled (see ``__getstate__``).
 _TRANSIENT = ("model_", "_optimizer", "_loss_fn", "_val_loss_fn", "_l2")
@@ -420,6 +429,15 @@ class _BaseMLP(Estimator):
 
     # --- fitting --------------------------------------------------------------------
 
+    def _threads(self, rows):
+        """A context in which BLAS uses one thread when the network's largest
+        product over ``rows`` rows is small (see ``SINGLE_THREAD_MACS``)."""
+        sizes = self._arch["sizes"]
+        macs = rows * max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        if self.device_.type != "cpu" or macs >= SINGLE_THREAD_MACS:
+            return contextlib.nullcontext()
+        return threadpoolctl.threadpool_limits(1, user_api="blas")
+
     def _fit(self, X, y, incremental, validation_data=None):
         self._check_params()
         first = not hasattr(self, "model_") or (not self.warm_start and not incremental)
@@ -434,10 +452,13 @@ class _BaseMLP(Estimator):
         else:
             self._check_warm(X)
         self._grad_scale = self._loss_scale()
-        if self.solver == "lbfgs":
-            self._fit_lbfgs(X, T)
-        else:
-            self._fit_stochastic(X, T, incremental, validation_data)
+        rows = 200 if self.batch_size == "auto" else self.batch_size
+        rows = X.shape[0] if self.solver == "lbfgs" else min(rows, X.shape[0])
+        with self._threads(rows):
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, T)
+            else:
+                self._fit_stochastic(X, T, incremental, validation_data)
         if not np.isfinite(to_numpy(self.model_.flat_parameters()[0])).all():
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may contain "
@@ -694,7 +715,8 @@ class _BaseMLP(Estimator):
         self._check_fitted()
         X = check_X(self, X, reset=False, dtype=np.dtype(self._arch["dtype"]))
         self.model_.eval()
-        out = self.model_.forward(to_device(X, self.device_))
+        with self._threads(X.shape[0]):
+            out = self.model_.forward(to_device(X, self.device_))
         if self.out_activation_ == "softmax":
             out = ops.softmax(out)
         elif self.out_activation_ == "logistic":
