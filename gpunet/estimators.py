@@ -346,7 +346,7 @@ class _BaseMLP(Estimator):
 
     def _losses(self):
         """(training loss, validation loss) objects and the factor that makes
-        their value and gradient scikit-learn's (see ``_loss_scale``)."""
+        their value and gradient scikit-learn's (see ``_scales``)."""
         if not hasattr(self, "_loss_fn"):
             self._loss_fn, self._val_loss_fn = self._new_loss(), self._new_loss()
         return self._loss_fn, self._val_loss_fn
@@ -451,7 +451,7 @@ class _BaseMLP(Estimator):
             self._initialize(X, T, n_outputs)
         else:
             self._check_warm(X)
-        self._grad_scale = self._loss_scale()
+        self._value_scale, self._grad_scale = self._scales()
         rows = 200 if self.batch_size == "auto" else self.batch_size
         rows = X.shape[0] if self.solver == "lbfgs" else min(rows, X.shape[0])
         with self._threads(rows):
@@ -499,7 +499,7 @@ class _BaseMLP(Estimator):
             loss, g = loss_fn(out, Td)
             if self._grad_scale != 1:
                 ops.scale(g, self._grad_scale, out=g)
-            value = float(loss) * self._grad_scale
+            value = float(loss) * self._value_scale
             model.backward(g, input_grad=False)
             for p in params:
                 p.grad  # noqa: B018 (a gradient no backward wrote reads as zeros)
@@ -620,7 +620,7 @@ class _BaseMLP(Estimator):
                     rows = order[a:b] if self.shuffle else slice(a, b)
                     xb, tb = batches.take(rows)
                     self._step(xb, tb, slots[k], k)
-                batch_losses = to_numpy(records).astype(np.float64) * self._grad_scale
+                batch_losses = to_numpy(records).astype(np.float64) * self._value_scale
                 if alpha:
                     record, factors = self._l2[0], self._l2[1]
                     squares = to_numpy(record).astype(np.float64) @ factors
@@ -666,7 +666,7 @@ class _BaseMLP(Estimator):
         out = self.model_.forward(val_device)
         target = to_device(self._encode_known(y_val), self.device_)
         loss, _ = self._val_loss_fn(out, target)
-        self.validation_loss_curve_.append(float(loss) * self._grad_scale)
+        self.validation_loss_curve_.append(float(loss) * self._value_scale)
         score = self._score_outputs(_to_host(out), y_val)
         self.validation_scores_.append(score)
         if self.verbose:
@@ -826,9 +826,11 @@ class MLPClassifier(_BaseMLP):
             return _losses.SoftmaxCrossEntropy()
         return _losses.BinaryCrossEntropy(from_logits=True)
 
-    def _loss_scale(self):
-        # scikit-learn's log-loss sums over labels; gn's binary cross-entropy averages.
-        return float(self.n_outputs_) if self._label_kind != "multiclass" else 1.0
+    def _scales(self):
+        """(factor on gn's loss value, factor on its gradient) giving scikit-learn's:
+        its log-loss sums over labels, where gn's binary cross-entropy averages."""
+        k = float(self.n_outputs_) if self._label_kind != "multiclass" else 1.0
+        return k, k
 
     def _encode(self, y, X, first, incremental, classes=None):
         """Targets for the loss: class indices (n,) int64 for softmax, else
@@ -1064,9 +1066,11 @@ class MLPRegressor(_BaseMLP):
     def _new_loss(self):
         return _losses.MSE()
 
-    def _loss_scale(self):
-        # scikit-learn's loss averages over outputs but its gradient does not.
-        return 1.0
+    def _scales(self):
+        """(factor on gn's loss value, factor on its gradient) giving scikit-learn's:
+        its loss averages over the outputs as gn's does, but its gradient is
+        that of the sum over the outputs."""
+        return 1.0, float(self.n_outputs_)
 
     def _encode(self, y, X, first, incremental):
         T = self._encode_known(y, warn=True)
