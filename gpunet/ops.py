@@ -44,6 +44,7 @@ from ._arrays import (
 from .kernels import _cpu, _cuda
 from .kernels import dense as _dense
 from .kernels import dropout as _dropout
+from .kernels import optim as _optim
 
 # --- elementwise activations ----------------------------------------------------------
 
@@ -247,11 +248,53 @@ def _check_dense(op, x, W, activation, alpha):
     return check_alpha(op, alpha)
 
 
+def _host_dtype(arrays):
+    """The dtype of ``arrays`` when all are C-contiguous numpy arrays of one
+    float dtype (numpy's own descriptor; None entries skipped), else None: the
+    host fast paths' test, after which only shapes and overlaps remain to check."""
+    dtype = None
+    for a in arrays:
+        if a is None:
+            continue
+        if type(a) is not np.ndarray or not a.flags.c_contiguous:
+            return None
+        if dtype is None:
+            dtype = a.dtype
+            if dtype is not _FLOAT32 and dtype is not _FLOAT64:
+                return None
+        elif a.dtype is not dtype:
+            return None
+    return dtype
+
+
 def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
     """act(x @ W + b): x (batch, in_features), W (in_features, out_features),
     b (out_features,) -> (batch, out_features); float32/float64. ``activation``:
     None, "relu", "leaky_relu" (with ``alpha``), "sigmoid" or "tanh". On a GPU
     the product is gpunet's tiled kernel or cuBLAS, as ``gn.set_gemm`` says."""
+    if (  # host fast path: what the checked path would accept, tested cheaply
+        _host_dtype((x, W, b, out)) is not None
+        and activation in _dense.EPILOGUES
+        and type(alpha) is float
+        and math.isfinite(alpha)
+        and x.ndim == 2
+        and W.ndim == 2
+        and x.shape[1] == W.shape[0]
+        and b.shape == W.shape[1:]
+    ):
+        shape = (x.shape[0], W.shape[1])
+        if out is None:
+            out = np.empty(shape, x.dtype)
+        elif out.shape != shape or not out.flags.writeable:
+            return _dense_checked(x, W, b, activation, alpha, out)
+        else:
+            apart("dense", "cpu", [("out", out)], [("x", x), ("W", W), ("b", b)])
+        _CPU_KERNELS["dense"](x, W, b, out, activation, alpha)
+        return out
+    return _dense_checked(x, W, b, activation, alpha, out)
+
+
+def _dense_checked(x, W, b, activation, alpha, out):
     kind = dispatch.placement("dense", x=x, W=W, b=b, out=out)
     alpha = _check_dense("dense", x, W, activation, alpha)
     if b.shape != (W.shape[1],):
@@ -293,6 +336,35 @@ def dense_backward(
     for d loss / d (x @ W + b), shaped like grad_out; it may be grad_out
     itself, which is then overwritten.
     """
+    if (  # host fast path, as in dense: outputs given, shapes as the kernel indexes them
+        _host_dtype((grad_out, x, W, y, dx, dW, db, dz)) is not None
+        and dW is not None
+        and db is not None
+        and dz is not None
+        and (dx is not None or not input_grad)
+        and activation in _dense.EPILOGUES
+        and type(alpha) is float
+        and math.isfinite(alpha)
+        and x.ndim == 2
+        and W.ndim == 2
+        and x.shape[1] == W.shape[0]
+        and grad_out.shape == y.shape == dz.shape == (x.shape[0], W.shape[1])
+        and dW.shape == W.shape
+        and db.shape == W.shape[1:]
+        and (dx is None or dx.shape == x.shape)
+        and dz.flags.writeable
+        and dW.flags.writeable
+        and db.flags.writeable
+        and (dx is None or dx.flags.writeable)
+    ):
+        apart("dense_backward", "cpu", [("dz", dz), ("dx", dx), ("dW", dW), ("db", db)],
+              [("grad_out", grad_out), ("y", y), ("x", x), ("W", W)],
+              same={("dz", "grad_out")})  # fmt: skip
+        _CPU_KERNELS["dense_backward"](
+            grad_out, x, W, y, dx if input_grad else None, dW, db, dz, activation, alpha,
+            bool(accumulate),
+        )  # fmt: skip
+        return (dx if input_grad else None), dW, db
     op = "dense_backward"
     names, arrays = ("grad_out", "y", "x", "W"), (grad_out, y, x, W)
     kind = dispatch.placement(
@@ -382,7 +454,43 @@ def _loss_operands(op, name, pred, target, out=None):
     return kind, contiguous(op, name, kind, pred), target
 
 
+_CLASS_OPS = ("softmax_cross_entropy", "argmax_hits")
+_INT64 = np.dtype(np.int64)
+
+
+def _host_operands(op, pred, target, outputs):
+    """True when ``pred``, ``target`` and the 1-element ``outputs`` of a loss
+    or hit count are host arrays the kernels take as they are (the checked
+    path would pass them unchanged): the fast path's test."""
+    dtype = _host_dtype((pred, *outputs))
+    if dtype is None or type(target) is not np.ndarray or not target.flags.c_contiguous:
+        return False
+    for out in outputs:
+        if out.shape != (1,) or not out.flags.writeable:
+            return False
+    if op in _CLASS_OPS and pred.ndim != 2:
+        return False
+    if op in _CLASS_OPS and target.ndim == 1:
+        return target.dtype is _INT64 and target.shape == pred.shape[:1]
+    return target.dtype is dtype and target.shape == pred.shape
+
+
 def _loss(op, name, pred, target, out):
+    if (  # host fast path
+        type(out) is tuple
+        and len(out) == 2
+        and type(out[1]) is np.ndarray
+        and out[1].shape == getattr(pred, "shape", None)
+        and out[1].flags.writeable
+        and _host_operands(op, pred, target, out[:1])
+        and _host_dtype(out[1:]) is pred.dtype
+    ):
+        loss, grad = out
+        apart(op, "cpu", [("the loss out", loss), ("the grad out", grad)],
+              [(name, pred), ("target", target)])  # fmt: skip
+        _check_probabilities(op, "cpu", pred)
+        _CPU_KERNELS[op](pred, target, grad, loss)
+        return out
     kind, pred, target = _loss_operands(op, name, pred, target)
     if out is None:
         loss, grad = empty(kind, (1,), pred.dtype), empty(kind, pred.shape, pred.dtype)
@@ -396,18 +504,23 @@ def _loss(op, name, pred, target, out):
         apart(op, kind, [("the loss out", loss), ("the grad out", grad)],
               [(name, pred), ("target", target)])  # fmt: skip
         returned = out
-    if op == "binary_cross_entropy_probs":
-        # The kernel clamps each log at -100, which turns NaN and values
-        # outside [0, 1] into a finite, plausible loss: refuse them, as
-        # PyTorch's BCELoss does (on a GPU this reads one count back).
-        outside = dispatch.kernel_for("count_outside", kind)(pred, 0.0, 1.0)
-        if outside:
-            raise ValueError(
-                f"{op}: expected probabilities in [0, 1], got {outside} "
-                f"{'value' if outside == 1 else 'values'} outside [0, 1] or NaN"
-            )
+    _check_probabilities(op, kind, pred)
     dispatch.kernel_for(op, kind)(pred, target, grad, loss)
     return returned
+
+
+def _check_probabilities(op, kind, pred):
+    """binary_cross_entropy_probs's kernel clamps each log at -100, which
+    turns NaN and values outside [0, 1] into a finite, plausible loss: refuse
+    them, as PyTorch's BCELoss does (on a GPU this reads one count back)."""
+    if op != "binary_cross_entropy_probs":
+        return
+    outside = dispatch.kernel_for("count_outside", kind)(pred, 0.0, 1.0)
+    if outside:
+        raise ValueError(
+            f"{op}: expected probabilities in [0, 1], got {outside} "
+            f"{'value' if outside == 1 else 'values'} outside [0, 1] or NaN"
+        )
 
 
 def softmax_cross_entropy(logits, target, *, out=None):
@@ -445,6 +558,10 @@ def argmax_hits(scores, target, *, out=None):
     """How many rows of ``scores`` (batch, C) have their largest entry at the
     target class (class indices (batch,), or rows (batch, C) whose argmax is
     the class): a 1-element array of scores' dtype, or ``out`` filled."""
+    if out is not None and _host_operands("argmax_hits", scores, target, (out,)):
+        apart("argmax_hits", "cpu", [("out", out)], [("scores", scores), ("target", target)])
+        _CPU_KERNELS["argmax_hits"](scores, target, out)
+        return out
     kind, scores, target = _loss_operands("argmax_hits", "scores", scores, target, out)
     result, returned = output("argmax_hits", kind, out, (1,), scores.dtype)
     apart("argmax_hits", kind, [("out", result)], [("scores", scores), ("target", target)])
@@ -455,6 +572,10 @@ def argmax_hits(scores, target, *, out=None):
 def binary_hits(pred, target, threshold=0.0, *, out=None):
     """How many elements agree: ``pred > threshold`` against ``target > 0.5``
     (same shape): a 1-element array of pred's dtype, or ``out`` filled."""
+    if out is not None and _host_operands("binary_hits", pred, target, (out,)):
+        apart("binary_hits", "cpu", [("out", out)], [("pred", pred), ("target", target)])
+        _CPU_KERNELS["binary_hits"](pred, target, float(threshold), out)
+        return out
     kind, pred, target = _loss_operands("binary_hits", "pred", pred, target, out)
     result, returned = output("binary_hits", kind, out, (1,), pred.dtype)
     apart("binary_hits", kind, [("out", result)], [("pred", pred), ("target", target)])
@@ -663,6 +784,15 @@ def _updated(op, names, arrays):
     """Check the arrays an update reads (``grad``, the second) and writes in
     place (the others): 1-D, one size, float dtype and device, C-contiguous,
     writable and apart in memory; return their device kind."""
+    first = arrays[0]
+    if _host_dtype(arrays) is not None and first.ndim == 1:  # host fast path
+        for x in arrays:
+            if x.shape != first.shape or not x.flags.writeable:
+                break
+        else:
+            named = list(zip(names, arrays, strict=True))
+            apart(op, "cpu", named[:1] + named[2:], named[1:2])
+            return "cpu"
     kind = dispatch.placement(op, **dict(zip(names, arrays, strict=True)))
     check_dtypes(op, names, arrays)
     for name, x in zip(names, arrays, strict=True):
@@ -712,20 +842,15 @@ def _update_segments(op, size, lr, weight_decay, segments):
         )
     if bounds.dtype.kind not in "iu":
         raise TypeError(f"{op}: expected integer segment bounds, got dtype {bounds.dtype}")
-    starts, stops = bounds[:, 0], bounds[:, 1]
-    if len(bounds) and (
-        starts.min() < 0 or stops.max() > size or (stops < starts).any()
-        or (starts[1:] < stops[:-1]).any()
-    ):  # fmt: skip
-        raise ValueError(
-            f"{op}: expected ordered, non-overlapping segments within [0, {size}), "
-            f"got {bounds.tolist()}"
-        )
-    if not (np.isfinite(settings).all() and (settings >= 0).all()):
-        raise ValueError(
-            f"{op}: expected finite settings >= 0 in segments, got {settings.tolist()}"
-        )
-    return bounds.astype(np.int64), settings
+    _optim.check_segments(op, bounds, size)
+    # Lists, not numpy reductions: a table has a few rows, checked every step.
+    for row in settings.tolist():
+        for value in row:
+            if not 0 <= value < math.inf:
+                raise ValueError(
+                    f"{op}: expected finite settings >= 0 in segments, got {settings.tolist()}"
+                )
+    return (bounds if bounds.dtype == np.int64 else bounds.astype(np.int64)), settings
 
 
 def scale(x, factor, *, out=None):

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import ops
+from . import ops, parameter
 from ._arrays import zeros
 from ._device import to_numpy
 from .parameter import Parameter, flat_buffers
@@ -56,7 +56,8 @@ class Optimizer:
         self.state: dict[int, dict] = {}
         #: id(parameter) -> (state key, offset) where its state lies.
         self._placed: dict[int, tuple[int, int]] = {}
-        self._tables: dict = {}
+        #: (what it holds for, the update plan): see ``_plan``.
+        self._cached_plan: tuple | None = None
 
     @staticmethod
     def _groups(params, lr, weight_decay) -> list[dict]:
@@ -115,22 +116,40 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter in place from its gradient: one launch per
         flat buffer (one per dtype and device for a model's parameters)."""
-        buffers = self._buffers()
-        for key, (_, members) in buffers.items():  # check all before updating any
-            for p, _ in members:
-                self._check_placement(p, key)
-        for key, (flat, members) in buffers.items():
-            state = self.state.get(key)
-            if state is None:
-                state = self.state[key] = self._new_state(flat)
-            for p, _ in members:
-                self._place_state(p, key, state)
+        for flat, state, members, segments in self._plan():
+            for p in members:
                 if p._grad_is_zero:  # no backward wrote it since zero_grad
                     p.grad  # noqa: B018 (fills it with zeros)
-            self._update(flat, state, self._segments(key, members))
-        for key in [key for key in self.state if key not in buffers]:
-            del self.state[key]  # buffers no parameter of ours lives in any more
+            self._update(flat, state, segments)
         self._stepped()
+
+    def _plan(self) -> list:
+        """[(flat buffers, their state, their parameters, segments)], one entry
+        per buffer, made anew when a parameter was bound to other buffers
+        (``parameter.bindings`` moved) or a group's settings changed; making
+        it checks every parameter before any state changes, and carries each
+        parameter's state to where it lies now."""
+        settings = tuple((group["lr"], group["weight_decay"]) for group in self.param_groups)
+        key = (parameter.bindings, settings)
+        if self._cached_plan is not None and self._cached_plan[0] == key:
+            return self._cached_plan[1]
+        buffers = self._buffers()
+        for key_, (_, members) in buffers.items():
+            for p, _ in members:
+                self._check_placement(p, key_)
+        plan = []
+        for key_, (flat, members) in buffers.items():
+            state = self.state.get(key_)
+            if state is None:
+                state = self.state[key_] = self._new_state(flat)
+            for p, _ in members:
+                self._place_state(p, key_, state)
+            params = [p for p, _ in members]
+            plan.append((flat, state, params, self._segments(key_, members)))
+        for stale in [k for k in self.state if k not in buffers]:
+            del self.state[stale]  # buffers no parameter of ours lives in any more
+        self._cached_plan = (key, plan)
+        return plan
 
     def _buffers(self) -> dict:
         """id(flat buffers) -> (the buffers, [(parameter, group index)] by offset)."""
@@ -331,7 +350,7 @@ class Optimizer:
         self._lr_ratios = [values["lr_scale"] for values in checked["groups"]]
         for attribute, value in {**checked["settings"], **checked["counters"]}.items():
             setattr(self, attribute, value)
-        self.state, self._placed = {}, {}
+        self.state, self._placed, self._cached_plan = {}, {}, None
         if not checked["state"]:
             return
         index = {id(p): i for i, p in enumerate(self.params)}

@@ -53,6 +53,11 @@ def _on(device: Device, make):
         return make()
 
 
+#: How many times a parameter was bound to buffers: a cache of where
+#: parameters lie (an optimizer's update plan) holds while it is unchanged.
+bindings = 0
+
+
 class Parameter:
     """A learnable array: ``data``, and ``grad`` (d loss / d data) of the same
     shape, dtype and device, both views into flat buffers (see the module).
@@ -75,6 +80,8 @@ class Parameter:
 
     def _bind(self, flat: FlatBuffers, offset: int, shape: tuple) -> None:
         """Make the parameter view ``flat`` at ``offset``; its gradient counts as zero."""
+        global bindings
+        bindings += 1
         self._flat, self._offset, self._shape = flat, offset, shape
         self._data, self._grad = flat.views(offset, shape)
         self._grad_is_zero = True

@@ -229,18 +229,21 @@ def _check_update(op, bounds, p, *others):
     every array by the segments, and two segments that overlap would update
     one element from two threads at once on a GPU."""
     _check_sizes(op, p, *others)
-    if len(bounds):
-        starts, stops = bounds[:, 0], bounds[:, 1]
-        if (
-            starts[0] < 0
-            or stops[-1] > p.size
-            or (stops < starts).any()
-            or (starts[1:] < stops[:-1]).any()
-        ):
+    check_segments(op, bounds, p.size)
+
+
+def check_segments(op, bounds, size):
+    """ValueError unless the rows [start, stop) of ``bounds`` (S, 2) are
+    ordered, apart and within [0, size]. On lists: a table has a few rows,
+    checked every step, where numpy's reductions would cost more."""
+    end = 0
+    for start, stop in bounds.tolist():
+        if not end <= start <= stop <= size:
             raise ValueError(
-                f"{op}: expected ordered, non-overlapping segments within [0, {p.size}], "
+                f"{op}: expected ordered, non-overlapping segments within [0, {size}], "
                 f"got {bounds.tolist()}"
             )
+        end = stop
 
 
 def _adam_settings(lr, weight_decay, decoupled):

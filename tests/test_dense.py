@@ -179,6 +179,34 @@ def test_ops_dense_out_and_non_contiguous_weights():
     np.testing.assert_allclose(out, D.dense_ref(x, W, b, "relu"), rtol=1e-12)
 
 
+@pytest.mark.parametrize("activation", ["leaky_relu", "tanh"])
+def test_ops_dense_host_fast_path_matches_the_checked_path(activation):
+    """Contiguous host arrays with every output given take the fast path;
+    a strided view of the same values takes the checked one: same bits."""
+    x, W, b, g = make((5, 7, 3), np.float32)
+    fast_y, slow_y = np.empty((5, 3), np.float32), np.empty((5, 3), np.float32)
+    gn.ops.dense(x, W, b, activation, 0.2, out=fast_y)
+    gn.ops.dense(np.asfortranarray(x), W, b, activation, 0.2, out=slow_y)
+    np.testing.assert_array_equal(fast_y, slow_y)
+    outs = dict(dx=np.empty_like(x), dW=np.empty_like(W), db=np.empty_like(b), dz=np.empty_like(g))
+    fast = gn.ops.dense_backward(g, x, W, fast_y, activation, 0.2, **outs)
+    slow = gn.ops.dense_backward(np.asfortranarray(g), x, W, slow_y, activation, 0.2)
+    for got, want in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(got, want)
+    flat_grad = np.zeros(W.size + b.size, np.float32)  # dW and db in one buffer, apart
+    dW, db = flat_grad[: W.size].reshape(W.shape), flat_grad[W.size :]
+    gn.ops.dense_backward(
+        g, x, W, fast_y, activation, 0.2, input_grad=False, dW=dW, db=db, dz=np.empty_like(g)
+    )
+    np.testing.assert_array_equal(dW, slow[1])
+    np.testing.assert_array_equal(db, slow[2])
+    with pytest.raises(ValueError, match="expected db not to overlap dW"):
+        overlapping = dict(dW=flat_grad[:21].reshape(W.shape), db=flat_grad[20:23])
+        gn.ops.dense_backward(g, x, W, fast_y, input_grad=False, dz=np.empty_like(g), **overlapping)
+    with pytest.raises(ValueError, match="expected out not to overlap x"):
+        gn.ops.dense(x, W, b, out=x.reshape(-1)[:15].reshape(5, 3))
+
+
 def test_ops_dense_rejects_bad_input():
     x, W, b, g = make((4, 6, 5), np.float32)
     with pytest.raises(ValueError, match="expected activation in"):

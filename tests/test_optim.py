@@ -6,6 +6,7 @@ import pytest
 from gpunet.kernels import optim as O
 
 import gpunet as gn
+from gpunet.parameter import pack as pack_parameters
 
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 SGD_SETTINGS = [
@@ -164,6 +165,24 @@ def test_a_zeroed_gradient_leaves_sgd_parameters_alone():
         np.testing.assert_array_equal(p.data, b)
 
 
+def test_a_step_follows_group_settings_and_packing_changed_after_the_first():
+    """The update plan a step keeps is made anew when a group's settings or
+    the parameters' buffers change: each step uses what holds at its time."""
+    params = _params()
+    opt = gn.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1, momentum=0.5)
+    for lr, pack in ((0.1, False), (0.3, False), (0.3, True), (0.05, False)):
+        _set_grads(params, [np.ones(p.shape, np.float32) for p in params])
+        before = [p.data.copy() for p in params]
+        bufs = [opt.state_dict()["state"].get(i, {}).get("buf") for i in range(2)]
+        opt.param_groups[1]["lr"] = lr
+        if pack:  # into one pair of buffers, from one per parameter
+            pack_parameters(params)
+        opt.step()
+        for i, (p, b, buf) in enumerate(zip(params, before, bufs, strict=True)):
+            new_buf = 1.0 if buf is None else 0.5 * buf + 1.0
+            np.testing.assert_allclose(p.data, b - (0.1 if i == 0 else lr) * new_buf, rtol=1e-6)
+
+
 def test_adamw_defaults_match_pytorch():
     opt = gn.optim.AdamW(_params())
     assert (opt.lr, opt.betas, opt.eps, opt.weight_decay) == (1e-3, (0.9, 0.999), 1e-8, 1e-2)
@@ -290,7 +309,7 @@ def test_update_ops_refuse_bad_arguments_before_writing():
         (
             lambda: gn.ops.sgd(p, g, buf, segments=([[0, 9]], [[0.1, 0]])),
             ValueError,
-            r"within \[0, 8\)",
+            r"within \[0, 8\]",
         ),
         (
             lambda: gn.ops.sgd(p, g, buf, segments=([[0, 4], [3, 8]], [[0.1, 0], [0.1, 0]])),
