@@ -306,23 +306,20 @@ def test_feature_names_from_data_frames(digits):
 
 @pytest.mark.cuda
 def test_cuda_follows_the_cpu():
+    # One mini-batch per epoch and few launches: the simulator runs each thread in Python.
     X, y = gn.datasets.load_digits()
-    X, y = X[:24, :12] / 16, y[:24] % 3
-    kw = dict(hidden_layer_sizes=(5,), max_iter=2, batch_size=8, random_state=0,
-              dtype="float64", alpha=0.01)  # fmt: skip
+    X, y = X[:6, 20:24] / 16, y[:6] % 3
+    kw = dict(hidden_layer_sizes=(3,), max_iter=1, random_state=0, dtype="float64")
     for cls, target, extra in [
-        (gn.MLPClassifier, y, {}),
-        (gn.MLPRegressor, X[:, :2], {"solver": "sgd"}),
-        (gn.MLPClassifier, y, {"batch_norm": True, "dropout": 0.25}),
+        (gn.MLPClassifier, y, {"alpha": 0.01, "batch_norm": True, "dropout": 0.25}),
+        (gn.MLPRegressor, X[:, :2], {"solver": "sgd", "alpha": 0.0}),
+        (gn.MLPClassifier, y, {"solver": "lbfgs", "alpha": 0.0}),
     ]:
-        cpu = quiet(cls(device="cpu", **kw, **extra).fit, X, target)
-        gpu = quiet(cls(device="cuda", **kw, **extra).fit, X, target)
+        settings = {**kw, **extra}
+        cpu = quiet(cls(device="cpu", **settings).fit, X, target)
+        gpu = quiet(cls(device="cuda", **settings).fit, X, target)
         assert gpu.device_.type == "cuda"
-        np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-9)
-        np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-9)
+        assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-9)
         for a, b in zip(gpu.coefs_, cpu.coefs_, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-    lbfgs = dict(kw, solver="lbfgs", max_iter=3)
-    cpu = quiet(gn.MLPClassifier(device="cpu", **lbfgs).fit, X, y)
-    gpu = quiet(gn.MLPClassifier(device="cuda", **lbfgs).fit, X, y)
-    assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-9)
+    np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
