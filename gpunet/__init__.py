@@ -23,6 +23,7 @@ from ._sklearn import ConvergenceWarning
 from .estimators import MLPClassifier, MLPRegressor
 from .exceptions import NotFittedError
 from .gemm import get_gemm, set_gemm
+from .profiler import profile
 from .random import manual_seed
 from .rbm import RBM
 from .serialization import load
@@ -52,6 +53,7 @@ __all__ = [
     "ops",
     "optim",
     "plot",
+    "profile",
     "random",
     "set_device",
     "set_gemm",

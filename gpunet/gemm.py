@@ -82,6 +82,16 @@ def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
     cuBLAS is column-major: a row-major (r, c) buffer is its (c, r) matrix with
     leading dimension c, so out.T = op(b).T @ op(a).T is one call on the
     buffers as they are, with b first."""
+    if _cuda.observers:
+        _cuda.observe(
+            "cublas.gemm", None, None,
+            lambda: _cublas_gemm(a, b, out, trans_a, trans_b, accumulate),
+        )  # fmt: skip
+    else:
+        _cublas_gemm(a, b, out, trans_a, trans_b, accumulate)
+
+
+def _cublas_gemm(a, b, out, trans_a, trans_b, accumulate):
     cublas, device = _cupy_cublas()
     m, n = out.shape
     k = a.shape[0] if trans_a else a.shape[1]

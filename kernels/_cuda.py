@@ -82,15 +82,28 @@ def kernel(name: str, signatures: tuple[str, ...] | list[str], **jit_options):
         KERNELS.append(KernelSpec(name, py_func, tuple(signatures)))
         if not HAVE_NUMBA_CUDA:
             return _missing_numba_cuda
-        dispatcher = cuda.jit(**jit_options)(py_func)
-        return dispatcher if SIMULATOR else Kernel(dispatcher)
+        return Kernel(cuda.jit(**jit_options)(py_func), name)
 
     return decorate
 
 
+#: What watches every launch while it is not empty (``gn.profile``): each
+#: observer is called as ``observer(name, griddim, blockdim, run)`` and
+#: returns what ``run()`` (the launch) returns.
+observers: list[Callable] = []
+
+
+def observe(name: str, griddim, blockdim, run: Callable):
+    """``run()``, a launch named ``name``, seen by every observer (the
+    first one registered outermost)."""
+    for observer in reversed(observers):
+        run = functools.partial(observer, name, griddim, blockdim, run)
+    return run()
+
+
 class Kernel:
     """A Numba CUDA kernel with a lean launch path, used as Numba's own:
-    ``kernel[blocks, threads](*args)``.
+    ``kernel[blocks, threads](*args)``; ``name`` is its catalogue name.
 
     Numba types every argument, picks the compiled overload and marshals the
     arguments on each launch, Python work that outlasts the run of a small
@@ -100,19 +113,25 @@ class Kernel:
     arguments flattened as Numba's kernel ABI expects. Anything else (other
     streams, shared memory sizes, arguments that are not Numba device arrays
     or scalars, several GPUs, a numba-cuda whose internals differ) takes
-    Numba's path.
+    Numba's path. Under the simulator every launch takes Numba's path.
+    While ``observers`` is not empty, each launch is handed to them.
     """
 
-    __slots__ = ("dispatcher", "_overloads")
+    __slots__ = ("dispatcher", "name", "_overloads")
 
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
+    def __init__(self, dispatcher, name: str):
+        self.dispatcher, self.name = dispatcher, name
         self._overloads = {}
 
     def __getattr__(self, name):
         return getattr(self.dispatcher, name)
 
     def __getitem__(self, config):
+        if observers:
+            return _Observed(self, config)
+        return self._launcher(config)
+
+    def _launcher(self, config):
         if _fast_launch is not None and len(config) == 2:
             return _Launch(self, config[0], config[1])
         return self.dispatcher[config]
@@ -161,6 +180,19 @@ def _compile_launch(dispatcher, args, key):
         else:
             return None
     return compiled._codelibrary.get_cufunc().kernel, converters
+
+
+class _Observed:
+    """A launch of ``kernel`` with ``config`` that the observers see."""
+
+    __slots__ = ("kernel", "config")
+
+    def __init__(self, kernel, config):
+        self.kernel, self.config = kernel, config
+
+    def __call__(self, *args):
+        launch = self.kernel._launcher(self.config)
+        return observe(self.kernel.name, self.config[0], self.config[1], lambda: launch(*args))
 
 
 class _Launch:
