@@ -342,6 +342,120 @@ def _grad_cuda_kernel(name, backward):
     return grad
 
 
+def _weight_grad_cuda_kernel(name, backward):
+    """dW (=|+=) x.T @ dz with dz = backward(g, y, c) computed as the product
+    stages it, and, in the blocks of dW's first row of tiles (which between
+    them stage every element of dz once), dz written out and db (=|+=) its
+    column sums: the gradient pass and the weight product in one launch.
+    The small tile's product, with ``_gemm_kernel``'s arithmetic and order."""
+    tile = SMALL_TILE
+    size, depth, out_per = tile.size, tile.depth, tile.out
+    shape = (2, depth, size // (4 * THREADS), THREADS, 4)
+    across, along = _staging(size), _staging(depth)
+    # Threads that stage the same 4 columns of dz (at different k): their
+    # column sums are added in shared memory, in order of k.
+    sharing = THREADS * THREADS * 4 // size
+
+    @_cuda.device_function
+    def fetch_grad(g, y, c, line, k, lines, k_total, staged, zero):
+        """staged[r] = dz[k, line + r] = backward(g, y, c) there, zero past the edges."""
+        for r in range(4):
+            i = line + r
+            if (i < lines) & (k < k_total):
+                kk, ii = numba.uint64(k), numba.uint64(i)
+                staged[r] = backward(g[kk, ii], y[kk, ii], c)
+            else:
+                staged[r] = zero
+
+    @_cuda.kernel(
+        f"dense.weight_grad_{name}",
+        float_signatures(
+            "void({t}[:, ::1], {t}[:, ::1], {t}[:, ::1], {t}, {t}[:, ::1], {t}[::1], boolean, "
+            "{t}[:, ::1])"
+        ),
+    )
+    def weight_grad(x, g, y, c, dz, db, accumulate, dW):
+        m, n = dW.shape
+        k_total = x.shape[0]
+        tile_a = cuda.shared.array(shape, x.dtype)
+        tile_b = cuda.shared.array(shape, x.dtype)
+        sums = cuda.shared.array((sharing, size), x.dtype)
+        staged_a = cuda.local.array(4, x.dtype)
+        staged_b = cuda.local.array(4, x.dtype)
+        column_sums = cuda.local.array(4, x.dtype)
+        col_a = cuda.local.array(out_per, x.dtype)
+        row_b = cuda.local.array(out_per, x.dtype)
+        acc = cuda.local.array((out_per, out_per), x.dtype)
+        zero = x.dtype.type(0)
+        for p in range(out_per):
+            for q in range(out_per):
+                acc[p, q] = zero
+        for r in range(4):
+            column_sums[r] = zero
+        tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = ty * THREADS + tx
+        row0, col0 = cuda.blockIdx.y * size, cuda.blockIdx.x * size
+        writes = cuda.blockIdx.y == 0  # this block writes dz and sums db
+        a_line, a_k = _staging_slot(tid, True, across, along)
+        b_line, b_k = _staging_slot(tid, True, across, along)
+
+        _fetch(x, True, row0 + a_line, a_k, m, k_total, staged_a, zero)
+        fetch_grad(g, y, c, col0 + b_line, b_k, n, k_total, staged_b, zero)
+        _stage(staged_a, True, tile_a, 0, a_k, a_line)
+        _stage(staged_b, True, tile_b, 0, b_k, b_line)
+        if writes:
+            _write_dz(staged_b, dz, b_k, col0 + b_line, n, k_total, column_sums)
+        cuda.syncthreads()
+        now = 0
+        for k0 in range(0, k_total, depth):
+            later = k0 + depth < k_total
+            if later:
+                _fetch(x, True, row0 + a_line, k0 + depth + a_k, m, k_total, staged_a, zero)
+                fetch_grad(g, y, c, col0 + b_line, k0 + depth + b_k, n, k_total, staged_b, zero)
+            for k in range(0, depth, 8):
+                _rank_eight(tile_a, tile_b, now, k, ty, tx, out_per, col_a, row_b, acc)
+            if later:
+                _stage(staged_a, True, tile_a, 1 - now, a_k, a_line)
+                _stage(staged_b, True, tile_b, 1 - now, b_k, b_line)
+                if writes:
+                    _write_dz(staged_b, dz, k0 + depth + b_k, col0 + b_line, n, k_total,
+                              column_sums)  # fmt: skip
+            cuda.syncthreads()
+            now = 1 - now
+        for p in range(out_per):
+            i = row0 + _owned(p, ty)
+            for q in range(out_per):
+                j = col0 + _owned(q, tx)
+                if i < m and j < n:
+                    if accumulate:
+                        dW[i, j] += acc[p, q]
+                    else:
+                        dW[i, j] = acc[p, q]
+        if writes:
+            for r in range(4):
+                sums[b_k, b_line + r] = column_sums[r]
+            cuda.syncthreads()
+            j = col0 + tid
+            if tid < size and j < n:
+                total = sums[0, tid]
+                for s in range(1, sharing):
+                    total += sums[s, tid]
+                db[j] = db[j] + total if accumulate else total
+
+    return weight_grad
+
+
+@_cuda.device_function
+def _write_dz(staged, dz, k, line, lines, k_total, column_sums):
+    """Store a thread's staged run of dz (row k, columns line..line + 3) and
+    add it to the thread's column sums."""
+    for r in range(4):
+        i = line + r
+        if (i < lines) & (k < k_total):
+            dz[numba.uint64(k), numba.uint64(i)] = staged[r]
+            column_sums[r] += staged[r]
+
+
 def _epilogue_cuda_kernel(name, forward):
     @_cuda.kernel(
         f"dense.epilogue_{name}",
@@ -396,6 +510,10 @@ _ACTIVATIONS_CUDA = {
 }
 _GRAD_CUDA = {
     name: _grad_cuda_kernel(name or "linear", backward)
+    for name, (_, backward) in _CUDA_EPILOGUES.items()
+}
+_WEIGHT_GRAD_FUSED_CUDA = {
+    name: _weight_grad_cuda_kernel(name or "linear", backward)
     for name, (_, backward) in _CUDA_EPILOGUES.items()
 }
 _EPILOGUE_CUDA = {
@@ -515,6 +633,23 @@ def dense_backward_cuda(
     """dense_backward_cpu on device arrays (same arguments); ``matmul`` as in dense_cuda."""
     _check_backward(grad_out, x, W, y, dx, dW, db, dz)
     c = _constant(y.dtype, activation, alpha)
+    k, n = dW.shape
+    if (
+        matmul is None
+        and dW.size
+        and gemm_tile(dW.dtype, k, n) == SMALL_TILE
+        # dz written over grad_out while blocks of dW's other rows of tiles
+        # still read grad_out would race: those take the separate pass.
+        and (k <= SMALL_TILE.size or _cuda.address(dz) != _cuda.address(grad_out))
+    ):
+        # One launch for dz, db and dW (see _weight_grad_cuda_kernel), one for dx.
+        grid = (-(-n // SMALL_TILE.size), -(-k // SMALL_TILE.size))
+        _WEIGHT_GRAD_FUSED_CUDA[activation][grid, (THREADS, THREADS)](
+            x, grad_out, y, c, dz, db, bool(accumulate), dW
+        )
+        if dx is not None:
+            _launch_gemm(_INPUT_GRAD_CUDA, dz, W, db, c, dx)
+        return
     if grad_out.shape[1]:
         blocks, threads = _cuda.grid_1d(grad_out.shape[1])
         _GRAD_CUDA[activation][blocks, threads](grad_out, y, c, dz, db, accumulate)

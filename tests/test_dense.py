@@ -114,6 +114,37 @@ def test_cuda_matches_references(shape, activation):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("in_place", [False, True])
+def test_cuda_backward_is_two_launches_and_one_for_the_first_layer(launches, in_place):
+    """dz, db and dW come from one launch (the gradient pass fused into the
+    weight product), dx from a second; dW spans two rows of tiles (70 input
+    features), so with dz written over grad_out (``in_place``) the blocks of
+    the second row would read what the first wrote: that case takes the
+    separate gradient pass, and both give the references' values."""
+    from numba import cuda
+
+    x, W, b, g = make((3, 70, 5), np.float32)
+    y = D.dense_ref(x, W, b, "leaky_relu", 0.2)
+    want = D.dense_backward_ref(g, x, W, y, "leaky_relu", 0.2)
+    d_x, d_W, d_y = (cuda.to_device(a) for a in (x, W, y))
+    for input_grad in (True, False):
+        d_g = cuda.to_device(g)
+        dz = d_g if in_place else cuda.device_array_like(d_g)
+        dx = cuda.device_array_like(d_x) if input_grad else None
+        dW, db = cuda.device_array_like(d_W), cuda.to_device(np.full_like(b, np.nan))
+        launches.clear()
+        D.dense_backward_cuda(d_g, d_x, d_W, d_y, dx, dW, db, dz, "leaky_relu", 0.2)
+        fused = ["weight_grad"] + (["gemm"] if input_grad else [])
+        separate = ["grad", "gemm"] + (["gemm"] if input_grad else [])
+        assert launches == (separate if in_place else fused)
+        got = (dx.copy_to_host() if input_grad else want[0], dW.copy_to_host(), db.copy_to_host())
+        for value, ref, k in zip(got, want, (5, 3, 3), strict=True):
+            np.testing.assert_allclose(value, ref, *tolerance(np.float32, k))
+        dz_want = np.where(y > 0, g, g * np.float32(0.2))  # d loss / d (x @ W + b)
+        np.testing.assert_allclose(dz.copy_to_host(), dz_want, rtol=1e-6)
+
+
+@pytest.mark.cuda
 def test_cuda_large_tile_matches_references_and_the_small_tile(monkeypatch):
     """Every product on the 128 x 128 tile (forced here for all float32
     outputs): the forward equals the 64 x 64 tile's exactly (each output sums
