@@ -27,6 +27,7 @@ from .profiler import profile
 from .random import manual_seed
 from .rbm import RBM
 from .serialization import load
+from .threads import get_num_threads, set_num_threads, thread_info  # noqa: F401
 
 __version__ = "0.1.0"
 
