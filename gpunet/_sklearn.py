@@ -108,34 +108,40 @@ class Estimator:
         return {}
 
     def __sklearn_tags__(self):
-        from sklearn.utils import (
-            ClassifierTags,
-            InputTags,
-            RegressorTags,
-            Tags,
-            TargetTags,
-            TransformerTags,
-        )
+        return sklearn_tags(self._estimator_type, **self._tags())
 
-        kind = self._estimator_type
-        extra = self._tags()
-        return Tags(
-            estimator_type=kind,
-            target_tags=TargetTags(
-                required=kind is not None,
-                multi_output=extra.get("multi_output", False),
-                single_output=True,
-            ),
-            transformer_tags=TransformerTags(preserves_dtype=extra.get("preserves_dtype", []))
-            if kind is None
-            else None,
-            classifier_tags=ClassifierTags(multi_label=extra.get("multi_label", False))
-            if kind == "classifier"
-            else None,
-            regressor_tags=RegressorTags() if kind == "regressor" else None,
-            input_tags=InputTags(allow_nan=False, sparse=False),
-            non_deterministic=extra.get("non_deterministic", False),
-        )
+
+def sklearn_tags(kind, **extra):
+    """scikit-learn's ``Tags`` for an estimator of ``kind`` ("classifier",
+    "regressor", or None for a transformer) that takes dense, finite input;
+    ``extra``: multi_output, multi_label, preserves_dtype, non_deterministic.
+    Imports scikit-learn, so only scikit-learn calls it."""
+    from sklearn.utils import (
+        ClassifierTags,
+        InputTags,
+        RegressorTags,
+        Tags,
+        TargetTags,
+        TransformerTags,
+    )
+
+    return Tags(
+        estimator_type=kind,
+        target_tags=TargetTags(
+            required=kind is not None,
+            multi_output=extra.get("multi_output", False),
+            single_output=True,
+        ),
+        transformer_tags=TransformerTags(preserves_dtype=extra.get("preserves_dtype", []))
+        if kind is None
+        else None,
+        classifier_tags=ClassifierTags(multi_label=extra.get("multi_label", False))
+        if kind == "classifier"
+        else None,
+        regressor_tags=RegressorTags() if kind == "regressor" else None,
+        input_tags=InputTags(allow_nan=False, sparse=False),
+        non_deterministic=extra.get("non_deterministic", False),
+    )
 
 
 def _equal(a, b):
@@ -209,10 +215,10 @@ def check_X(est, X, *, reset, dtype, name="X"):
     if host.dtype.kind in "OUS":
         try:
             host = host.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{cls}: expected {name} to hold numbers, got dtype {host.dtype}"
-            ) from None
+        except TypeError as error:
+            raise TypeError(f"{cls}: expected {name} to hold numbers: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"{cls}: expected {name} to hold numbers: {error}") from None
     if host.dtype.kind not in "biuf":
         raise ValueError(f"{cls}: expected {name} to hold numbers, got dtype {host.dtype}")
     if host.ndim != 2:

@@ -8,6 +8,7 @@ import numpy as np
 from . import dispatch
 from ._arrays import check_dtypes, contiguous
 from ._device import to_device, to_numpy
+from ._sklearn import Estimator
 from .exceptions import NotFittedError
 from .kernels import _cuda
 
@@ -67,8 +68,12 @@ def _nonzero_scale(scale):
     return scale
 
 
-class _Scaler:
-    """Shared parts: the feature count check and the column affine map."""
+class _Scaler(Estimator):
+    """Shared parts: scikit-learn's parameter protocol, the feature count
+    check and the column affine map."""
+
+    def _tags(self):
+        return {"preserves_dtype": ["float64", "float32"]}
 
     def _check_fitted(self):
         if getattr(self, "n_samples_seen_", None) is None:

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import _rbm_epoch, dispatch
+from . import _rbm_epoch, _sklearn, dispatch
 from ._device import _resolve
 from .exceptions import NotFittedError
 from .kernels import _cuda
@@ -131,6 +131,9 @@ class RBM:
                 raise ValueError(f"expected a parameter of RBM ({', '.join(valid)}), got {name!r}")
             setattr(self, name, value)
         return self
+
+    def __sklearn_tags__(self):
+        return _sklearn.sklearn_tags(None, preserves_dtype=[np.dtype(self.dtype).name])
 
     def __repr__(self):
         defaults = {
