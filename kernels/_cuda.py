@@ -350,6 +350,20 @@ def scratch(name: str, n: int, dtype):
     return view
 
 
+_counters: dict[tuple, object] = {}
+
+
+def counter(name: str):
+    """A cached 1-element int32 device array per (``name``, current GPU),
+    zero when made: a count that the kernels using it leave at zero when
+    they finish (blocks counting themselves done, say)."""
+    key = (name, _current_gpu())
+    found = _counters.get(key)
+    if found is None:
+        found = _counters[key] = cuda.to_device(np.zeros(1, np.int32))
+    return found
+
+
 #: (bytes, dtype, shape, GPU) -> the device copy, most recently used last.
 _tables: collections.OrderedDict = collections.OrderedDict()
 #: How many small tables ``constant_table`` keeps on the device.

@@ -241,11 +241,16 @@ def _cross_entropy_cuda(threads, with_labels):
 
     @_cuda.kernel(
         f"losses.cross_entropy_{name}_{threads}",
-        float_signatures(f"void({{t}}[:, ::1], {label_type}, {{t}}, {{t}}[:, ::1], {{t}}[::1])"),
+        float_signatures(
+            f"void({{t}}[:, ::1], {label_type}, {{t}}, {{t}}[:, ::1], {{t}}[::1], {{t}}[::1], "
+            "int32[::1])"
+        ),
     )
-    def kernel(z, labels, scale, grad, losses):
-        """Block per row: grad[r] = (softmax * mass - t) * scale, losses[r] = row loss."""
+    def kernel(z, labels, scale, grad, losses, loss_out, done):
+        """Block per row: grad[r] = (softmax * mass - t) * scale, losses[r] =
+        row loss; the last block to finish sets loss_out[0] = sum(losses) * scale."""
         scratch = cuda.shared.array(scratch_size, z.dtype)
+        last = cuda.shared.array(1, numba.int32)
         rows, n = z.shape
         tid = cuda.threadIdx.x
         zero = z.dtype.type(0)
@@ -282,6 +287,7 @@ def _cross_entropy_cuda(threads, with_labels):
                     grad[r, j] = (math.exp(z[r, j] - m) * ratio - labels[r, j]) * scale
                 if tid == 0:
                     losses[r] = mass * log_s - dot
+        _sum_in_last_block(losses, scale, loss_out, done, scratch, last)
 
     return kernel
 
@@ -291,11 +297,13 @@ def _elementwise_cuda(name, scalar):
 
     @_cuda.kernel(
         f"losses.{name}",
-        float_signatures("void({t}[::1], {t}[::1], {t}, {t}[::1], {t}[::1])"),
+        float_signatures("void({t}[::1], {t}[::1], {t}, {t}[::1], {t}[::1], {t}[::1], int32[::1])"),
     )
-    def kernel(p, t, scale, grad, partials):
-        """grad = d_term * scale; partials[block] = the block's sum of loss terms."""
+    def kernel(p, t, scale, grad, partials, loss_out, done):
+        """grad = d_term * scale; partials[block] = the block's sum of loss
+        terms; the last block to finish sets loss_out[0] = sum(partials) * scale."""
         scratch = cuda.shared.array(scratch_size, p.dtype)
+        last = cuda.shared.array(1, numba.int32)
         one = p.dtype.type(1)
         total = p.dtype.type(0)
         for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
@@ -305,8 +313,30 @@ def _elementwise_cuda(name, scalar):
         total = _block_reduce(total, scratch, False)
         if cuda.threadIdx.x == 0:
             partials[cuda.blockIdx.x] = total
+        _sum_in_last_block(partials[: cuda.gridDim.x], scale, loss_out, done, scratch, last)
 
     return kernel
+
+
+@_cuda.device_function
+def _sum_in_last_block(values, scale, out, done, scratch, last):
+    """Called by every thread of every block once each block has written its
+    share of ``values``: the last block to get here sets out[0] = sum(values)
+    * scale and ``done`` (the count of blocks here, 0 between launches) back
+    to 0, so that a loss is one launch. ``last``: a 1-element shared int32."""
+    cuda.threadfence()  # this block's values are visible before it is counted
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0:
+        last[0] = cuda.atomic.add(done, 0, 1) == cuda.gridDim.x - 1
+    cuda.syncthreads()
+    if last[0]:
+        total = values.dtype.type(0)
+        for i in range(cuda.threadIdx.x, values.size, cuda.blockDim.x):
+            total += values[i]
+        total = _block_reduce(total, scratch, False)
+        if cuda.threadIdx.x == 0:
+            out[0] = total * scale
+            done[0] = 0
 
 
 _SUM_THREADS = 256
@@ -379,8 +409,9 @@ def softmax_cross_entropy_cuda(logits, labels, grad, loss_out):
     kernels = _CROSS_ENTROPY_LABELS if labels.ndim == 1 else _CROSS_ENTROPY_TARGETS
     losses = _cuda.scratch("losses.rows", batch, logits.dtype)
     scale = logits.dtype.type(1 / batch)
-    kernels[threads][min(batch, MAX_ROW_BLOCKS), threads](logits, labels, scale, grad, losses)
-    _sum_kernel[1, _SUM_THREADS](losses, scale, loss_out)
+    kernels[threads][min(batch, MAX_ROW_BLOCKS), threads](
+        logits, labels, scale, grad, losses, loss_out, _cuda.counter("losses.done")
+    )
 
 
 def _elementwise_cuda_launch(kernel, p, t, grad, loss_out):
@@ -388,8 +419,10 @@ def _elementwise_cuda_launch(kernel, p, t, grad, loss_out):
     scale = p.dtype.type(1 / n) if n else p.dtype.type(math.nan)
     blocks, threads = grid_1d(max(n, 1))
     partials = _cuda.scratch("losses.partials", blocks, p.dtype)
-    kernel[blocks, threads](_cuda.flat(p), _cuda.flat(t), scale, _cuda.flat(grad), partials)
-    _sum_kernel[1, _SUM_THREADS](partials, scale, loss_out)
+    kernel[blocks, threads](
+        _cuda.flat(p), _cuda.flat(t), scale, _cuda.flat(grad), partials, loss_out,
+        _cuda.counter("losses.done"),
+    )  # fmt: skip
 
 
 def mse_cuda(pred, target, grad, loss_out):
