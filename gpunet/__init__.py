@@ -20,6 +20,7 @@ from ._device import (
     to_numpy,
 )
 from ._sklearn import ConvergenceWarning
+from .dbn import DBN, DBNClassifier
 from .estimators import MLPClassifier, MLPRegressor
 from .exceptions import NotFittedError
 from .gemm import get_gemm, set_gemm
@@ -33,6 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceWarning",
+    "DBN",
+    "DBNClassifier",
     "Device",
     "DeviceError",
     "MLPClassifier",
