@@ -774,6 +774,219 @@ def _update_biases_kernel(tp, x, row0, n, tn, sn, m, b, c, vb, vc, lr, momentum)
             b[j] += d
 
 
+# --- CUDA: the whole epoch in one block -----------------------------------------------
+# When W, the biases, one batch and the chain's states fit in one block's shared
+# memory (``fits_one_block``), one launch of one block runs every batch of the
+# epoch: W and the biases stay in shared memory from the first batch to the
+# last, each phase of a batch ends at a block barrier, and the velocities stay
+# in global memory, each element read and written by the one thread that owns
+# it. A Gibbs product gives each thread EPOCH_ROWS rows of one output column
+# (each weight it loads from shared memory serves that many rows) and sums
+# over k in order, as the tiled kernels do; outputs draw their stream words as
+# the tiled kernels' do, so the two paths sample alike.
+
+#: Static shared memory of the single-block epoch, in bytes: the 48 KiB that
+#: every CUDA GPU gives a block without opting in to more.
+EPOCH_SHARED_BYTES = 48 * 1024
+#: Threads of the single-block epoch (the simulator runs each as a Python
+#: thread, hence fewer there; the kernel is correct for any count).
+EPOCH_THREADS = 32 if _cuda.SIMULATOR else 256
+#: Rows of one output column a thread of the single-block epoch accumulates
+#: at once (``_block_conditional`` is written for 4).
+EPOCH_ROWS = 4
+
+
+@_cuda.device_function
+def _block_output(s, i, j, z, rows, cols, bias0, activation, scale, out0, store, sampling,
+                  samples0, seed, offset):  # fmt: skip
+    """Output (i, j) of ``_block_conditional`` from its sum ``z``, if i < rows."""
+    if i < rows:
+        one = s.dtype.type(1)
+        x = z + s[bias0 + j]
+        if activation == SIGMOID:
+            x = act.sigmoid_scalar_cuda(x, one)
+        if store:
+            s[out0 + i * cols + j] = scale * x
+        index = uint64(i * cols + j)
+        if sampling == BERNOULLI:
+            u = _uniform_at(seed, offset + index)
+            s[samples0 + i * cols + j] = one if u < x else one - one
+        elif sampling == GAUSSIAN:
+            u0, u1 = _uniform_pair_at(seed, offset + uint64(2) * index)
+            s[samples0 + i * cols + j] = x + box_muller(u0, u1, one, s.dtype.type(_TWO_PI))
+
+
+@_cuda.device_function
+def _block_conditional(
+    s, a0, a_stride, rows, k_total, w_k, w_j, bias0, cols, activation, scale, out0, store,
+    sampling, samples0, seed, offset,
+):  # fmt: skip
+    """In the flat shared array ``s``: for each output (i, j) of rows x cols,
+    x = activation(sum over k of s[a0 + i * a_stride + k] * s[w_k * k + w_j *
+    j], plus s[bias0 + j]); s[out0 + i * cols + j] = scale * x when
+    ``store``; s[samples0 + i * cols + j] = a sample from x with stream word
+    offset + i * cols + j (two words from offset + 2 (i * cols + j) for a
+    Gaussian) unless ``sampling`` is NO_SAMPLE. A thread takes EPOCH_ROWS (4)
+    rows of one column at a time, in four accumulators (registers, where a
+    local array stays in local memory)."""
+    zero = s.dtype.type(0)
+    last = rows - 1
+    groups = (rows + EPOCH_ROWS - 1) // EPOCH_ROWS
+    for e in range(cuda.threadIdx.x, groups * cols, cuda.blockDim.x):
+        i0, j = (e // cols) * EPOCH_ROWS, e % cols
+        # Rows past the last read the last row again; their sums go unused.
+        p0, p1 = a0 + i0 * a_stride, a0 + min(i0 + 1, last) * a_stride
+        p2, p3 = a0 + min(i0 + 2, last) * a_stride, a0 + min(i0 + 3, last) * a_stride
+        z0 = z1 = z2 = z3 = zero
+        for kk in range(k_total):
+            w = s[w_k * kk + w_j * j]
+            z0 += s[p0 + kk] * w
+            z1 += s[p1 + kk] * w
+            z2 += s[p2 + kk] * w
+            z3 += s[p3 + kk] * w
+        for r, z in ((0, z0), (1, z1), (2, z2), (3, z3)):
+            _block_output(s, i0 + r, j, z, rows, cols, bias0, activation, scale, out0, store,
+                          sampling, samples0, seed, offset)  # fmt: skip
+
+
+_EPOCH_BLOCK_SIGNATURE = (
+    "void({t}[:, ::1], int64[::1], int64, {t}[:, ::1], {t}[::1], {t}[::1], {t}[:, ::1], "
+    "{t}[::1], {t}[::1], {t}[:, ::1], uint64, uint64, {t}, {t}, {t}, int64, boolean, boolean)"
+)
+
+
+def _epoch_block_kernel(dtype):
+    """The single-block epoch kernel for ``dtype``, its shared array
+    EPOCH_SHARED_BYTES long."""
+    values = EPOCH_SHARED_BYTES // dtype.itemsize
+    shared_type = numba.from_dtype(dtype)
+
+    @_cuda.kernel(f"rbm.epoch_block_{dtype.name}", (_EPOCH_BLOCK_SIGNATURE.format(t=dtype.name),))
+    def epoch_block(
+        x, bounds, rows, w, b, c, vel_w, vel_b, vel_c, chain, seed, offset, lr, momentum,
+        decay, k, persistent, gaussian,
+    ):  # fmt: skip
+        """cd_epoch_cpu's batches in one block (see ``cd_epoch_block_cuda``);
+        ``rows`` is the longest batch's."""
+        s = cuda.shared.array(values, shared_type)
+        tid, threads = cuda.threadIdx.x, cuda.blockDim.x
+        n_hidden, n_visible = w.shape
+        one = w.dtype.type(1)
+        zero = one - one
+        # Shared layout: W with an odd row stride (a warp reading down a column
+        # of W touches 32 different banks), b, c, the batch (rows, V), its
+        # scaled hidden probabilities (rows, H), then over the chain's rows:
+        # hidden states, visible samples and scaled hidden probabilities.
+        stride = n_visible | 1
+        chain_rows = chain.shape[0] if persistent else rows
+        b0 = n_hidden * stride
+        c0 = b0 + n_visible
+        x0 = c0 + n_hidden
+        tp0 = x0 + rows * n_visible
+        h0 = tp0 + rows * n_hidden
+        sn0 = h0 + chain_rows * n_hidden
+        tn0 = sn0 + chain_rows * n_visible
+        for e in range(tid, n_hidden * n_visible, threads):
+            s[(e // n_visible) * stride + e % n_visible] = w[e // n_visible, e % n_visible]
+        for e in range(tid, n_visible, threads):
+            s[b0 + e] = b[e]
+        for e in range(tid, n_hidden, threads):
+            s[c0 + e] = c[e]
+        if persistent:
+            for e in range(tid, chain_rows * n_hidden, threads):
+                s[h0 + e] = chain[e // n_hidden, e % n_hidden]
+        vis_activation = IDENTITY if gaussian else SIGMOID
+        vis_sampling = GAUSSIAN if gaussian else BERNOULLI
+        vis_words = 2 if gaussian else 1
+        for t in range(bounds.size - 1):
+            start, n = bounds[t], bounds[t + 1] - bounds[t]
+            m = chain_rows if persistent else n
+            inv_n, inv_m = one / w.dtype.type(n), one / w.dtype.type(m)
+            cuda.syncthreads()  # the last batch's update has read the batch
+            for e in range(tid, n * n_visible, threads):
+                s[x0 + e] = x[start + e // n_visible, e % n_visible]
+            cuda.syncthreads()
+            # Positive phase (and CD-k's chain start): v @ W.T + c.
+            _block_conditional(
+                s, x0, n_visible, n, n_visible, 1, stride, c0, n_hidden, SIGMOID, inv_n, tp0,
+                True, NO_SAMPLE if persistent else BERNOULLI, h0, seed, offset,
+            )  # fmt: skip
+            if not persistent:
+                offset += uint64((n * n_hidden + 3) // 4 * 4)
+            for step in range(k):
+                cuda.syncthreads()
+                _block_conditional(
+                    s, h0, n_hidden, m, n_hidden, stride, 1, b0, n_visible, vis_activation,
+                    one, sn0, False, vis_sampling, sn0, seed, offset,
+                )  # fmt: skip
+                offset += uint64((m * n_visible * vis_words + 3) // 4 * 4)
+                cuda.syncthreads()
+                last = step == k - 1
+                sample = persistent or not last
+                _block_conditional(
+                    s, sn0, n_visible, m, n_visible, 1, stride, c0, n_hidden, SIGMOID,
+                    -inv_m if last else one, tn0, last, BERNOULLI if sample else NO_SAMPLE,
+                    h0, seed, offset,
+                )  # fmt: skip
+                if sample:
+                    offset += uint64((m * n_hidden + 3) // 4 * 4)
+            cuda.syncthreads()
+            # Updates: one thread per weight, then per bias, each sum in the
+            # order the tiled kernels take.
+            for e in range(tid, n_hidden * n_visible + n_hidden + n_visible, threads):
+                if e < n_hidden * n_visible:
+                    i, j = e // n_visible, e % n_visible
+                    g = zero
+                    for r in range(n):
+                        g += s[tp0 + r * n_hidden + i] * s[x0 + r * n_visible + j]
+                    for r in range(m):
+                        g += s[tn0 + r * n_hidden + i] * s[sn0 + r * n_visible + j]
+                    wij = s[i * stride + j]
+                    d = momentum * vel_w[i, j] + lr * (g - decay * wij)
+                    vel_w[i, j] = d
+                    s[i * stride + j] = wij + d
+                elif e < n_hidden * n_visible + n_hidden:
+                    i = e - n_hidden * n_visible
+                    g = zero
+                    for r in range(n):
+                        g += s[tp0 + r * n_hidden + i]
+                    for r in range(m):
+                        g += s[tn0 + r * n_hidden + i]
+                    d = momentum * vel_c[i] + lr * g
+                    vel_c[i] = d
+                    s[c0 + i] += d
+                else:
+                    j = e - n_hidden * n_visible - n_hidden
+                    pos = zero
+                    for r in range(n):
+                        pos += s[x0 + r * n_visible + j]
+                    neg = zero
+                    for r in range(m):
+                        neg += s[sn0 + r * n_visible + j]
+                    g = pos / w.dtype.type(n) - neg / w.dtype.type(m)
+                    d = momentum * vel_b[j] + lr * g
+                    vel_b[j] = d
+                    s[b0 + j] += d
+        cuda.syncthreads()
+        for e in range(tid, n_hidden * n_visible, threads):
+            w[e // n_visible, e % n_visible] = s[(e // n_visible) * stride + e % n_visible]
+        for e in range(tid, n_visible, threads):
+            b[e] = s[b0 + e]
+        for e in range(tid, n_hidden, threads):
+            c[e] = s[c0 + e]
+        if persistent:
+            for e in range(tid, chain_rows * n_hidden, threads):
+                chain[e // n_hidden, e % n_hidden] = s[h0 + e]
+
+    return epoch_block
+
+
+#: dtype -> the single-block epoch kernel.
+_EPOCH_BLOCK_CUDA = {
+    np.dtype(t): _epoch_block_kernel(np.dtype(t)) for t in (np.float32, np.float64)
+}
+
+
 @_cuda.kernel(
     "rbm.free_energy",
     float_signatures("void({t}[:, ::1], {t}[:, ::1], {t}[::1], boolean, {t}[::1])"),
@@ -827,7 +1040,7 @@ def _check_conditional(op, a, W, bias, hidden, out, samples):
                  samples=(samples, (rows, n_out)))  # fmt: skip
 
 
-def _check_epoch(op, X, params, velocities, chain, persistent):
+def _check_epoch(op, X, bounds, params, velocities, chain, persistent):
     W, b, c = params
     n_hidden, n_visible = W.shape
     shapes = {"b": (b, (n_visible,)), "c": (c, (n_hidden,)), "X": (X, (X.shape[0], n_visible))}
@@ -836,6 +1049,14 @@ def _check_epoch(op, X, params, velocities, chain, persistent):
     if persistent:
         shapes["chain"] = (chain, (chain.shape[0], n_hidden))
     check_shapes(op, **shapes)
+    bounds = np.asarray(bounds)
+    if (
+        bounds.ndim != 1 or bounds.size == 0 or bounds[0] != 0 or bounds[-1] > X.shape[0]
+        or (bounds.size > 1 and np.diff(bounds).min() < 1)
+    ):  # fmt: skip
+        raise ValueError(
+            f"{op}: expected bounds rising from 0 to at most X's {X.shape[0]} rows, got {bounds}"
+        )
 
 
 def _check_pseudo_likelihood(v, z, W, b, index, out):
@@ -898,7 +1119,7 @@ class CPUEpoch:
         self, X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k,
         persistent, gaussian,
     ):  # fmt: skip
-        _check_epoch("rbm.cd_epoch", X, params, velocities, chain, persistent)
+        _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
         W, b, c = params
         vW, vb, vc = velocities
         assert all(a.flags.c_contiguous for a in (*params, *velocities, chain))
@@ -1033,14 +1254,111 @@ def conditional_cuda(
     )  # fmt: skip
 
 
+def fits_one_block(n_visible, n_hidden, rows, chain_rows, dtype):
+    """Whether an epoch fits the single-block kernel: its shared array, of
+    EPOCH_SHARED_BYTES bytes per block (48 KiB of static shared memory, which
+    every CUDA GPU gives a block), holds W (H, V) with rows padded to an odd
+    length, b (V,), c (H,), a batch (``rows``, V, the longest batch) and its
+    hidden probabilities (rows, H), and over ``chain_rows`` (the persistent
+    chain's rows, or ``rows`` for CD-k) the hidden states, visible samples
+    and hidden probabilities, all of ``dtype``. The digits model (V 64, H
+    100, batches of 10, float32) takes 43,776 bytes."""
+    values = (
+        n_hidden * (n_visible | 1) + n_visible + n_hidden + rows * (n_visible + n_hidden)
+        + chain_rows * (2 * n_hidden + n_visible)
+    )  # fmt: skip
+    return values * np.dtype(dtype).itemsize <= EPOCH_SHARED_BYTES
+
+
+def _epoch_rows(X, bounds, chain, persistent):
+    """(the longest batch's rows, the rows of the chain's states)."""
+    rows = int(np.max(np.diff(bounds))) if len(bounds) > 1 else 0
+    return rows, chain.shape[0] if persistent else rows
+
+
 def cd_epoch_cuda(
     X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
     gaussian,
 ):  # fmt: skip
-    """cd_epoch_cpu on device arrays (``bounds`` stays a host array): per batch,
-    the positive phase, two tiled products per Gibbs step, and the fused
-    weight and bias updates, all on the GPU (3 + 2k launches)."""
-    _check_epoch("rbm.cd_epoch", X, params, velocities, chain, persistent)
+    """cd_epoch_cpu on device arrays (``bounds`` stays a host array): the whole
+    epoch in one launch (``cd_epoch_block_cuda``) when it fits one block's
+    shared memory (``fits_one_block``), else 3 + 2k launches per batch
+    (``cd_epoch_tiled_cuda``)."""
+    _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
+    rows, chain_rows = _epoch_rows(X, bounds, chain, persistent)
+    W = params[0]
+    if fits_one_block(W.shape[1], W.shape[0], rows, chain_rows, W.dtype):
+        epoch = _cd_epoch_block
+    else:
+        epoch = _cd_epoch_tiled
+    return epoch(X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k,
+                 persistent, gaussian)  # fmt: skip
+
+
+def cd_epoch_block_cuda(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
+    """cd_epoch_cpu on device arrays in one launch of one block, for an epoch
+    that ``fits_one_block`` (ValueError otherwise): W and the biases stay in
+    shared memory through every batch and go back to global memory at the
+    end. The same stream words and Bernoulli thresholds as the CPU path;
+    ``bounds`` stays a host array (copied to the GPU once per content)."""
+    _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
+    rows, chain_rows = _epoch_rows(X, bounds, chain, persistent)
+    W = params[0]
+    if not fits_one_block(W.shape[1], W.shape[0], rows, chain_rows, W.dtype):
+        raise ValueError(
+            f"rbm.cd_epoch: expected an epoch that fits one block's {EPOCH_SHARED_BYTES} bytes "
+            f"of shared memory, got W {tuple(W.shape)} {np.dtype(W.dtype)} with batches of "
+            f"{rows} rows and a chain of {chain_rows}"
+        )
+    return _cd_epoch_block(X, bounds, params, velocities, chain, seed, offset, lr, momentum,
+                           decay, k, persistent, gaussian)  # fmt: skip
+
+
+def _cd_epoch_block(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
+    W, b, c = params
+    vW, vb, vc = velocities
+    n_hidden, n_visible = W.shape
+    dtype = np.dtype(W.dtype)
+    t = dtype.type
+    bounds = np.ascontiguousarray(bounds, np.int64)
+    rows, chain_rows = _epoch_rows(X, bounds, chain, persistent)
+    if rows == 0:
+        return offset
+    starts, _, _ = _epoch_plan(
+        bounds, bounds.size - 1, chain_rows, n_visible, n_hidden, int(k), bool(persistent),
+        2 if gaussian else 1, np.uint64(offset),
+    )  # fmt: skip
+    _EPOCH_BLOCK_CUDA[dtype][1, EPOCH_THREADS](
+        X, _cuda.constant_table(bounds), rows, W, b, c, vW, vb, vc, chain, np.uint64(seed),
+        np.uint64(offset), t(lr), t(momentum), t(decay), int(k), bool(persistent),
+        bool(gaussian),
+    )  # fmt: skip
+    return int(starts[-1])
+
+
+def cd_epoch_tiled_cuda(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
+    """cd_epoch_cpu on device arrays (``bounds`` stays a host array) for a
+    model of any size: per batch, the positive phase, two tiled products per
+    Gibbs step, and the fused weight and bias updates, all on the GPU (3 + 2k
+    launches)."""
+    _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
+    return _cd_epoch_tiled(X, bounds, params, velocities, chain, seed, offset, lr, momentum,
+                           decay, k, persistent, gaussian)  # fmt: skip
+
+
+def _cd_epoch_tiled(
+    X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
+    gaussian,
+):  # fmt: skip
     W, b, c = params
     vW, vb, vc = velocities
     n_hidden, n_visible = W.shape
@@ -1062,7 +1380,7 @@ def cd_epoch_cuda(
         n = stop - start
         m = chain.shape[0] if persistent else n
         offset = _launch_conditional(
-            _HIDDEN_CUDA, X, start, n, W, c, SIGMOID, t(1 / n), tp,
+            _HIDDEN_CUDA, X, start, n, W, c, SIGMOID, t(1) / t(n), tp,
             NO_SAMPLE if persistent else BERNOULLI, hs, seed, offset, dummy,
         )  # fmt: skip
         for step in range(k):
@@ -1072,7 +1390,7 @@ def cd_epoch_cuda(
             )  # fmt: skip
             sample = persistent or step < k - 1
             offset = _launch_conditional(
-                _HIDDEN_CUDA, sn, 0, m, W, c, SIGMOID, t(-1 / m if step == k - 1 else 1), tn,
+                _HIDDEN_CUDA, sn, 0, m, W, c, SIGMOID, -t(1) / t(m) if step == k - 1 else t(1), tn,
                 BERNOULLI if sample else NO_SAMPLE, hs, seed, offset, dummy,
             )  # fmt: skip
         _update_biases_kernel[bias_blocks, bias_threads](

@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import DEVICES, put
+from conftest import DEVICES, SIMULATOR, put
 from gpunet.kernels import rbm as R
 
 import gpunet as gn
@@ -238,19 +238,96 @@ def test_conditionals_sample_from_the_stream(device, sampling):
 @pytest.mark.cuda
 @pytest.mark.parametrize("persistent, gaussian, k", [(True, False, 2), (False, True, 1)])
 def test_cuda_epoch_matches_cpu(persistent, gaussian, k):
-    """Two batches with momentum and decay: the same chain bit for bit and the
-    same parameters to float32 rounding on both devices."""
+    """The tiled kernels (3 + 2k launches per batch), two batches with
+    momentum and decay: the same chain bit for bit and the same parameters to
+    float32 rounding on both devices."""
     v, W, b, c, chain = problem((8, 4, 7, 5), np.float32, gaussian, seed=6)
     if not gaussian:
         v = (v > 0.1).astype(np.float32)
     bounds = np.array([0, 4, 8])
     kw = dict(k=k, persistent=persistent, gaussian=gaussian)
     cpu = epoch("cpu", v, W, b, c, chain, bounds, 9, 4, 0.1, 0.5, 0.01, **kw)
-    cuda = epoch("cuda", v, W, b, c, chain, bounds, 9, 4, 0.1, 0.5, 0.01, **kw)
+    cuda = epoch("cuda", v, W, b, c, chain, bounds, 9, 4, 0.1, 0.5, 0.01,
+                 fn=R.cd_epoch_tiled_cuda, **kw)  # fmt: skip
     assert cpu[3] == cuda[3]
     for got, want in zip(cuda[0] + cuda[1], cpu[0] + cpu[1], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(cuda[2], cpu[2])
+
+
+# The single-block epoch: 6 visible x 4 hidden units, 3 batches of 3 rows.
+BLOCK_CASES = [  # persistent, gaussian, k, momentum, decay
+    (True, False, 1, 0.5, 0.01),
+    (False, False, 2, 0.5, 0.01),
+    (True, True, 2, 0.0, 0.0),
+    (False, True, 1, 0.9, 0.001),
+]
+
+
+def block_problem(gaussian, dtype=np.float32):
+    v, W, b, c, chain = problem((9, 3, 6, 4), dtype, gaussian, seed=6)
+    if not gaussian:
+        v = (v > 0.1).astype(dtype)
+    return v, W, b, c, chain, np.array([0, 3, 6, 9])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("persistent, gaussian, k, momentum, decay", BLOCK_CASES)
+def test_single_block_epoch_matches_cpu_in_one_launch(persistent, gaussian, k, momentum,
+                                                      decay, launches):  # fmt: skip
+    """One launch for the epoch; the chain (PCD's samples) bit for bit as on
+    the CPU, and the parameters and velocities within rtol 1e-5, atol 1e-6 of
+    the CPU's (they differ in the last bits, as BLAS sums in its own order; a
+    sample drawn otherwise would move them by about lr / 3)."""
+    v, W, b, c, chain, bounds = block_problem(gaussian)
+    kw = dict(k=k, persistent=persistent, gaussian=gaussian)
+    args = (v, W, b, c, chain, bounds, 9, 4, 0.1, momentum, decay)
+    cpu = epoch("cpu", *args, **kw)
+    block = epoch("cuda", *args, fn=R.cd_epoch_cuda, **kw)
+    assert launches == ["epoch_block"]
+    assert block[3] == cpu[3]
+    np.testing.assert_array_equal(block[2], cpu[2])
+    for got, want in zip(block[0] + block[1], cpu[0] + cpu[1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fits_one_block_counts_the_shared_memory():
+    """The digits model fits in float32, not in float64; an MNIST-sized one
+    does not; the rule counts every value the kernel keeps in shared memory."""
+    assert R.fits_one_block(64, 100, 10, 10, np.float32)
+    assert not R.fits_one_block(64, 100, 10, 10, np.float64)
+    assert not R.fits_one_block(784, 500, 100, 100, np.float32)
+    # V 5 (an odd row stride already), H 681, one row: 6144 float64 values, 48 KiB.
+    assert R.fits_one_block(5, 681, 1, 1, np.float64)
+    assert not R.fits_one_block(5, 682, 1, 1, np.float64)
+    assert not R.fits_one_block(5, 681, 1, 2, np.float64)
+
+
+@pytest.mark.cuda
+def test_single_block_epoch_fills_its_shared_memory_exactly():
+    """A model that takes all of the float64 shared array (see the test
+    above) runs a PCD-1 update to the end, as the reference does (the
+    simulator's shared array is a numpy array: a value past its end would
+    raise)."""
+    v, W, b, c, chain = problem((1, 1, 5, 681), np.float64, False, seed=1)
+    dW, db, dc, ref_chain, end = R.cd_gradient_ref(v, W, b, c, chain, 3, 0)
+    want, _ = R.update_ref([W, b, c], [np.zeros_like(a) for a in (W, b, c)], [dW, db, dc], 0.1)
+    got = epoch("cuda", v, W, b, c, chain, np.array([0, 1]), 3, 0, 0.1, 0.0, 0.0,
+                fn=R.cd_epoch_block_cuda, k=1, persistent=True, gaussian=False)  # fmt: skip
+    assert got[3] == end
+    np.testing.assert_array_equal(got[2], ref_chain)
+    for g, w in zip(got[0], want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.cuda
+def test_single_block_epoch_refuses_a_model_that_does_not_fit(monkeypatch, launches):
+    v, W, b, c, chain, bounds = block_problem(False)
+    monkeypatch.setattr(R, "EPOCH_SHARED_BYTES", 256)
+    with pytest.raises(ValueError, match=r"expected an epoch that fits one block's 256 bytes"):
+        epoch("cuda", v, W, b, c, chain, bounds, 9, 4, 0.1, 0.0, 0.0, fn=R.cd_epoch_block_cuda,
+              k=1, persistent=True, gaussian=False)  # fmt: skip
+    assert launches == []
 
 
 # --- gn.RBM ---------------------------------------------------------------------------
@@ -303,6 +380,30 @@ def test_rbm_fits_the_same_model_on_cpu_and_cuda():
     np.testing.assert_array_equal(cuda.h_samples_, cpu.h_samples_)
     np.testing.assert_array_equal(cuda.gibbs(X), cpu.gibbs(X))
     np.testing.assert_allclose(cuda.score_samples(X), cpu.score_samples(X), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_rbm_fit_takes_one_launch_per_epoch_when_the_model_fits(monkeypatch, launches):
+    """gn.RBM picks the single-block epoch by itself; a model that does not
+    fit (here: with the rule given no shared memory) keeps the tiled
+    kernels' 3 + 2k launches per batch. Under the simulator the two give the
+    same model bit for bit: the same sums in the same order."""
+    X = binary_data(n=6, V=6)
+    kw = dict(n_components=4, batch_size=3, n_iter=2, random_state=3, momentum=0.5, k=2,
+              weight_decay=0.01, device="cuda")  # fmt: skip
+    block = gn.RBM(**kw).fit(X)
+    assert launches == ["epoch_block"] * 2
+    launches.clear()
+    monkeypatch.setattr(R, "EPOCH_SHARED_BYTES", 0)
+    tiled = gn.RBM(**kw).fit(X)
+    per_batch = ["conditional"] * 5 + ["_update_biases_kernel", "_update_weights_kernel"]
+    assert launches == per_batch * 2 * 2
+    for name in ("components_", "intercept_hidden_", "intercept_visible_", "h_samples_"):
+        got, want = getattr(block, name), getattr(tiled, name)
+        if SIMULATOR:
+            np.testing.assert_array_equal(got, want)
+        else:  # the compiler may fuse multiplies and adds differently in the two
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_rbm_starts_where_bernoulli_rbm_starts_and_learns():
@@ -452,6 +553,20 @@ def test_rbm_launchers_refuse_arrays_of_mismatched_sizes(backend):
             v, np.array([0, 2]), params, velocities, put(np.zeros((2, 3), np.float32)),
             0, 0, 0.1, 0.0, 0.0, 1, True, False,
         )  # fmt: skip
+    if backend == "cuda":
+        with pytest.raises(ValueError, match=r"rbm.cd_epoch: expected c of shape \(3,\)"):
+            R.cd_epoch_block_cuda(
+                v, np.array([0, 2]), params, velocities, put(np.zeros((2, 3), np.float32)),
+                0, 0, 0.1, 0.0, 0.0, 1, True, False,
+            )  # fmt: skip
+    params[2] = put(np.zeros(3, np.float32))
+    for bounds in ([0, 3], [1, 2], [0, 2, 2], [[0, 2]]):
+        with pytest.raises(ValueError, match=r"rbm.cd_epoch: expected bounds rising from 0"):
+            dispatch.kernel_for("rbm.cd_epoch", backend)(
+                v, np.array(bounds), params, velocities, put(np.zeros((2, 3), np.float32)),
+                0, 0, 0.1, 0.0, 0.0, 1, True, False,
+            )  # fmt: skip
+    np.testing.assert_array_equal(gn.to_numpy(params[0]), W)
     z = put(np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"rbm.free_energy: expected out of shape \(2,\)"):
         dispatch.kernel_for("rbm.free_energy", backend)(
