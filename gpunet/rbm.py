@@ -188,24 +188,8 @@ class RBM:
     def _check_X(self, X, reset, name="X"):
         """X as a C-contiguous host array of the model's dtype, checked:
         2-D, numeric, finite, the fitted width, in [0, 1] for Bernoulli units."""
-        host = np.asarray(
-            _cuda.as_device_array(X).copy_to_host() if _cuda.is_device_array(X) else X
-        )
-        if host.dtype.kind not in "biuf":
-            raise TypeError(f"expected {name} to hold numbers, got dtype {host.dtype}")
-        if host.ndim != 2:
-            raise ValueError(
-                f"expected {name} of shape (n_samples, n_features), got shape {host.shape}"
-            )
-        if host.shape[0] == 0 or host.shape[1] == 0:
-            raise ValueError(f"expected {name} with at least one row and column, got {host.shape}")
-        if not reset and host.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"expected {name} with {self.n_features_in_} features, as the model was "
-                f"fitted with, got {host.shape[1]}"
-            )
-        if host.dtype.kind == "f" and not np.isfinite(host).all():
-            raise ValueError(f"expected finite values in {name}, got NaN or infinity")
+        dtype = np.dtype(self.dtype) if reset else self._dtype
+        host = _sklearn.check_X(self, X, reset=reset, dtype=dtype, name=name)
         visible = self.visible if reset else self._visible
         if visible == "bernoulli":
             low, high = host.min(), host.max()
@@ -214,8 +198,7 @@ class RBM:
                     f"expected {name} in [0, 1] for Bernoulli visible units, got values from "
                     f"{low} to {high}; scale the data to [0, 1] or use visible='gaussian'"
                 )
-        dtype = np.dtype(self.dtype) if reset else self._dtype
-        return np.ascontiguousarray(host, dtype=dtype)
+        return host
 
     # --- parameters on the device ---------------------------------------------------
 
@@ -288,7 +271,10 @@ class RBM:
     def _update(self, X, bounds):
         """CD updates over the batches X[bounds[t]:bounds[t + 1]] of the
         device array X: on the CPU, the kernel's epoch drawing its random
-        numbers ahead on a second thread (``gpunet._rbm_epoch``)."""
+        numbers ahead on a second thread (``gpunet._rbm_epoch``); on a GPU,
+        one launch for the epoch where the model fits one block's shared
+        memory (``kernels.rbm.fits_one_block``: the digits model does in
+        float32), else 3 + 2k launches per batch."""
         k, persistent, gaussian = self.k, self.persistent, self._visible == "gaussian"
         cpu = self._kind == "cpu"
         epoch = _rbm_epoch.cd_epoch_threaded if cpu else self._kernel("rbm.cd_epoch")
