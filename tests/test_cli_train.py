@@ -92,22 +92,3 @@ def test_dropout_and_batch_norm_build_what_they_name():
     assert model[0].activation is None and model[3].p == 0.2
     plain = train.build_model(_parse(["--hidden", "16"]), 64, 10)
     assert [type(layer).__name__ for layer in plain] == ["Dense", "Dense"]
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--hidden", "0"], "--hidden widths must be at least 1"),
-        (["--dropout", "1"], r"--dropout must be in \[0, 1\)"),
-    ],
-)
-def test_bad_arguments_exit_with_a_message(argv, message):
-    with pytest.raises(SystemExit, match=message):
-        cli.main(["train", *argv])
-
-
-def test_mnist_without_files_names_the_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
-        cli.main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path)])

@@ -11,6 +11,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from . import _checks
 from ._output import format_seconds
 
 #: Share of the digits held out for the accuracy check.
@@ -24,21 +25,27 @@ def add_parser(subparsers) -> None:
         description="Train a restricted Boltzmann machine (gn.RBM) on the bundled 8x8 digits, "
         "scaled to [0, 1], and print the pseudo-likelihood after each epoch.",
     )
-    rbm.add_argument("--components", type=int, default=100, help="hidden units (default 100)")
-    rbm.add_argument("--learning-rate", type=float, default=0.06, help="default 0.06")
-    rbm.add_argument("--epochs", type=int, default=10, help="passes over the data (default 10)")
-    rbm.add_argument("--batch-size", type=int, default=10, help="default 10")
-    rbm.add_argument("-k", type=int, default=1, help="Gibbs steps per update (default 1)")
+    rbm.add_argument(
+        "--components", type=_checks.at_least(1), default=100, help="hidden units (default 100)"
+    )
+    rbm.add_argument("--learning-rate", type=_checks.positive, default=0.06, help="default 0.06")
+    rbm.add_argument(
+        "--epochs", type=_checks.at_least(1), default=10, help="passes over the data (default 10)"
+    )
+    rbm.add_argument("--batch-size", type=_checks.at_least(1), default=10, help="default 10")
+    rbm.add_argument(
+        "-k", type=_checks.at_least(1), default=1, help="Gibbs steps per update (default 1)"
+    )
     rbm.add_argument(
         "--persistent",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="persistent chain (PCD, the default) or --no-persistent (CD-k)",
     )
-    rbm.add_argument("--momentum", type=float, default=0.0, help="default 0")
-    rbm.add_argument("--weight-decay", type=float, default=0.0, help="default 0")
+    rbm.add_argument("--momentum", type=_checks.fraction, default=0.0, help="default 0")
+    rbm.add_argument("--weight-decay", type=_checks.non_negative, default=0.0, help="default 0")
     rbm.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    rbm.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    rbm.add_argument("--seed", type=_checks.at_least(0), default=0, help="random seed (default 0)")
     rbm.add_argument("--plot", metavar="PATH", help="save the learned filters as an image")
     rbm.set_defaults(run=_run_rbm)
 
@@ -53,6 +60,10 @@ def _split(X, y, seed):
 def _run_rbm(args) -> int:
     import gpunet as gn
 
+    _checks.device(args.device)
+    if args.plot:
+        _checks.writable(args.plot, "--plot")
+        _checks.plotting("--plot")
     X, y = gn.datasets.load_digits()
     X_train, X_test, y_train, y_test = _split(X / 16.0, y, args.seed)
     rbm = gn.RBM(

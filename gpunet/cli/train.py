@@ -1,12 +1,20 @@
 """``gpunet train``: train a multilayer perceptron, print its test accuracy and
 save it. The default trains on the bundled 8x8 digits (no download), holding
-out a seeded, stratified fifth of them for the test."""
+out a seeded, stratified fifth of them for the test.
+
+Every argument, path and optional library is checked before any work. Ctrl-C
+stops the run, saves a checkpoint beside the output (``<output>-interrupted.npz``)
+that ``--resume`` continues from, and exits with status 130."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
+
+from . import _checks
+from ._checks import UsageError
 
 #: Defaults of the digits run: a short run that still reaches a high test accuracy.
 DEFAULTS = dict(hidden=[512], epochs=40, batch_size=32, optimizer="adam", lr=1e-3)
@@ -31,7 +39,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--download", action="store_true", help="fetch MNIST into --data-dir")
     train.add_argument(
         "--hidden",
-        type=int,
+        type=_checks.at_least(1),
         nargs="*",
         default=DEFAULTS["hidden"],
         metavar="N",
@@ -45,7 +53,7 @@ def add_parser(subparsers) -> None:
     )
     train.add_argument(
         "--dropout",
-        type=float,
+        type=_checks.fraction,
         default=0.0,
         metavar="P",
         help="dropout probability after each hidden activation (default: 0, none)",
@@ -55,12 +63,16 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="batch normalization between each hidden layer's product and its activation",
     )
-    train.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    train.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    train.add_argument("--epochs", type=_checks.at_least(1), default=DEFAULTS["epochs"])
+    train.add_argument("--batch-size", type=_checks.at_least(1), default=DEFAULTS["batch_size"])
     train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
-    train.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="learning rate")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument(
+        "--lr", type=_checks.positive, default=DEFAULTS["lr"], help="learning rate (> 0)"
+    )
+    train.add_argument(
+        "--momentum", type=_checks.fraction, default=0.9, help="SGD momentum (default 0.9)"
+    )
+    train.add_argument("--weight-decay", type=_checks.non_negative, default=0.0)
     train.add_argument(
         "--schedule",
         choices=("none", "cosine", "step"),
@@ -69,13 +81,15 @@ def add_parser(subparsers) -> None:
     )
     train.add_argument(
         "--validation-split",
-        type=float,
+        type=_checks.real(0.0, 1.0, high_open=True),
         default=0.0,
         help="fraction of the training rows held out to report val_ metrics each epoch",
     )
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--seed", type=int, default=0, help="seed for weights, split and order")
+    train.add_argument(
+        "--seed", type=_checks.at_least(0), default=0, help="seed for weights, split and order"
+    )
     train.add_argument(
         "--output",
         "-o",
@@ -83,6 +97,11 @@ def add_parser(subparsers) -> None:
         help="where to save the model (default: gpunet-<dataset>.npz; '' to skip saving)",
     )
     train.add_argument("--plot", metavar="PATH", help="save the learning curves to PATH (PNG)")
+    train.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue from a checkpoint (one that Ctrl-C saved), with the same arguments",
+    )
     train.add_argument(
         "--verbose", type=int, choices=(0, 1, 2), default=1, help="0 silent, 1 bars, 2 lines"
     )
@@ -166,39 +185,110 @@ def _callbacks(args):
     return []
 
 
+def _check_data(args) -> None:
+    """UsageError unless --dataset mnist finds its files in --data-dir, or
+    with --download can write there."""
+    import gpunet as gn
+
+    if args.dataset != "mnist":
+        return
+    folder = args.data_dir
+    if args.download:
+        parent = os.path.dirname(os.path.abspath(folder))
+        target = folder if os.path.isdir(folder) else parent
+        if not os.path.isdir(target) or not os.access(target, os.W_OK):
+            raise UsageError(f"--data-dir {folder}: cannot create or write to this directory")
+        return
+    for name in gn.datasets.MNIST_MD5:
+        stem = name.removesuffix(".gz")
+        if not any(os.path.isfile(os.path.join(folder, n)) for n in (stem, name)):
+            raise UsageError(
+                f"--data-dir {folder}: expected {stem} or {name} there; "
+                "fetch MNIST into it with --download"
+            )
+
+
+def _model_path(path: str) -> str:
+    return path if path.endswith(".npz") else path + ".npz"
+
+
+def _checkpoint_path(args) -> str:
+    """Where Ctrl-C saves its checkpoint: beside the output, ``-interrupted`` added."""
+    output = args.output or f"gpunet-{args.dataset}.npz"
+    return _model_path(output).removesuffix(".npz") + "-interrupted.npz"
+
+
+def check(args):
+    """Everything checkable before work: the device, the data, the paths to
+    write and read, matplotlib for --plot. Returns the Device."""
+    from gpunet import serialization
+
+    device = _checks.device(args.device)
+    _check_data(args)
+    if args.output:
+        _checks.writable(_model_path(args.output), "--output")
+    _checks.writable(_checkpoint_path(args), "--output")
+    if args.plot:
+        _checks.writable(args.plot, "--plot")
+        _checks.plotting("--plot")
+    if args.resume:
+        _checks.readable(args.resume, "--resume")
+        try:
+            saved = serialization.read(args.resume)
+        except ValueError as exc:
+            raise UsageError(f"--resume {args.resume}: {exc}") from None
+        if saved.checkpoint is None:
+            raise UsageError(
+                f"--resume {args.resume}: a model without its optimizer's state, not a checkpoint"
+            )
+    return device
+
+
+def _stop(args, model, optimizer) -> int:
+    """After Ctrl-C: save a checkpoint of the run so far, say where it
+    stopped and how to resume; exit status 130."""
+    from gpunet import serialization
+
+    path = _checkpoint_path(args)
+    model.save(path, optimizer=optimizer)
+    fit = serialization.read(path).checkpoint.get("fit") or {}
+    epoch = min(fit.get("epoch", 0), args.epochs - 1)
+    print(f"\ngpunet train: stopped at epoch {epoch + 1} of {args.epochs}", flush=True)
+    print(f"saved a checkpoint to {path}; continue with the same arguments and --resume {path}")
+    return 130
+
+
 def run(args) -> int:
     import gpunet as gn
 
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"gpunet train: --{name.replace('_', '-')} must be at least 1")
-    if not 0 <= args.dropout < 1:
-        raise SystemExit(f"gpunet train: --dropout must be in [0, 1), got {args.dropout}")
-    if any(h < 1 for h in args.hidden):
-        raise SystemExit("gpunet train: --hidden widths must be at least 1")
-    if args.device is not None:
-        gn.set_device(args.device)
+    check(args)
     (X_train, y_train), (X_test, y_test) = load_data(args)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     model = build_model(args, X_train.shape[1], n_classes)
     optimizer = _optimizer(args, model.parameters())
-    print(f"gpunet train: {args.dataset}, {len(X_train)} training and {len(X_test)} test samples")
-    print(f"device: {model.device} ({model.device.name})")
-    print(model)
-    print(optimizer)
-    started = time.perf_counter()
-    history = model.fit(
-        X_train,
-        y_train,
-        loss=gn.losses.SoftmaxCrossEntropy(),
-        optimizer=optimizer,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-        verbose=args.verbose,
-        callbacks=_callbacks(args),
-        seed=args.seed,
-    )
+    try:  # from here on, Ctrl-C saves a checkpoint
+        print(
+            f"gpunet train: {args.dataset}, {len(X_train)} training and {len(X_test)} test samples"
+        )
+        print(f"device: {model.device} ({model.device.name})")
+        print(model)
+        print(optimizer, flush=True)
+        started = time.perf_counter()
+        history = model.fit(
+            X_train,
+            y_train,
+            loss=gn.losses.SoftmaxCrossEntropy(),
+            optimizer=optimizer,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_split=args.validation_split,
+            verbose=args.verbose,
+            callbacks=_callbacks(args),
+            seed=args.seed,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        return _stop(args, model, optimizer)
     seconds = time.perf_counter() - started
     test = model.evaluate(X_test, y_test)
     samples = len(X_train) * (1 - args.validation_split) * len(history.epoch)
@@ -210,7 +300,7 @@ def run(args) -> int:
     output = f"gpunet-{args.dataset}.npz" if args.output is None else args.output
     if output:
         model.save(output)
-        print(f"saved the model to {output if output.endswith('.npz') else output + '.npz'}")
+        print(f"saved the model to {_model_path(output)}")
     if args.plot:
         gn.plot.learning_curves(history, args.plot)
         print(f"saved the learning curves to {args.plot}")
