@@ -9,7 +9,7 @@ import pytest
 
 import gpunet as gn
 from gpunet import benchmarks, cli
-from gpunet.benchmarks import ceilings, timing, workloads
+from gpunet.benchmarks import ceilings, load, timing, workloads
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -109,3 +109,38 @@ def test_ratios_between_thread_pools_pause_before_each_sample(
     assert rounds >= settings.min_samples
     assert events == one_round * rounds
     assert benchmarks.Settings(quick=True).idle_seconds == 0
+
+
+def test_memory_bound_rows_stay_within_their_paired_copy_ceiling():
+    bench = benchmarks.Bench("cpu", benchmarks.Settings(quick=True), peers=())
+    rows = bench.run(["elementwise"])
+    assert {row.name.split()[0] for row in rows} == set(workloads.NUMPY_ELEMENTWISE)
+    for row in rows:
+        assert row.unit == "GB/s" and 0 < row.ceiling <= 1, row
+        assert row.low <= row.seconds <= row.high
+
+
+def test_rows_with_spread_samples_are_marked_and_the_load_is_reported(monkeypatch, capsys):
+    steady = benchmarks.Row("steady", 1.0, 1.0, "GB/s", None, low=0.95, high=1.2)
+    unsteady = benchmarks.Row("unsteady", 1.0, 1.0, "GB/s", None, low=0.9, high=1.3)
+    assert not steady.unsteady and unsteady.unsteady
+    monitor = load.LoadMonitor(load_average=0.2, others=0.02, cores=2)
+    assert not monitor.busy and monitor.describe().startswith("quiet (load average 0.20")
+    assert load.LoadMonitor(load_average=1.0, others=0.0, cores=2).busy
+    busy = load.LoadMonitor(load_average=None, others=0.4, cores=2)
+    assert busy.busy and "other processes used 40% of the CPUs" in busy.describe()
+    assert load.spread([1.0, 2.0, 1.5]) == pytest.approx(2 / 3)
+
+    monkeypatch.setattr(load.LoadMonitor, "busy", property(lambda self: True))
+
+    def fixed_time(self, fn):
+        self._spread = (0.5e-3, 2e-3)
+        return 1e-3
+
+    monkeypatch.setattr(workloads.Bench, "_time", fixed_time)
+    argv = ["bench", "--quick", "--device", "cpu", "--only", "dispatch", "--no-peers"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dispatch: relu 1x10 !  1.00 ms  500.0 us-2.00 ms" in out
+    assert "! 1 of 1 rows: samples spread by more than 25% of the median" in out
+    assert "machine: BUSY, times are unreliable" in out

@@ -95,10 +95,15 @@ def _rounds(settings: Settings):
         done += 1
 
 
+def sample_times(fn: Callable, device, settings: Settings) -> list[float]:
+    """Seconds per call of ``fn()`` in each sample (``fn`` called once first, to warm up)."""
+    number = _per_sample(fn, device, settings.sample_seconds)
+    return [_sample(fn, device, number) for _ in _rounds(settings)]
+
+
 def median_time(fn: Callable, device, settings: Settings) -> float:
     """Median seconds per call of ``fn()`` (called once first, to warm up)."""
-    number = _per_sample(fn, device, settings.sample_seconds)
-    return statistics.median(_sample(fn, device, number) for _ in _rounds(settings))
+    return statistics.median(sample_times(fn, device, settings))
 
 
 def median_ratio(

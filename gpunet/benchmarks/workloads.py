@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import statistics
 import time
 
 import numba
@@ -17,7 +18,8 @@ from .. import _device, nn, ops
 from .. import losses as _losses
 from .. import optim as _optim
 from ..kernels import dense as _dense
-from .ceilings import dense_products, large_copy, matmul_gflops
+from .ceilings import copies, dense_products, large_copy, matmul_gflops
+from .load import SPREAD_LIMIT
 from .peers import (
     NUMPY_ELEMENTWISE,
     NumpyCD1,
@@ -31,14 +33,15 @@ from .peers import (
     torch_module,
     torch_sync,
 )
-from .timing import BLAS_IDLE_SECONDS, Settings, median_ratio, median_time, sync
+from .timing import BLAS_IDLE_SECONDS, Settings, median_ratio, sample_times, sync
 
 
 @dataclasses.dataclass
 class Row:
     """One line of the report: median seconds per call, the rate achieved in
     ``unit``, its fraction of the ceiling (None where none applies), and
-    time(peer) / time(gpunet) by peer name."""
+    time(peer) / time(gpunet) by peer name; ``low`` and ``high`` are the
+    fastest and slowest samples' seconds per call."""
 
     name: str
     seconds: float
@@ -46,6 +49,16 @@ class Row:
     unit: str
     ceiling: float | None
     peers: dict[str, float] = dataclasses.field(default_factory=dict)
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def unsteady(self) -> bool:
+        """Whether the samples spread by more than SPREAD_LIMIT of the median
+        (the machine was busy, or its speed changed)."""
+        if self.low is None or self.high is None:
+            return False
+        return (self.high - self.low) / self.seconds > SPREAD_LIMIT
 
 
 class Bench:
@@ -57,14 +70,21 @@ class Bench:
         self.peers = set(peers)
         self.rows: list[Row] = []
         self.notes: list[str] = []
-        self._copy, self._copy_bytes, self.copy_gbps = large_copy(self.device, settings)
+        self.copy_gbps = large_copy(self.device, settings)[2]
         self.matmul_gflops, self.matmul_kind = matmul_gflops(self.device, settings)
         # BLAS's worker threads spin for a while after a product; let them go
         # idle before timing kernels that start threads of their own.
         time.sleep(0 if settings.quick else BLAS_IDLE_SECONDS)
 
     def _time(self, fn):
-        return median_time(fn, self.device, self.settings)
+        """Median seconds per call of ``fn``; the next row added gets its spread."""
+        samples = sample_times(fn, self.device, self.settings)
+        self._spread = (min(samples), max(samples))
+        return statistics.median(samples)
+
+    def _add(self, row):
+        row.low, row.high = self._spread
+        self.rows.append(row)
 
     def _ratio(self, peer, ours, device=None, foreign_threads=False):
         return median_ratio(peer, ours, device or self.device, self.settings, foreign_threads)
@@ -120,16 +140,22 @@ class Bench:
         x = self._put(x_host)
         out = self._put(np.empty_like(x_host))
         nbytes = 2 * x_host.nbytes
-        # Of the copy ceiling: the large copy timed alternately with the op,
-        # as peers are (the machine drifts between fast and slow states).
-        self._note("memory-bound rows: of ceiling = of the large copy's GB/s, timed alternately")
+        # The ceiling of each row: the fastest copy of the same bytes (read
+        # plus written) by any method, each timed alternately with the op.
+        self._note(
+            "memory-bound rows: of ceiling = of the fastest copy of the same bytes, timed "
+            "alternately with the op; an op faster than every copy is its own ceiling (100%)"
+        )
+        same_bytes = copies(self.device, x_host.nbytes)
+        for copy in same_bytes:
+            copy()
         torch, cupy = self._torch(), self._cupy()
         for name in names:
             fn = functools.partial(getattr(ops, name), x, out=out)
             fn()
             seconds = self._time(fn)
             gbps = nbytes / seconds / 1e9
-            of_copy = self._ratio(self._copy, fn) * nbytes / self._copy_bytes
+            of_copy = min(1.0, *(self._ratio(copy, fn) for copy in same_bytes))
             row = Row(f"{name} {shape[0]}x{shape[1]}", seconds, gbps, "GB/s", of_copy)
             if self.device.type == "cpu" and "numpy" in self.peers:
                 numpy_op = NUMPY_ELEMENTWISE[name]
@@ -154,7 +180,7 @@ class Bench:
 
                 cupy_peer()
                 row.peers["cupy"] = self._ratio(cupy_peer, fn)
-            self.rows.append(row)
+            self._add(row)
 
     def matmul(self):
         """gpunet's tiled float32 product at 4096x4096x4096 on a GPU, against
@@ -200,7 +226,7 @@ class Bench:
 
             cupy_peer()
             row.peers["cupy"] = self._ratio(cupy_peer, fn)
-        self.rows.append(row)
+        self._add(row)
 
     def dispatch(self):
         """The fixed cost of a gn.ops call: relu on a (1, 10) array."""
@@ -226,7 +252,7 @@ class Bench:
 
             peer()
             row.peers["torch"] = self._ratio(peer, fn, foreign_threads=True)
-        self.rows.append(row)
+        self._add(row)
 
     # --- dense layers and training ---------------------------------------------------
 
@@ -289,7 +315,7 @@ class Bench:
 
             cupy_layer()
             row.peers["cupy"] = self._ratio(cupy_layer, ours)
-        self.rows.append(row)
+        self._add(row)
 
     def mlp_epoch(self):
         """One training epoch of 784-512-256-10 (SGD, momentum 0.9), batch 128, 8192 samples."""
@@ -336,7 +362,7 @@ class Bench:
                 classes = np.arange(widths[-1])
                 clf.partial_fit(X[:batch], y[:batch], classes=classes)
                 row.peers["sklearn"] = self._ratio(lambda: clf.partial_fit(X, y), ours)
-        self.rows.append(row)
+        self._add(row)
 
     # --- restricted Boltzmann machines ------------------------------------------------
 
@@ -376,7 +402,7 @@ class Bench:
                 peer = BernoulliRBM(hidden, batch_size=batch, random_state=0)
                 peer.partial_fit(v)
                 row.peers["sklearn"] = self._ratio(functools.partial(peer.partial_fit, v), ours)
-        self.rows.append(row)
+        self._add(row)
 
     def rbm_fit(self):
         """gn.RBM.fit on the bundled digits (1797 x 64 scaled to [0, 1]): 100
@@ -407,7 +433,7 @@ class Bench:
             else:
                 peer = functools.partial(BernoulliRBM(**kwargs).fit, X.astype(np.float64))
                 row.peers["sklearn"] = self._ratio(peer, ours)
-        self.rows.append(row)
+        self._add(row)
 
     def run(self, workloads=None):
         for name in workloads or WORKLOADS:

@@ -4,7 +4,12 @@ as one table: median time, achieved rate, fraction of the machine's ceiling
 start), and time(peer) / time(gpunet) for each installed peer (numpy, torch,
 scikit-learn on the CPU; torch and CuPy on a GPU), timed alternately in the
 same process. ``--json`` writes it all with the device, versions and thread
-count."""
+count.
+
+Each time is the median of several samples, shown with the fastest and
+slowest (a row whose samples spread by more than a quarter of the median is
+marked ``!``), and the run says whether the machine was busy: the load
+average at the start and the CPU time other processes took during the run."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import json
 import platform
 import time
 
+from . import _checks
 from ._output import format_seconds, format_table, package_version
 
 PEERS = ("numpy", "torch", "sklearn", "cupy")
@@ -58,6 +64,16 @@ def _blas() -> str:
     return ", ".join(found) or "none loaded"
 
 
+def _spread(row) -> str:
+    """The fastest and slowest samples' time per call, in the median's unit."""
+    if row.low is None:
+        return "-"
+    low, high = format_seconds(row.low).split(), format_seconds(row.high).split()
+    if low[1] == high[1]:
+        return f"{low[0]}-{high[0]} {low[1]}"
+    return f"{' '.join(low)}-{' '.join(high)}"
+
+
 def _cell(value, unit):
     if unit == "samples/s":
         return f"{value:,.0f} {unit}"
@@ -67,12 +83,15 @@ def _cell(value, unit):
 def run(args) -> int:
     import numba
 
-    import gpunet as gn
-
     from ..benchmarks import Bench, Settings
+    from ..benchmarks.load import SPREAD_LIMIT, LoadMonitor
 
-    device = gn.get_device() if args.device is None else gn._device._resolve(args.device)
+    device = _checks.device(args.device)
+    if args.json:
+        _checks.writable(args.json, "--json")
     started = time.perf_counter()
+    load = LoadMonitor()
+    load.start()
     bench = Bench(device, Settings(quick=args.quick), peers=() if args.no_peers else PEERS)
     print(f"gpunet bench on {device} ({device.name}), {numba.get_num_threads()} threads")
     print(f"  BLAS: {_blas()}")
@@ -81,20 +100,32 @@ def run(args) -> int:
         f"copy {bench.copy_gbps:.1f} GB/s"
     )
     rows = bench.run(args.only)
+    load.stop()
     peers = [p for p in PEERS if any(p in row.peers for row in rows)]
     table = [
         (
-            row.name,
+            row.name + (" !" if row.unsteady else ""),
             format_seconds(row.seconds),
+            _spread(row),
             _cell(row.rate, row.unit),
             "-" if row.ceiling is None else f"{row.ceiling:.0%}",
             *(f"{row.peers[p]:.2f}x" if p in row.peers else "-" for p in peers),
         )
         for row in rows
     ]
-    header = ("workload", "time", "rate", "of ceiling", *(f"vs {p}" for p in peers))
+    header = ("workload", "time", "min-max", "rate", "of ceiling", *(f"vs {p}" for p in peers))
     print(format_table(header, table))
-    print("  (time: median per call; vs X: time(X) / time(gpunet), above 1 when gpunet is faster)")
+    print(
+        "  (time: median per call, min-max: the fastest and slowest samples; "
+        "vs X: time(X) / time(gpunet), above 1 when gpunet is faster)"
+    )
+    unsteady = sum(row.unsteady for row in rows)
+    if unsteady:
+        print(
+            f"  ! {unsteady} of {len(rows)} rows: samples spread by more than "
+            f"{SPREAD_LIMIT:.0%} of the median"
+        )
+    print(f"  machine: {load.describe()}")
     for note in bench.notes:
         print(f"  note: {note}")
     print(f"  {time.perf_counter() - started:.0f} s")
@@ -132,10 +163,20 @@ def run(args) -> int:
                     "unit": row.unit,
                     "fraction_of_ceiling": row.ceiling,
                     "peer_ratios": row.peers,
+                    "min_seconds": row.low,
+                    "max_seconds": row.high,
+                    "unsteady": row.unsteady,
                 }
                 for row in rows
             ],
             "notes": bench.notes,
+            "load": {
+                "busy": load.busy,
+                "load_average": load.load_average,
+                "others": load.others,
+                "cores": load.cores,
+                "unsteady_rows": unsteady,
+            },
         }
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
