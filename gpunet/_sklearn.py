@@ -212,15 +212,15 @@ def check_X(est, X, *, reset, dtype, name="X"):
         raise ValueError(f"{cls}: expected {name} to be an array of numbers: {error}") from None
     if host.dtype.kind == "c":
         raise ValueError(f"{cls}: Complex data not supported in {name}")
-    if host.dtype.kind in "OUS":
+    if host.dtype.kind in "US":
+        raise TypeError(f"{cls}: expected {name} to hold numbers, got dtype {host.dtype}")
+    if host.dtype.kind == "O":
         try:
             host = host.astype(np.float64)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise TypeError(f"{cls}: expected {name} to hold numbers: {error}") from None
-        except ValueError as error:
-            raise ValueError(f"{cls}: expected {name} to hold numbers: {error}") from None
     if host.dtype.kind not in "biuf":
-        raise ValueError(f"{cls}: expected {name} to hold numbers, got dtype {host.dtype}")
+        raise TypeError(f"{cls}: expected {name} to hold numbers, got dtype {host.dtype}")
     if host.ndim != 2:
         raise ValueError(
             f"{cls}: Expected 2D array, got {host.ndim}D array instead: expected {name} of shape "
@@ -230,24 +230,21 @@ def check_X(est, X, *, reset, dtype, name="X"):
     if host.shape[0] == 0:
         raise ValueError(
             f"{cls}: Found array with 0 sample(s) (shape={host.shape}) while a minimum of 1 "
-            "is required."
+            f"is required (expected {name} with at least one row and column)."
         )
     if host.shape[1] == 0:
         raise ValueError(
             f"{cls}: Found array with 0 feature(s) (shape={host.shape}) while a minimum of 1 "
-            "is required."
+            f"is required (expected {name} with at least one row and column)."
         )
     if not reset and hasattr(est, "n_features_in_") and host.shape[1] != est.n_features_in_:
         raise ValueError(
             f"X has {host.shape[1]} features, but {cls} is expecting {est.n_features_in_} "
-            "features as input"
+            f"features as input (expected {name} with {est.n_features_in_} features, as fitted)"
         )
     out = np.ascontiguousarray(host, dtype=dtype)
     if not np.isfinite(out).all():
-        bad = "NaN" if np.isnan(out).any() else "infinity"
-        raise ValueError(
-            f"{cls}: Input {name} contains {bad} (expected finite values: no NaN or inf)"
-        )
+        raise ValueError(f"{cls}: Input {name} contains NaN or infinity (expected finite values)")
     return out
 
 
