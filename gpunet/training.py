@@ -27,6 +27,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import distributed as _distributed
 from . import losses as _losses
 from . import optim as _optim
 from . import random as _random
@@ -306,6 +307,9 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     ``records`` are put back) and keeps ``step`` up to date."""
     steps = len(starts) - 1
     sizes = np.diff(starts).astype(np.float64)
+    world = _distributed.fit_world() if train else None  # None unless data-parallel
+    if world is not None:
+        sizes = world.local_sizes(starts)
     records = _records(model, batches.device, steps, model.dtype, train)
     read = records.read
     optimizer = model.optimizer if train else None
@@ -320,6 +324,8 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     for step in range(first, steps):
         start, stop = starts[step], starts[step + 1]
         rows = slice(start, stop) if order is None else order[start:stop]
+        if world is not None:
+            rows = world.share(rows)
         xb, yb = batches.take(rows)
         if train:
             guard.save()
@@ -330,6 +336,8 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
             )
             if train:
                 model.backward(grad, input_grad=False)
+                if world is not None:
+                    world.average_gradients(optimizer)
                 optimizer.step()
                 optimizer.zero_grad()
         except BaseException:
@@ -347,6 +355,8 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
                 last_refresh = now
                 metrics = _epoch_metrics(loss_fn, read, step + 1, sizes, per_sample)
                 progress.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
+    if world is not None:
+        return world.epoch_metrics(model, loss_fn, read, steps, sizes, per_sample)
     return _epoch_metrics(loss_fn, read, steps, sizes, per_sample)
 
 
@@ -404,6 +414,7 @@ class Model:
     stop_training = False
     _fit_state = None
 
+    @_distributed.collective("fit")
     def fit(
         self,
         X,
@@ -499,7 +510,12 @@ class Model:
         self._check_outputs(
             loss_fn, [(X, y, "y"), *([(*validation_data, "y_val")] if validation_data else [])]
         )
-        starts = _batch_starts(len(X), batch_size, min_rows)
+        world = _distributed.fit_world()  # None unless data-parallel (gn.distributed)
+        if world is None:
+            starts = _batch_starts(len(X), batch_size, min_rows)
+        else:
+            starts = world.starts(len(X), batch_size, min_rows)
+            verbose = verbose if world.rank == 0 else 0
         steps = len(starts) - 1
         resumed = None if resume is None else self._checked_resume(resume, optimizer, steps)
         metrics = ["loss"] + (["accuracy"] if loss_fn.hits_kind is not None else [])
@@ -525,6 +541,9 @@ class Model:
             if resumed is not None:
                 self._resume(resumed, state)
             self._fit_state = state
+            if world is not None:
+                world.begin(self, state, X=X.shape, batch_size=batch_size, epochs=epochs,
+                            shuffle=shuffle, at=(state.epoch, state.step))  # fmt: skip
             batches = _Batches(self.device, [X, y], int(np.diff(starts).max()))
             self._epochs(
                 state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, ordered
