@@ -63,23 +63,35 @@ def rbm_filters(rbm, path, shape=None, columns=None, title=None):
 
 
 def learning_curves(history, path, title=None):
-    """Save the per-epoch curves of a ``fit`` History at ``path``: the losses
-    (training and validation) on the left, the accuracies (when the loss is a
-    classification loss) on the right. Returns ``path``."""
-    logs = history.history
+    """Save the per-epoch curves of a ``fit`` at ``path``: the loss on a log
+    axis on the left, the accuracy (classification losses) on the right, each
+    with its validation curve when the fit had validation data. ``history``
+    is the History ``fit`` returned or its ``.history`` dict. Returns ``path``."""
+    logs = getattr(history, "history", history)
+    if not isinstance(logs, dict):
+        raise TypeError(f"expected a History or its .history dict, got {type(history).__name__}")
     if not logs.get("loss"):
         raise ValueError("expected a History with at least one epoch")
-    panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if "accuracy" in logs else [])
+    epochs = np.asarray(getattr(history, "epoch", range(len(logs["loss"])))) + 1
+    for name, values in logs.items():
+        if len(values) != len(epochs):
+            raise ValueError(
+                f"expected {len(epochs)} values of {name!r} (one per epoch), got {len(values)}"
+            )
+    panels = ["loss"] + (["accuracy"] if "accuracy" in logs else [])
     fig = _figure(figsize=(5 * len(panels), 3.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    epochs = np.asarray(history.epoch) + 1
-    for ax, (name, label) in zip(axes, panels, strict=True):
-        ax.plot(epochs, logs[name], marker=".", label="training")
+    for ax, name in zip(axes, panels, strict=True):
+        curves = [(logs[name], "training")]
         if f"val_{name}" in logs:
-            ax.plot(epochs, logs[f"val_{name}"], marker=".", label="validation")
+            curves.append((logs[f"val_{name}"], "validation"))
+        for values, label in curves:
+            ax.plot(epochs, values, marker=".", label=label)
+        if name == "loss" and all(v > 0 for values, _ in curves for v in values):
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, which="both")
         ax.legend()
     if title:
         fig.suptitle(title)
