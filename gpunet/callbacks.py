@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 
+from . import distributed as _distributed
 from . import optim as _optim
 
 
@@ -265,7 +266,8 @@ class ModelCheckpoint(Callback):
     are atomic (see ``gpunet.serialization``) and come after every other
     callback's ``on_epoch_end``, so that a checkpoint holds their state at the
     end of the epoch. ``saved`` lists the files kept, oldest first (from a
-    checkpoint resumed, those in this callback's folder)."""
+    checkpoint resumed, those in this callback's folder). In a data-parallel
+    fit (``gn.distributed``) only rank 0 writes and deletes files."""
 
     def __init__(
         self,
@@ -317,6 +319,8 @@ class ModelCheckpoint(Callback):
         self.saved = [p for p in saved if p != path] + [path]
         stale = self.saved[: -self.keep] if self.keep else []
         self.saved = self.saved[len(stale) :]
+        if _distributed.rank() != 0:  # data-parallel: rank 0 writes the files
+            return
         try:  # the file holds this callback's state with itself in it
             self.model.save(path, optimizer=self.model.optimizer)
         except BaseException:

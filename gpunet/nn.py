@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import dispatch, ops
+from . import distributed as _distributed
 from . import random as _random
 from ._arrays import assign, check_alpha, check_dtypes, check_probability, empty
 from ._arrays import device_of as _device_of
@@ -423,7 +424,10 @@ class Dropout(Layer):
     forward reserves the next words of ``seed``'s stream (a generator of the
     layer's own), or of the default generator (``gn.manual_seed``) without a
     seed, so one seed gives the same masks on every device. The backward
-    draws the mask again from the same words instead of storing it.
+    draws the mask again from the same words instead of storing it. In a
+    data-parallel fit (``gn.distributed``) each rank draws its rows' part of
+    the global batch's mask, so the masks are a function of (seed, global
+    row) and match those of one process training on the global batch.
     """
 
     def __init__(self, p: float = 0.5, *, seed: int | None = None):
@@ -444,6 +448,10 @@ class Dropout(Layer):
             return x
         generator = self._generator
         generator.take(-generator.offset % 4)  # masks start at a Philox block
+        share = _distributed.batch_share()
+        if share is not None and share[1] == self._shape[0]:  # a rank's rows of a global batch
+            y, self._draw = _distributed.dropout_share(self, x, kind, share)
+            return y
         offset = generator.take(_dropout.words(math.prod(self._shape)))
         y = self._output("y", kind, self._shape, x.dtype)
         ops.dropout(x, self.p, generator.seed, offset, out=y)
@@ -463,6 +471,8 @@ class Dropout(Layer):
             return None
         if self._draw is None:
             return grad_out
+        if len(self._draw) == 3:  # drawn for a rank's share of a global batch
+            return _distributed.dropout_shared(self, grad_out, kind, self._draw, "dx")
         dx = self._output("dx", kind, self._shape, grad_out.dtype)
         return ops.dropout(grad_out, self.p, *self._draw, out=dx)
 
@@ -484,6 +494,13 @@ class BatchNorm1d(Layer):
     ``running_mean`` (zeros) and ``running_var`` (ones) are saved with the
     model; assigning to them copies into them, refusing an array of another
     shape, dtype or device (as a Parameter's ``data`` does).
+
+    In a data-parallel fit (``gn.distributed``) each rank normalizes its
+    share of the global batch with its share's own statistics, as PyTorch's
+    DistributedDataParallel does by default (no synchronized batch norm), so
+    such a model does not take exactly the steps of one process on the
+    global batch; the running estimates become rank 0's at the end of each
+    epoch, so that every rank evaluates alike.
     """
 
     def __init__(

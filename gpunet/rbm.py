@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from . import _rbm_epoch, _sklearn, dispatch
+from . import distributed as _distributed
 from ._device import _resolve
 from .exceptions import NotFittedError
 from .kernels import _cuda
@@ -274,7 +275,12 @@ class RBM:
         numbers ahead on a second thread (``gpunet._rbm_epoch``); on a GPU,
         one launch for the epoch where the model fits one block's shared
         memory (``kernels.rbm.fits_one_block``: the digits model does in
-        float32), else 3 + 2k launches per batch."""
+        float32), else 3 + 2k launches per batch. In a data-parallel world
+        (``gn.distributed``) each batch is a global batch, of which each rank
+        takes its share (``gpunet.distributed.rbm_update``)."""
+        if _distributed.world_size() > 1:  # data-parallel: batches are global batches
+            self._offset = _distributed.rbm_update(self, X, bounds)
+            return
         k, persistent, gaussian = self.k, self.persistent, self._visible == "gaussian"
         cpu = self._kind == "cpu"
         epoch = _rbm_epoch.cd_epoch_threaded if cpu else self._kernel("rbm.cd_epoch")
@@ -289,7 +295,7 @@ class RBM:
         each epoch; the input is checked before this returns."""
         X = self._check_X(X, reset=True)
         self._initialise(X.shape[1])
-        bounds = _even_bounds(X.shape[0], self.batch_size)
+        bounds = _even_bounds(X.shape[0], self.batch_size * _distributed.world_size())
         return self._epochs(self._put(X), bounds)
 
     def _epochs(self, X, bounds):
