@@ -792,7 +792,7 @@ EPOCH_SHARED_BYTES = 48 * 1024
 #: thread, hence fewer there; the kernel is correct for any count).
 EPOCH_THREADS = 32 if _cuda.SIMULATOR else 256
 #: Rows of one output column a thread of the single-block epoch accumulates
-#: at once (``_block_conditional`` is written for 4).
+#: at once, in its products and its weight update (both written for 4).
 EPOCH_ROWS = 4
 
 
@@ -931,32 +931,48 @@ def _epoch_block_kernel(dtype):
                 if sample:
                     offset += uint64((m * n_hidden + 3) // 4 * 4)
             cuda.syncthreads()
-            # Updates: one thread per weight, then per bias, each sum in the
-            # order the tiled kernels take.
-            for e in range(tid, n_hidden * n_visible + n_hidden + n_visible, threads):
-                if e < n_hidden * n_visible:
-                    i, j = e // n_visible, e % n_visible
+            # Updates, each sum in the order the tiled kernels take: a thread
+            # takes EPOCH_ROWS (4) weights of one column at a time (each
+            # visible value it loads serves four), then the biases.
+            last_row = n_hidden - 1
+            groups = (n_hidden + EPOCH_ROWS - 1) // EPOCH_ROWS
+            for e in range(tid, groups * n_visible, threads):
+                i0, j = (e // n_visible) * EPOCH_ROWS, e % n_visible
+                # Rows past the last read the last row again; their sums go unused.
+                i1, i2 = min(i0 + 1, last_row), min(i0 + 2, last_row)
+                i3 = min(i0 + 3, last_row)
+                g0 = g1 = g2 = g3 = zero
+                for r in range(n):
+                    xv, p = s[x0 + r * n_visible + j], tp0 + r * n_hidden
+                    g0 += s[p + i0] * xv
+                    g1 += s[p + i1] * xv
+                    g2 += s[p + i2] * xv
+                    g3 += s[p + i3] * xv
+                for r in range(m):
+                    xv, p = s[sn0 + r * n_visible + j], tn0 + r * n_hidden
+                    g0 += s[p + i0] * xv
+                    g1 += s[p + i1] * xv
+                    g2 += s[p + i2] * xv
+                    g3 += s[p + i3] * xv
+                for r, g in ((0, g0), (1, g1), (2, g2), (3, g3)):
+                    i = i0 + r
+                    if i < n_hidden:
+                        wij = s[i * stride + j]
+                        d = momentum * vel_w[i, j] + lr * (g - decay * wij)
+                        vel_w[i, j] = d
+                        s[i * stride + j] = wij + d
+            for e in range(tid, n_hidden + n_visible, threads):
+                if e < n_hidden:
                     g = zero
                     for r in range(n):
-                        g += s[tp0 + r * n_hidden + i] * s[x0 + r * n_visible + j]
+                        g += s[tp0 + r * n_hidden + e]
                     for r in range(m):
-                        g += s[tn0 + r * n_hidden + i] * s[sn0 + r * n_visible + j]
-                    wij = s[i * stride + j]
-                    d = momentum * vel_w[i, j] + lr * (g - decay * wij)
-                    vel_w[i, j] = d
-                    s[i * stride + j] = wij + d
-                elif e < n_hidden * n_visible + n_hidden:
-                    i = e - n_hidden * n_visible
-                    g = zero
-                    for r in range(n):
-                        g += s[tp0 + r * n_hidden + i]
-                    for r in range(m):
-                        g += s[tn0 + r * n_hidden + i]
-                    d = momentum * vel_c[i] + lr * g
-                    vel_c[i] = d
-                    s[c0 + i] += d
+                        g += s[tn0 + r * n_hidden + e]
+                    d = momentum * vel_c[e] + lr * g
+                    vel_c[e] = d
+                    s[c0 + e] += d
                 else:
-                    j = e - n_hidden * n_visible - n_hidden
+                    j = e - n_hidden
                     pos = zero
                     for r in range(n):
                         pos += s[x0 + r * n_visible + j]
