@@ -7,7 +7,7 @@ with ``gn.losses`` and ``gn.optim`` (``model.fit``); ``gn.RBM`` is a
 restricted Boltzmann machine with scikit-learn's interface.
 """
 
-from . import data, datasets, dispatch, losses, nn, ops, optim, plot, random, training
+from . import data, datasets, dispatch, distributed, losses, nn, ops, optim, plot, random, training
 from ._device import (
     Device,
     DeviceError,
@@ -48,6 +48,7 @@ __all__ = [
     "device",
     "devices",
     "dispatch",
+    "distributed",
     "get_device",
     "get_gemm",
     "load",
