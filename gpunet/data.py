@@ -43,11 +43,37 @@ def batches(X, y=None, batch_size=32, shuffle=False, seed=None):
 # --- scalers --------------------------------------------------------------------------
 
 
+def _host_input(op, X):
+    """A host X that is not a numpy array (a list, a data frame) as one;
+    sparse, complex, non-numeric and empty input refused."""
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{op}: sparse input is not supported; convert X with X.toarray()")
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError(f"{op}: Complex data not supported")
+    if X.dtype.kind == "O":
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{op}: expected a numeric array: {error}") from None
+    if X.ndim == 2 and 0 in X.shape:
+        what = "sample(s)" if X.shape[0] == 0 else "feature(s)"
+        raise ValueError(
+            f"{op}: Found array with 0 {what} (shape={X.shape}) while a minimum of 1 is required."
+        )
+    return X
+
+
 def _scaler_input(op, X):
     """(kind, X as a C-contiguous float array on its device, X on the host in float64)."""
+    if not _cuda.is_device_array(X):
+        X = _host_input(op, X)
     kind = dispatch.placement(op, X=X)
     if len(X.shape) != 2:
-        raise ValueError(f"{op}: expected a 2-D array (samples, features), got shape {X.shape}")
+        raise ValueError(
+            f"{op}: expected a 2-D array (samples, features), got shape {X.shape}. Reshape your "
+            "data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample"
+        )
     if kind == "cpu":
         if X.dtype.kind not in "biuf":
             raise TypeError(f"{op}: expected a numeric array, got dtype {X.dtype}")
@@ -92,8 +118,8 @@ class _Scaler(Estimator):
     def _start(self, X):
         if getattr(self, "n_samples_seen_", None) is not None and X.shape[1] != self.n_features_in_:
             raise ValueError(
-                f"{type(self).__name__}.partial_fit: X has {X.shape[1]} features, but it was "
-                f"fitted with {self.n_features_in_}"
+                f"{type(self).__name__}.partial_fit: X has {X.shape[1]} features, but "
+                f"{type(self).__name__} is expecting {self.n_features_in_} features as input"
             )
 
     def _affine(self, op, X, shift, factor, offset, clip=None):
@@ -195,16 +221,25 @@ class MinMaxScaler(_Scaler):
     """
 
     def __init__(self, feature_range=(0, 1), *, copy: bool = True, clip: bool = False):
-        lo, hi = feature_range
-        if not lo < hi:
+        self.feature_range, self.copy, self.clip = feature_range, copy, clip
+
+    def _range(self):
+        """feature_range as (min, max), checked (ValueError)."""
+        try:
+            lo, hi = self.feature_range
+            ok = lo < hi
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             raise ValueError(
                 f"MinMaxScaler: expected feature_range (min, max) with min < max, got "
-                f"{tuple(feature_range)}"
+                f"{self.feature_range!r}"
             )
-        self.feature_range, self.copy, self.clip = (lo, hi), copy, clip
+        return lo, hi
 
     def partial_fit(self, X, y=None):
         """Widen the minima and maxima with the rows of X; returns self."""
+        self._range()
         _, X, host = _scaler_input("MinMaxScaler.partial_fit", X)
         self._start(X)
         if len(host) == 0:
@@ -215,7 +250,7 @@ class MinMaxScaler(_Scaler):
         else:
             low, high = np.minimum(low, self.data_min_), np.maximum(high, self.data_max_)
         self.n_samples_seen_ += len(host)
-        lo, hi = self.feature_range
+        lo, hi = self._range()
         self.data_min_, self.data_max_, self.data_range_ = low, high, high - low
         self.scale_ = (hi - lo) / _nonzero_scale(self.data_range_)
         self.min_ = lo - low * self.scale_
@@ -224,7 +259,7 @@ class MinMaxScaler(_Scaler):
     def transform(self, X):
         """X * scale_ + min_, clipped to feature_range with ``clip``."""
         self._check_fitted()
-        clip = self.feature_range if self.clip else None
+        clip = self._range() if self.clip else None
         return self._affine(
             "MinMaxScaler.transform", X, np.zeros_like(self.min_), self.scale_, self.min_, clip
         )

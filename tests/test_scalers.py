@@ -94,6 +94,6 @@ def test_errors():
     with pytest.raises(ValueError, match="2-D"):
         MinMaxScaler().fit(np.ones(3))
     with pytest.raises(ValueError, match="min < max"):
-        MinMaxScaler((1, 0))
+        MinMaxScaler((1, 0)).fit(X)  # checked at fit, as scikit-learn does
     with pytest.raises(TypeError, match="numeric"):
         StandardScaler().fit(np.array([["a"]]))
