@@ -902,7 +902,7 @@ def _epoch_block_kernel(dtype):
             start, n = bounds[t], bounds[t + 1] - bounds[t]
             m = chain_rows if persistent else n
             inv_n, inv_m = one / w.dtype.type(n), one / w.dtype.type(m)
-            cuda.syncthreads()  # the last batch's update has read the batch
+            cuda.syncthreads()  # the loads above, or the last batch's update, are done
             for e in range(tid, n * n_visible, threads):
                 s[x0 + e] = x[start + e // n_visible, e % n_visible]
             cuda.syncthreads()
