@@ -11,9 +11,12 @@ from gpunet import cli
 from gpunet.cli import train
 
 
-def test_short_run_saves_a_model_that_scores_like_the_report(tmp_path, capsys):
+def test_short_run_saves_a_model_that_scores_like_the_report(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     model_path, plot_path = tmp_path / "digits.npz", tmp_path / "curves.png"
+    plotted = []
+    draw = gn.plot.learning_curves
+    monkeypatch.setattr(gn.plot, "learning_curves", lambda h, p: plotted.append(h) or draw(h, p))
     argv = ["train", "--epochs", "3", "--hidden", "32", "--lr", "0.01", "--verbose", "0"]
     assert cli.main([*argv, "-o", str(model_path), "--plot", str(plot_path), "--seed", "3"]) == 0
     out = capsys.readouterr().out
@@ -21,6 +24,8 @@ def test_short_run_saves_a_model_that_scores_like_the_report(tmp_path, capsys):
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out).group(1))
     assert accuracy > 0.8
     assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Without --validation-split the curves' validation is the test set's.
+    assert plotted[0].history["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-4)
     model = gn.load(model_path)
     assert [type(layer).__name__ for layer in model] == ["Dense", "Dense"]
     assert model[0].weight.shape == (64, 32)

@@ -96,7 +96,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="where to save the model (default: gpunet-<dataset>.npz; '' to skip saving)",
     )
-    train.add_argument("--plot", metavar="PATH", help="save the learning curves to PATH (PNG)")
+    train.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="save the learning curves to PATH (PNG); their validation curve is the "
+        "--validation-split's, else the test set's, evaluated every epoch",
+    )
     train.add_argument(
         "--resume",
         metavar="PATH",
@@ -266,6 +271,8 @@ def run(args) -> int:
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     model = build_model(args, X_train.shape[1], n_classes)
     optimizer = _optimizer(args, model.parameters())
+    # The learning curves' validation: the held-out split, else the test set.
+    validation = (X_test, y_test) if args.plot and not args.validation_split else None
     try:  # from here on, Ctrl-C saves a checkpoint
         print(
             f"gpunet train: {args.dataset}, {len(X_train)} training and {len(X_test)} test samples"
@@ -282,6 +289,7 @@ def run(args) -> int:
             epochs=args.epochs,
             batch_size=args.batch_size,
             validation_split=args.validation_split,
+            validation_data=validation,
             verbose=args.verbose,
             callbacks=_callbacks(args),
             seed=args.seed,
