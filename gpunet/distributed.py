@@ -509,6 +509,12 @@ def command(run):
             for name, value in (("output", ""), ("plot", None)):
                 if hasattr(args, name):
                     setattr(args, name, value)
+        if not quiet:
+            print(
+                f"gpunet {args.command}: data-parallel on {world.size} ranks (MPI); each takes "
+                f"its share of every global batch of {world.size} x --batch-size rows",
+                flush=True,
+            )
         streams = sys.stdout, sys.stderr
         try:
             with open(os.devnull, "w") as devnull:

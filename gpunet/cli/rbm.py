@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from . import _checks
 from ._output import format_seconds
+from ._parallel import data_parallel
 
 #: Share of the digits held out for the accuracy check.
 TEST_FRACTION = 0.2
@@ -57,6 +58,7 @@ def _split(X, y, seed):
     return X[train], X[test], y[train], y[test]
 
 
+@data_parallel
 def _run_rbm(args) -> int:
     import gpunet as gn
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _checks
 from ._checks import UsageError
+from ._parallel import data_parallel
 
 #: Defaults of the digits run: a short run that still reaches a high test accuracy.
 DEFAULTS = dict(hidden=[512], epochs=40, batch_size=32, optimizer="adam", lr=1e-3)
@@ -190,6 +191,19 @@ def _callbacks(args):
     return []
 
 
+def _epoch_checkpoint(args):
+    """Data-parallel runs (``mpiexec``) save a checkpoint after each epoch,
+    beside the output (``<output>-checkpoint.npz``, from rank 0), which
+    ``--resume`` continues from after a failure."""
+    import gpunet as gn
+
+    if gn.distributed.world_size() == 1:
+        return []
+    output = args.output or f"gpunet-{args.dataset}.npz"
+    path = _model_path(output).removesuffix(".npz") + "-checkpoint.npz"
+    return [gn.training.ModelCheckpoint(path)]
+
+
 def _check_data(args) -> None:
     """UsageError unless --dataset mnist finds its files in --data-dir, or
     with --download can write there."""
@@ -263,6 +277,7 @@ def _stop(args, model, optimizer) -> int:
     return 130
 
 
+@data_parallel
 def run(args) -> int:
     import gpunet as gn
 
@@ -291,7 +306,7 @@ def run(args) -> int:
             validation_split=args.validation_split,
             validation_data=validation,
             verbose=args.verbose,
-            callbacks=_callbacks(args),
+            callbacks=_callbacks(args) + _epoch_checkpoint(args),
             seed=args.seed,
             resume=args.resume,
         )
