@@ -82,6 +82,8 @@ def cublas_matmul(a, b, out, trans_a, trans_b, accumulate):
     cuBLAS is column-major: a row-major (r, c) buffer is its (c, r) matrix with
     leading dimension c, so out.T = op(b).T @ op(a).T is one call on the
     buffers as they are, with b first."""
+    if getattr(_cuda._thread, "capturing", False):
+        raise _cuda.CaptureError("cuBLAS runs on CuPy's stream, which a CUDA graph cannot capture")
     if _cuda.observers:
         _cuda.observe(
             "cublas.gemm", None, None,

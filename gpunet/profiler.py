@@ -22,6 +22,7 @@ an outer one everything.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import time
 
@@ -61,7 +62,6 @@ class Profile:
         self.events: list[Launch] = []
         self.copies: list[Copy] = []
         self._timers: list = []  # (Launch, start event, end event) until the block ends
-        self._patches: list = []
 
     # --- results ---------------------------------------------------------------------
 
@@ -128,18 +128,14 @@ class Profile:
 
     def __enter__(self) -> Profile:
         _cuda.observers.append(self._launch)
+        self._copies = contextlib.ExitStack()
         if _cuda.HAVE_NUMBA_CUDA:
-            self._patch_copies()
+            self._copies.enter_context(_cuda.replaced_copies(self._recorded_copy))
         return self
 
     def __exit__(self, *exc) -> None:
         _cuda.observers.remove(self._launch)
-        for owner, name, original in reversed(self._patches):
-            if original is None:
-                delattr(owner, name)  # the class's own again
-            else:
-                setattr(owner, name, original)
-        self._patches.clear()
+        self._copies.close()
         if self._timers:
             _cuda.cuda.synchronize()
             for launch, start, end in self._timers:
@@ -161,48 +157,26 @@ class Profile:
         self.events.append(launch)
         return result
 
-    def _record_copy(self, direction, nbytes, began):
-        self.copies.append(Copy(direction, int(nbytes), time.perf_counter() - began))
+    def _recorded_copy(self, name, original):
+        """``original`` (a Numba copy entry point), recording each copy it makes."""
+        copies = self.copies
 
-    def _patch_copies(self):
-        """Wrap Numba's copy entry points until the block ends."""
-        cuda = _cuda.cuda
-        array_class = type(cuda.device_array(1, np.float32))
-        to_device, to_host, to_device_array = (
-            cuda.to_device,
-            array_class.copy_to_host,
-            array_class.copy_to_device,
-        )
-        record = self._record_copy
-
-        def patched_to_device(obj, *args, **kwargs):
+        def copy(*args, **kwargs):
             began = time.perf_counter()
-            result = to_device(obj, *args, **kwargs)
-            record("host_to_device", np.asarray(obj).nbytes, began)
+            result = original(*args, **kwargs)
+            if name == "to_device":
+                direction, nbytes = "host_to_device", np.asarray(args[0]).nbytes
+            elif name == "copy_to_host":
+                direction, nbytes = "device_to_host", args[0].nbytes
+            else:
+                source = args[1]
+                on_device = _cuda.is_device_array(source)
+                direction = "device_to_device" if on_device else "host_to_device"
+                nbytes = args[0].nbytes
+            copies.append(Copy(direction, int(nbytes), time.perf_counter() - began))
             return result
 
-        def patched_copy_to_host(self, *args, **kwargs):
-            began = time.perf_counter()
-            result = to_host(self, *args, **kwargs)
-            record("device_to_host", self.nbytes, began)
-            return result
-
-        def patched_copy_to_device(self, source, *args, **kwargs):
-            began = time.perf_counter()
-            result = to_device_array(self, source, *args, **kwargs)
-            on_device = _cuda.is_device_array(source)
-            direction = "device_to_device" if on_device else "host_to_device"
-            record(direction, self.nbytes, began)
-            return result
-
-        for owner, name, replacement in (
-            (cuda, "to_device", patched_to_device),
-            (array_class, "copy_to_host", patched_copy_to_host),
-            (array_class, "copy_to_device", patched_copy_to_device),
-        ):
-            own = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name)
-            self._patches.append((owner, name, own))
-            setattr(owner, name, replacement)
+        return copy
 
 
 def profile() -> Profile:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -299,12 +300,13 @@ class _StepGuard:
         self.optimizer.zero_grad()
 
 
-def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=None):
+def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=None, graphs=None):
     """One pass over ``order`` (indices, or None for in order), in the batches
     that ``starts`` bounds; returns the metrics. In training, a step that
     raises is undone (see _StepGuard) before the error goes on. With a fit's
     ``state``, the pass begins at its ``step`` (a resumed epoch, whose
-    ``records`` are put back) and keeps ``step`` up to date."""
+    ``records`` are put back) and keeps ``step`` up to date. ``graphs``
+    (a _GraphSteps) runs the steps it can as CUDA graph replays."""
     steps = len(starts) - 1
     sizes = np.diff(starts).astype(np.float64)
     world = _distributed.fit_world() if train else None  # None unless data-parallel
@@ -330,12 +332,15 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
         if train:
             guard.save()
         try:
-            out = model.forward(xb)
-            grad = loss_fn.into(
-                out, yb, records.loss_slots[step], records.hit_slots[step] if classifier else None
-            )
+            if graphs is not None and graphs.run(xb, yb, records, step, guard):
+                out = graphs.out
+            else:
+                out = model.forward(xb)
+                hits = records.hit_slots[step] if classifier else None
+                grad = loss_fn.into(out, yb, records.loss_slots[step], hits)
+                if train:
+                    model.backward(grad, input_grad=False)
             if train:
-                model.backward(grad, input_grad=False)
                 if world is not None:
                     world.average_gradients(optimizer)
                 optimizer.step()
@@ -358,6 +363,82 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     if world is not None:
         return world.epoch_metrics(model, loss_fn, read, steps, sizes, per_sample)
     return _epoch_metrics(loss_fn, read, steps, sizes, per_sample)
+
+
+class _GraphSteps:
+    """fit's training steps on a GPU as replays of CUDA graphs
+    (``cuda_graph=True``): the forward pass, the loss with its hit count and
+    the backward pass of a full batch, captured once per batch buffer (the
+    batches alternate between two) and replayed into fixed loss and hit
+    slots, copied to the step's records after; the optimizer's update runs
+    as usual, so that learning-rate changes and step counts apply. The
+    first full batch runs eagerly (it makes every buffer a step uses); a
+    shorter last batch runs eagerly. A capture that fails (a step that draws
+    random numbers, as dropout does; a kernel or product a graph cannot
+    record) warns once and the fit goes on eagerly."""
+
+    def __init__(self, model, loss_fn, batch_rows: int):
+        self.model, self.loss_fn, self.batch_rows = model, loss_fn, batch_rows
+        self.classifier = loss_fn.hits_kind is not None
+        self.graphs = {}  # id(batch buffer) -> (the buffer, its StepGraph, parameters it writes)
+        self.warm = False
+        self.failed = False
+        dtype = model.dtype
+        self.loss_slot = _cuda.cuda.device_array(1, dtype)
+        self.hit_slot = _cuda.cuda.device_array(1, dtype)
+        self.out = None
+
+    def run(self, xb, yb, records, step, guard) -> bool:
+        """Run the step on batch (xb, yb) through a graph, its loss and hits
+        into ``records`` at ``step``; False (nothing done) when it must run eagerly."""
+        if self.failed or xb.shape[0] != self.batch_rows:
+            return False
+        if not self.warm:
+            self.warm = True
+            return False
+        found = self.graphs.get(id(xb))
+        if found is None:
+            found = self._capture(xb, yb, guard)
+            if found is None:
+                return False
+        _, graph, written = found
+        graph.replay()
+        for p in written:
+            p._grad_is_zero = False
+        records.loss_slots[step].copy_to_device(self.loss_slot)
+        if self.classifier:
+            records.hit_slots[step].copy_to_device(self.hit_slot)
+        return True
+
+    def _capture(self, xb, yb, guard):
+        from . import graphs
+
+        model, params = self.model, self.model.parameters()
+        positions = [(g.seed, g.offset) for g in guard.generators]
+        hits = self.hit_slot if self.classifier else None
+
+        def step():
+            self.out = model.forward(xb)
+            grad = self.loss_fn.into(self.out, yb, self.loss_slot, hits)
+            model.backward(grad, input_grad=False)
+
+        try:
+            graph = graphs.StepGraph.capture(step)
+            if [(g.seed, g.offset) for g in guard.generators] != positions:
+                raise graphs.CaptureError(
+                    "the step draws random numbers (dropout), which a replay would repeat"
+                )
+        except graphs.CaptureError as error:
+            for g, (seed, offset) in zip(guard.generators, positions, strict=True):
+                g.seed, g.offset = seed, offset
+            model.optimizer.zero_grad()
+            self.failed = True
+            warnings.warn(f"cuda_graph: {error}; training eagerly", RuntimeWarning, stacklevel=4)
+            return None
+        written = [p for p in params if not p._grad_is_zero]
+        model.optimizer.zero_grad()
+        found = self.graphs[id(xb)] = (xb, graph, written)
+        return found
 
 
 def _check_batch_size(batch_size):
@@ -431,6 +512,7 @@ class Model:
         callbacks=(),
         seed: int | None = None,
         resume=None,
+        cuda_graph: bool | str = False,
     ) -> History:
         """Train on (X, y) until ``epochs`` epochs are done; return the History.
 
@@ -461,6 +543,14 @@ class Model:
         CPU, given the same arguments. A checkpoint saved by a fit that
         stopped early resumes as stopped.
 
+        ``cuda_graph``: on a GPU, True runs each full batch's forward pass,
+        loss and backward pass as the replay of a CUDA graph captured at the
+        second step (one launch instead of one per kernel; the optimizer's
+        update stays a launch of its own), with the same results as eager
+        steps; a step that cannot be captured (dropout draws new masks each
+        step) warns and trains eagerly. "auto" is eager for now, and False
+        always is. True on a CPU model is an error.
+
         Every argument is checked, the labels against the model's outputs and
         the checkpoint against the model and the optimizer included, before
         anything changes; a step that raises leaves the model as it was before
@@ -473,6 +563,10 @@ class Model:
         batch_size = _check_batch_size(batch_size)
         if verbose not in (0, 1, 2):
             raise ValueError(f"expected verbose 0, 1 or 2, got {verbose!r}")
+        if cuda_graph not in (False, True, "auto") or not isinstance(cuda_graph, (bool, str)):
+            raise ValueError(f"expected cuda_graph True, False or 'auto', got {cuda_graph!r}")
+        if cuda_graph is True and self.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs a model on a GPU, not on {self.device}")
         if not 0 <= validation_split < 1:
             raise ValueError(f"expected validation_split in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
@@ -544,10 +638,13 @@ class Model:
             if world is not None:
                 world.begin(self, state, X=X.shape, batch_size=batch_size, epochs=epochs,
                             shuffle=shuffle, at=(state.epoch, state.step))  # fmt: skip
-            batches = _Batches(self.device, [X, y], int(np.diff(starts).max()))
+            largest = int(np.diff(starts).max())
+            batches = _Batches(self.device, [X, y], largest)
+            graphs = _GraphSteps(self, loss_fn, largest) if cuda_graph is True else None
             self._epochs(
-                state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, ordered
-            )
+                state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, ordered,
+                graphs,
+            )  # fmt: skip
             for callback in callbacks:
                 callback.on_train_end({})
         except BaseException:
@@ -557,9 +654,11 @@ class Model:
         return state.history
 
     def _epochs(
-        self, state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, callbacks
-    ):
-        """Run epochs from ``state.epoch`` to ``epochs``, updating ``state``."""
+        self, state, loss_fn, batches, starts, validation_data, epochs, shuffle, verbose, callbacks,
+        graphs=None,
+    ):  # fmt: skip
+        """Run epochs from ``state.epoch`` to ``epochs``, updating ``state``
+        (``graphs``: a _GraphSteps, or None for eager steps)."""
         steps, batch_size = len(starts) - 1, int(starts[1] - starts[0])
         for epoch in range(state.epoch, epochs):
             if self.stop_training:
@@ -579,7 +678,9 @@ class Model:
                 leave=True,
             ) as progress:
                 self.train()
-                logs = _run_epoch(self, loss_fn, batches, order, starts, True, progress, state)
+                logs = _run_epoch(
+                    self, loss_fn, batches, order, starts, True, progress, state, graphs
+                )
                 if validation_data is not None:
                     val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                     logs.update({f"val_{k}": v for k, v in val.items()})

@@ -10,6 +10,7 @@ build each one to PTX and run ptxas on it without a GPU.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
@@ -134,7 +135,46 @@ class Kernel:
     def _launcher(self, config):
         if _fast_launch is not None and len(config) == 2:
             return _Launch(self, config[0], config[1])
+        return self._numba_launch(config)
+
+    def _numba_launch(self, config):
+        """Numba's own launch, which on a GPU goes to the legacy default stream:
+        a CUDA graph being captured would miss it, so it raises CaptureError
+        then. (The simulator's stand-in for a graph records every launch.)"""
+        if getattr(_thread, "capturing", False) and not SIMULATOR:
+            raise CaptureError(
+                f"kernel {self.name} takes Numba's launch path, which a CUDA graph cannot capture"
+            )
         return self.dispatcher[config]
+
+
+class CaptureError(RuntimeError):
+    """Work that a CUDA graph being captured cannot record."""
+
+
+@contextlib.contextmanager
+def replaced_copies(replace: Callable):
+    """While open, Numba's host-device copy entry points (``cuda.to_device``
+    and the device arrays' ``copy_to_host`` and ``copy_to_device``) are
+    ``replace(name, original)``; they are put back after."""
+    array_class = type(cuda.device_array(1, np.float32))
+    patches = []
+    try:
+        for owner, name in (
+            (cuda, "to_device"),
+            (array_class, "copy_to_host"),
+            (array_class, "copy_to_device"),
+        ):
+            own = owner.__dict__.get(name) if isinstance(owner, type) else getattr(owner, name)
+            patches.append((owner, name, own))
+            setattr(owner, name, replace(name, getattr(owner, name)))
+        yield
+    finally:
+        for owner, name, own in reversed(patches):
+            if own is None:
+                delattr(owner, name)  # the inherited method again
+            else:
+                setattr(owner, name, own)
 
     def _packers(self, args):
         """(cuda.core kernel, per-argument converters) for ``args``' types, or
@@ -205,7 +245,7 @@ class _Launch:
         packers = self.kernel._packers(args)
         stream = getattr(_thread, "stream", None) or _default_stream()
         if packers is None or stream is None:
-            return self.kernel.dispatcher[self.griddim, self.blockdim](*args)
+            return self.kernel._numba_launch((self.griddim, self.blockdim))(*args)
         cukernel, converters = packers
         flat = []
         for a, convert in zip(args, converters, strict=True):
@@ -221,7 +261,8 @@ class _Launch:
 
 
 #: Per thread: ``stream``, the default stream as cuda.core sees it, once this
-#: thread holds the GPU's context. With several GPUs it is never set, and
+#: thread holds the GPU's context (a graph builder while a CUDA graph is
+#: captured, with ``capturing`` True). With several GPUs it is never set, and
 #: launches take Numba's path (it picks each one's context).
 _thread = threading.local()
 _several_gpus = False
