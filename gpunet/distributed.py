@@ -175,6 +175,7 @@ class _World:
         stream.write(message.rstrip() + "\n")
         stream.flush()
         self.comm.Abort(status)
+        os._exit(status)  # MPI_Abort may return before the launcher ends the ranks
 
     # --- Model.fit's hooks (see gpunet.training) ----------------------------------
 
