@@ -157,7 +157,10 @@ def replaced_copies(replace: Callable):
     """While open, Numba's host-device copy entry points (``cuda.to_device``
     and the device arrays' ``copy_to_host`` and ``copy_to_device``) are
     ``replace(name, original)``; they are put back after."""
-    array_class = type(cuda.device_array(1, np.float32))
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as array_class
+    else:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArrayBase as array_class
     patches = []
     try:
         for owner, name in (
