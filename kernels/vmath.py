@@ -197,6 +197,20 @@ def _exp_nonpositive_f32(typingctx, x):
     return types.float32(types.float32), codegen
 
 
+@intrinsic
+def _select(typingctx, condition, a, b):
+    """``a if condition else b`` as one LLVM select, with no branch in Numba's
+    IR: a conditional expression in a function that Numba inlines into
+    branched code trips its SSA check (NumbaIRAssumptionWarning)."""
+    if not isinstance(condition, types.Boolean) or a != b:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.select(*args)
+
+    return a(condition, a, b), codegen
+
+
 @numba.njit(inline="always", fastmath={"contract"})
 def _tanh_f32(x):
     a = abs(x)
@@ -208,8 +222,8 @@ def _tanh_f32(x):
     p = p * z + _TANHF_P[4]
     small = p * z * x + x
     large = _ONE_F32 - _TWO_F32 / (_exp_f32(_TWO_F32 * a) + _ONE_F32)
-    large = large if x >= 0 else -large
-    return small if a < _TANH_SMALL_F32 else large
+    large = _select(x >= 0, large, -large)
+    return _select(a < _TANH_SMALL_F32, small, large)
 
 
 # --- generic entry points -------------------------------------------------------------

@@ -3,10 +3,13 @@ numpy, exp_nonpositive bit for bit against exp where it applies, exp the
 same under every kernel's fast-math flags, and the order keys that make a
 float maximum an integer one."""
 
+import warnings
+
 import numba
 import numpy as np
 import pytest
 from gpunet.kernels import vmath
+from numba.core.errors import NumbaIRAssumptionWarning
 
 
 @numba.njit
@@ -91,6 +94,26 @@ def test_tanh_is_within_a_third_of_an_ulp_more_than_one():
     x = np.arange(half, np.float32(1.0).view(np.int32), dtype=np.int32).view(np.float32)
     errors = ulps(apply(2, x), np.tanh(x.astype(np.float64)))
     assert 1.3 < errors.max() <= 1.34
+
+
+def test_tanh_inlined_into_branched_code_compiles_cleanly():
+    """Numba inlines tanh into its callers' IR: it must leave no variable out
+    of scope there (a conditional expression in it did, inside branched code:
+    NumbaIRAssumptionWarning)."""
+
+    @numba.njit
+    def branched(x, flag):
+        y = x
+        if flag > 0:
+            y = vmath.tanh(x)
+        elif flag < 0:
+            y = vmath.tanh(x) * x
+        return y
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumbaIRAssumptionWarning)
+        got = branched(np.float32(0.5), 1), branched(np.float32(0.5), -1)
+    np.testing.assert_allclose(got, [np.tanh(0.5), 0.5 * np.tanh(0.5)], rtol=1e-6)
 
 
 @numba.njit
