@@ -62,8 +62,6 @@ class _Recurrent(Layer):
     """What RNN, LSTM and GRU share; ``mode`` picks the cell."""
 
     mode: str
-    #: gn.load builds the layer with seed 0 and then loads its weights.
-    draws_initial_weights = True
 
     def __init__(
         self,
@@ -420,6 +418,8 @@ class _Recurrent(Layer):
             "bidirectional": self.bidirectional,
             "dtype": self.dtype.name,
         }
+        if self.seed is not None:  # the dropout stream's, so that gn.load keeps it
+            config["seed"] = self.seed
         return config
 
     @classmethod
@@ -453,7 +453,7 @@ class _Recurrent(Layer):
         config = self.config()
         args += [f"{k}={v!r}" for k, v in config.items() if k in defaults and defaults[k] != v]
         args += [f"{k}={v!r}" for k, v in config.items() if k not in defaults and k not in
-                 ("input_size", "hidden_size")]  # fmt: skip
+                 ("input_size", "hidden_size", "seed")]  # fmt: skip
         return f"{type(self).__name__}({', '.join(args)})"
 
 

@@ -52,6 +52,7 @@ import zlib
 import numpy as np
 
 from . import losses as _losses
+from . import random as _random
 from ._device import _resolve, get_device
 
 FORMAT = "gpunet-model"
@@ -523,7 +524,8 @@ def build(saved: Saved, device):
     layers = []
     for i, (cls, config) in enumerate(_layer_specs(saved.path, saved.architecture)):
         try:
-            layers.append(cls(**config, **_placement(cls, device)))
+            with _default_generator_kept():
+                layers.append(cls(**config, **_placement(cls, device)))
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"{saved.path}: layer {i} ({cls.__name__}) cannot be built: {exc}"
@@ -534,12 +536,24 @@ def build(saved: Saved, device):
 
 
 def _placement(cls, device):
-    """Where a layer is built: ``device`` for layers with arrays; Dense (and
-    layers with a true ``draws_initial_weights``) draw their (overwritten)
-    initial weights from a fixed seed, so that loading leaves the default
-    generator alone."""
+    """Where a layer is built: ``device`` for layers with arrays; Dense draws
+    its (overwritten) initial weights from a fixed seed."""
     params = inspect.signature(cls).parameters
     placement = {"device": device} if "device" in params else {}
-    if cls is LAYERS["Dense"] or getattr(cls, "draws_initial_weights", False):
+    if cls is LAYERS["Dense"]:
         placement["seed"] = 0
     return placement
+
+
+@contextlib.contextmanager
+def _default_generator_kept():
+    """Loading leaves the default generator where it was: a layer whose config
+    has no seed draws its (overwritten) initial weights from it while built,
+    and keeps using it afterwards (for dropout masks, as the saved layer did);
+    a layer whose config has its seed draws from that seed's stream, so its
+    own generator stands where the saved layer's stood when it was built."""
+    state = _random.default_generator.state_dict()
+    try:
+        yield
+    finally:
+        _random.default_generator.load_state_dict(state)

@@ -393,6 +393,26 @@ def test_fit_predict_save_load(cls, tmp_path):
     assert set(loaded.state_dict()) >= {"0.weight_ih_l0", "0.weight_hh_l0_reverse", "0.bias_hh_l0"}
 
 
+@pytest.mark.parametrize("seed", [7, None])
+def test_reloaded_layer_draws_the_dropout_masks_of_the_saved_one(seed, tmp_path):
+    """gn.load keeps the layer's seed (and, without one, the default generator,
+    which it leaves where it was): in training mode both draw the same masks."""
+    gn.manual_seed(3)
+    model = gn.nn.Sequential(gn.nn.GRU(2, 3, num_layers=2, dropout=0.5, seed=seed, device="cpu"))
+    model.save(tmp_path / "m.npz")
+    state = gn.random.default_generator.state_dict()
+    loaded = gn.load(tmp_path / "m.npz", device="cpu")
+    assert gn.random.default_generator.state_dict() == state
+    x = np.random.default_rng(0).standard_normal((4, 5, 2)).astype(np.float32)
+    outputs = []
+    for m in (model, loaded):
+        gn.manual_seed(11)
+        m.train()
+        outputs.append([m.forward(x).copy() for _ in range(2)])
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    assert not np.array_equal(outputs[0][0], outputs[0][1])  # dropout is on
+
+
 @pytest.mark.cuda
 def test_sequential_on_cuda_matches_cpu():
     X = np.random.default_rng(0).standard_normal((2, 3, 3)).astype(np.float64)
