@@ -85,3 +85,25 @@ def test_errors_before_any_work(digits):
     dbn = gn.DBN((3,), n_iter=1).fit(X)
     with pytest.raises(ValueError, match="expecting 64 features"):
         dbn.transform(X[:, :5])
+
+
+def test_mlp_digits_example_runs(monkeypatch, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("sklearn")
+    script = Path(__file__).resolve().parent.parent / "examples" / "mlp_digits.py"
+    argv = ["--epochs", "2", "--repeats", "1", "--dbn-epochs", "1", "--seeds", "1", "--dbn", "8"]
+    monkeypatch.setattr(sys, "argv", [script.name, *argv])
+    monkeypatch.setattr(gn.DBNClassifier, "__init__", _short_pretraining(gn.DBNClassifier.__init__))
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "median ratio" in out and "GridSearchCV" in out and "DBN pretraining" in out
+
+
+def _short_pretraining(init):
+    def short(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "pretrain_n_iter": 1})
+
+    return short
