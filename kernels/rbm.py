@@ -654,20 +654,36 @@ def _uniform_pair_at(seed, word):
     return uint32_to_unit_float32(w2), uint32_to_unit_float32(w3)
 
 
+@_cuda.device_function
+def _batch_at(batches):
+    """(first row in X, first stream word) of the batch that the batch table
+    ``batches`` names (see ``TiledEpoch``): its row 1 + batches[0, 0]."""
+    row = batches[0, 0] + 1
+    return batches[row, 0], uint64(batches[row, 1])
+
+
 def _conditional_kernel(name, transpose_w):
     """z = a[row0 : row0 + rows] @ (w.T if transpose_w else w) + bias, then the
-    epilogue of ``_epilogue_cpu`` (activation, scaled store, sampling)."""
+    epilogue of ``_epilogue_cpu`` (activation, scaled store, sampling). The
+    batch table ``batches`` (see ``TiledEpoch``) gives the batch's first row
+    in X, row0 when ``batch_rows`` (else row0 is 0), and its first stream
+    word, to which the draw's ``offset`` is added."""
 
     @_cuda.kernel(
         f"rbm.{name}",
         float_signatures(
-            "void({t}[:, ::1], int64, int64, {t}[:, ::1], {t}[::1], int64, {t}, "
-            "{t}[:, ::1], boolean, int64, {t}[:, ::1], uint64, uint64)"
+            "void({t}[:, ::1], boolean, int64, {t}[:, ::1], {t}[::1], int64, {t}, "
+            "{t}[:, ::1], boolean, int64, {t}[:, ::1], uint64, int64[:, ::1], uint64)"
         ),
     )
     def conditional(
-        a, row0, rows, w, bias, activation, scale, out, store, sampling, samples, seed, offset
-    ):
+        a, batch_rows, rows, w, bias, activation, scale, out, store, sampling, samples, seed,
+        batches, offset,
+    ):  # fmt: skip
+        row0, word0 = _batch_at(batches)
+        if not batch_rows:
+            row0 = 0
+        offset += word0
         n = bias.size
         k_total = a.shape[1]
         tile_a = cuda.shared.array((TILE, TILE_K), a.dtype)
@@ -709,14 +725,18 @@ _VISIBLE_CUDA = _conditional_kernel("visible", False)  # a (rows, H) @ W
 @_cuda.kernel(
     "rbm.update_weights",
     float_signatures(
-        "void({t}[:, ::1], {t}[:, ::1], int64, int64, {t}[:, ::1], {t}[:, ::1], int64, "
+        "void({t}[:, ::1], {t}[:, ::1], int64[:, ::1], int64, {t}[:, ::1], {t}[:, ::1], int64, "
         "{t}[:, ::1], {t}[:, ::1], {t}, {t}, {t})"
     ),
 )
-def _update_weights_kernel(tp, x, row0, n, tn, sn, m, w, vel, lr, momentum, decay):
+def _update_weights_kernel(tp, x, batches, n, tn, sn, m, w, vel, lr, momentum, decay):
     """g = tp[:n].T @ x[row0 : row0 + n] + tn[:m].T @ sn[:m] (the scaled
-    statistics give the mean gradient), then vel = momentum * vel + lr * (g -
-    decay * w) and w += vel, as each output is written."""
+    statistics give the mean gradient; row0 the batch's first row, from the
+    batch table ``batches``), then vel = momentum * vel + lr * (g - decay *
+    w) and w += vel, as each output is written. The last of a batch's
+    launches: its last block to finish moves the table's cursor on to the
+    next batch."""
+    row0, _ = _batch_at(batches)
     n_hidden, n_visible = w.shape
     tile_a = cuda.shared.array((TILE, TILE_K), w.dtype)
     tile_b = cuda.shared.array((TILE_K, TILE), w.dtype)
@@ -735,19 +755,29 @@ def _update_weights_kernel(tp, x, row0, n, tn, sn, m, w, vel, lr, momentum, deca
                 d = momentum * vel[i, j] + lr * (acc[p, q] - decay * w[i, j])
                 vel[i, j] = d
                 w[i, j] += d
+    # Every block read the cursor before counting itself done, so the last
+    # one to count may move it (and set the count back to 0).
+    cuda.syncthreads()
+    if tx == 0 and ty == 0:
+        blocks = numba.int64(cuda.gridDim.x) * numba.int64(cuda.gridDim.y)
+        if cuda.atomic.add(batches, (0, 1), 1) == blocks - 1:
+            batches[0, 1] = 0
+            batches[0, 0] += 1
 
 
 @_cuda.kernel(
     "rbm.update_biases",
     float_signatures(
-        "void({t}[:, ::1], {t}[:, ::1], int64, int64, {t}[:, ::1], {t}[:, ::1], int64, "
+        "void({t}[:, ::1], {t}[:, ::1], int64[:, ::1], int64, {t}[:, ::1], {t}[:, ::1], int64, "
         "{t}[::1], {t}[::1], {t}[::1], {t}[::1], {t}, {t})"
     ),
 )
-def _update_biases_kernel(tp, x, row0, n, tn, sn, m, b, c, vb, vc, lr, momentum):
+def _update_biases_kernel(tp, x, batches, n, tn, sn, m, b, c, vb, vc, lr, momentum):
     """One thread per bias: dc = column sums of tp[:n] and tn[:m] (scaled
-    statistics), db = mean of x[row0 : row0 + n] - mean of sn[:m]; then the
-    momentum step (no decay)."""
+    statistics), db = mean of x[row0 : row0 + n] - mean of sn[:m] (row0 the
+    batch's first row, from the batch table ``batches``); then the momentum
+    step (no decay)."""
+    row0, _ = _batch_at(batches)
     n_hidden = c.size
     zero = b.dtype.type(0)
     for col in range(cuda.grid(1), n_hidden + b.size, cuda.gridsize(1)):
@@ -1239,20 +1269,29 @@ def pseudo_likelihood_cpu(v, z, W, b, index, out):
     return out
 
 
-def _launch_conditional(kernel, a, row0, rows, W, bias, activation, scale, out, sampling,
-                        samples, seed, offset, dummy):  # fmt: skip
+def _launch_conditional(kernel, a, batch_rows, rows, W, bias, activation, scale, out, sampling,
+                        samples, seed, batches, offset, dummy):  # fmt: skip
+    """``offset``: the draw's first stream word after the batch's (the batch
+    table ``batches`` gives that); a's rows start at the batch's first row
+    when ``batch_rows``, else at 0."""
     if rows and bias.size:
         grid = ((bias.size + TILE - 1) // TILE, (rows + TILE - 1) // TILE)
         kernel[grid, (THREADS, THREADS)](
-            a, row0, rows, W, bias, activation, scale, dummy if out is None else out,
+            a, batch_rows, rows, W, bias, activation, scale, dummy if out is None else out,
             out is not None, sampling, dummy if samples is None else samples, np.uint64(seed),
-            np.uint64(offset),
+            batches, np.uint64(offset),
         )  # fmt: skip
     return offset + _draw_words(rows, bias.size, sampling)
 
 
 def _dummy(dtype):
     return cuda.device_array((1, 1), dtype)
+
+
+def _no_batches():
+    """The batch table of a conditional outside an epoch: one batch at row 0
+    and stream word 0 (a device copy made once)."""
+    return _cuda.constant_table(np.zeros((2, 2), np.int64))
 
 
 def conditional_cuda(
@@ -1265,8 +1304,8 @@ def conditional_cuda(
     kernel = _HIDDEN_CUDA if hidden else _VISIBLE_CUDA
     dtype = np.dtype(W.dtype)
     return _launch_conditional(
-        kernel, a, 0, a.shape[0], W, bias, activation, dtype.type(scale), out, sampling,
-        samples, seed, offset, _dummy(dtype),
+        kernel, a, False, a.shape[0], W, bias, activation, dtype.type(scale), out, sampling,
+        samples, seed, _no_batches(), offset, _dummy(dtype),
     )  # fmt: skip
 
 
@@ -1292,6 +1331,16 @@ def _epoch_rows(X, bounds, chain, persistent):
     return rows, chain.shape[0] if persistent else rows
 
 
+def epoch_runs_tiled(X, bounds, params, velocities, chain, persistent):
+    """Whether ``cd_epoch_cuda`` runs an epoch with these arguments on the
+    tiled kernels (it does not fit one block: ``fits_one_block``), after
+    checking them as it does (ValueError)."""
+    _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
+    rows, chain_rows = _epoch_rows(X, bounds, chain, persistent)
+    W = params[0]
+    return not fits_one_block(W.shape[1], W.shape[0], rows, chain_rows, W.dtype)
+
+
 def cd_epoch_cuda(
     X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
     gaussian,
@@ -1300,13 +1349,8 @@ def cd_epoch_cuda(
     epoch in one launch (``cd_epoch_block_cuda``) when it fits one block's
     shared memory (``fits_one_block``), else 3 + 2k launches per batch
     (``cd_epoch_tiled_cuda``)."""
-    _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
-    rows, chain_rows = _epoch_rows(X, bounds, chain, persistent)
-    W = params[0]
-    if fits_one_block(W.shape[1], W.shape[0], rows, chain_rows, W.dtype):
-        epoch = _cd_epoch_block
-    else:
-        epoch = _cd_epoch_tiled
+    tiled = epoch_runs_tiled(X, bounds, params, velocities, chain, persistent)
+    epoch = _cd_epoch_tiled if tiled else _cd_epoch_block
     return epoch(X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k,
                  persistent, gaussian)  # fmt: skip
 
@@ -1365,7 +1409,7 @@ def cd_epoch_tiled_cuda(
     """cd_epoch_cpu on device arrays (``bounds`` stays a host array) for a
     model of any size: per batch, the positive phase, two tiled products per
     Gibbs step, and the fused weight and bias updates, all on the GPU (3 + 2k
-    launches)."""
+    launches; see ``TiledEpoch``)."""
     _check_epoch("rbm.cd_epoch", X, bounds, params, velocities, chain, persistent)
     return _cd_epoch_tiled(X, bounds, params, velocities, chain, seed, offset, lr, momentum,
                            decay, k, persistent, gaussian)  # fmt: skip
@@ -1375,47 +1419,123 @@ def _cd_epoch_tiled(
     X, bounds, params, velocities, chain, seed, offset, lr, momentum, decay, k, persistent,
     gaussian,
 ):  # fmt: skip
-    W, b, c = params
-    vW, vb, vc = velocities
-    n_hidden, n_visible = W.shape
-    dtype = np.dtype(W.dtype)
-    t = dtype.type
-    rows = int(np.max(np.diff(bounds))) if len(bounds) > 1 else 0
-    chain_rows = chain.shape[0] if persistent else rows
-    tp = cuda.device_array((max(rows, 1), n_hidden), dtype)
-    tn = cuda.device_array((max(chain_rows, 1), n_hidden), dtype)
-    sn = cuda.device_array((max(chain_rows, 1), n_visible), dtype)
-    hs = chain if persistent else cuda.device_array((max(rows, 1), n_hidden), dtype)
-    dummy = _dummy(dtype)
-    lr, momentum, decay = t(lr), t(momentum), t(decay)
-    vis_activation = IDENTITY if gaussian else SIGMOID
-    vis_sampling = GAUSSIAN if gaussian else BERNOULLI
-    bias_blocks, bias_threads = _cuda.grid_1d(n_hidden + n_visible)
-    weight_grid = ((n_visible + TILE - 1) // TILE, (n_hidden + TILE - 1) // TILE)
-    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        n = stop - start
-        m = chain.shape[0] if persistent else n
+    if len(bounds) < 2:
+        return offset
+    epoch = TiledEpoch(X, bounds, params, velocities, chain, seed, lr, momentum, decay, k,
+                       persistent, gaussian)  # fmt: skip
+    end = epoch.begin(bounds, offset)
+    for n in np.diff(bounds).tolist():
+        epoch.batch(n)
+    return end
+
+
+class TiledEpoch:
+    """The tiled CUDA epoch (``cd_epoch_tiled_cuda``) of one model: its
+    arrays and rule (the arguments of ``cd_epoch_cpu`` but the offset),
+    work buffers for batches of up to the longest of ``bounds``' rows, and
+    a batch table on the device, for epochs of as many batches as
+    ``bounds`` has.
+
+    Each epoch: ``begin(bounds, offset)`` writes the batch table (one copy
+    to the device) and returns the offset after the epoch's draws; then
+    ``batch(n)`` for each batch in turn, ``n`` its rows, launches it (3 + 2k
+    launches). The batch table (int64, 1 + batches rows of 2) holds in row 0
+    the cursor (the index of the batch the launches run) and the count of
+    the weight update's blocks that have finished, and in row 1 + t batch
+    t's first row in X and its first stream word. The kernels read the
+    batch's row and words from the table, and the weight update, the last
+    launch of a batch, moves the cursor on: so every batch of ``n`` rows
+    makes the same launches with the same arguments, and the launches of
+    one, captured as a CUDA graph, replay any other of its size."""
+
+    def __init__(
+        self, X, bounds, params, velocities, chain, seed, lr, momentum, decay, k, persistent,
+        gaussian,
+    ):  # fmt: skip
+        W = params[0]
+        n_hidden, n_visible = W.shape
+        dtype = np.dtype(W.dtype)
+        t = dtype.type
+        rows = int(np.max(np.diff(bounds)))
+        self.rows, self.batches = rows, len(bounds) - 1
+        self.chain_rows = chain.shape[0] if persistent else rows
+        self.arrays = (X, *params, *velocities, chain)
+        self.rule = (int(seed), t(lr), t(momentum), t(decay), int(k), bool(persistent),
+                     bool(gaussian))  # fmt: skip
+        self.tp = cuda.device_array((rows, n_hidden), dtype)
+        self.tn = cuda.device_array((max(self.chain_rows, 1), n_hidden), dtype)
+        self.sn = cuda.device_array((max(self.chain_rows, 1), n_visible), dtype)
+        self.hs = chain if persistent else cuda.device_array((rows, n_hidden), dtype)
+        self.dummy = _dummy(dtype)
+        self.table = cuda.device_array((1 + self.batches, 2), np.int64)
+
+    def fits(
+        self, X, bounds, params, velocities, chain, seed, lr, momentum, decay, k, persistent,
+        gaussian,
+    ):  # fmt: skip
+        """Whether an epoch with these arguments may run on this one: the
+        same arrays, the same rule, as many batches and the same longest."""
+        t = self.tp.dtype.type
+        rule = (int(seed), t(lr), t(momentum), t(decay), int(k), bool(persistent),
+                bool(gaussian))  # fmt: skip
+        return (
+            len(bounds) - 1 == self.batches and int(np.max(np.diff(bounds))) == self.rows
+            and rule == self.rule
+            and all(a is b for a, b in zip((X, *params, *velocities, chain), self.arrays,
+                                           strict=True))
+        )  # fmt: skip
+
+    def begin(self, bounds, offset):
+        """Write the batch table of an epoch over ``bounds`` whose draws start
+        at ``offset``, its cursor on the first batch; return the offset after
+        the epoch's draws."""
+        W = self.arrays[1]
+        n_hidden, n_visible = W.shape
+        _, _, _, k, persistent, gaussian = self.rule[1:]
+        bounds = np.ascontiguousarray(bounds, np.int64)
+        starts, _, _ = _epoch_plan(
+            bounds, 1, self.chain_rows, n_visible, n_hidden, k, persistent, 2 if gaussian else 1,
+            np.uint64(offset),
+        )  # fmt: skip
+        table = np.zeros((1 + self.batches, 2), np.int64)
+        table[1:, 0] = bounds[:-1]
+        table[1:, 1] = starts[:-1]
+        self.table.copy_to_device(table)
+        return int(starts[-1])
+
+    def batch(self, n):
+        """Launch the batch at the table's cursor, of ``n`` rows."""
+        X, W, b, c, vW, vb, vc, _ = self.arrays
+        seed, lr, momentum, decay, k, persistent, gaussian = self.rule
+        t = self.tp.dtype.type
+        tp, tn, sn, hs, table, dummy = self.tp, self.tn, self.sn, self.hs, self.table, self.dummy
+        n_hidden, n_visible = W.shape
+        m = self.chain_rows if persistent else n
+        vis_activation = IDENTITY if gaussian else SIGMOID
+        vis_sampling = GAUSSIAN if gaussian else BERNOULLI
         offset = _launch_conditional(
-            _HIDDEN_CUDA, X, start, n, W, c, SIGMOID, t(1) / t(n), tp,
-            NO_SAMPLE if persistent else BERNOULLI, hs, seed, offset, dummy,
+            _HIDDEN_CUDA, X, True, n, W, c, SIGMOID, t(1) / t(n), tp,
+            NO_SAMPLE if persistent else BERNOULLI, hs, seed, table, 0, dummy,
         )  # fmt: skip
         for step in range(k):
             offset = _launch_conditional(
-                _VISIBLE_CUDA, hs, 0, m, W, b, vis_activation, t(1), None, vis_sampling, sn,
-                seed, offset, dummy,
+                _VISIBLE_CUDA, hs, False, m, W, b, vis_activation, t(1), None, vis_sampling, sn,
+                seed, table, offset, dummy,
             )  # fmt: skip
             sample = persistent or step < k - 1
             offset = _launch_conditional(
-                _HIDDEN_CUDA, sn, 0, m, W, c, SIGMOID, -t(1) / t(m) if step == k - 1 else t(1), tn,
-                BERNOULLI if sample else NO_SAMPLE, hs, seed, offset, dummy,
+                _HIDDEN_CUDA, sn, False, m, W, c, SIGMOID,
+                -t(1) / t(m) if step == k - 1 else t(1), tn, BERNOULLI if sample else NO_SAMPLE,
+                hs, seed, table, offset, dummy,
             )  # fmt: skip
+        bias_blocks, bias_threads = _cuda.grid_1d(n_hidden + n_visible)
         _update_biases_kernel[bias_blocks, bias_threads](
-            tp, X, start, n, tn, sn, m, b, c, vb, vc, lr, momentum
+            tp, X, table, n, tn, sn, m, b, c, vb, vc, lr, momentum
         )
+        weight_grid = ((n_visible + TILE - 1) // TILE, (n_hidden + TILE - 1) // TILE)
         _update_weights_kernel[weight_grid, (THREADS, THREADS)](
-            tp, X, start, n, tn, sn, m, W, vW, lr, momentum, decay
+            tp, X, table, n, tn, sn, m, W, vW, lr, momentum, decay
         )
-    return offset
 
 
 def free_energy_cuda(v, z, b, gaussian, out):
