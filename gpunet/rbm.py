@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import _rbm_epoch, _sklearn, dispatch
+from . import _rbm_epoch, _rbm_graph, _sklearn, dispatch
 from . import distributed as _distributed
 from ._device import _resolve
 from .exceptions import NotFittedError
@@ -73,6 +73,12 @@ class RBM:
       Gaussian units for real-valued, standardised data).
     - ``device``: "auto", "cpu", "cuda" or "cuda:N", resolved at the first fit.
     - ``dtype``: "float32" (default) or "float64".
+    - ``cuda_graph``: on a GPU, for a model too large for the single-block
+      epoch kernel, True replays each batch's 3 + 2k launches from a CUDA
+      graph captured at the second batch of its size (one launch per batch),
+      with the same results as eager batches (``gpunet._rbm_graph``); a
+      capture that fails warns and trains eagerly. "auto" is eager for now,
+      and False always is. True with an RBM on the CPU is an error at fit.
 
     Fitted attributes: ``components_`` (n_components, n_features),
     ``intercept_hidden_`` (n_components,), ``intercept_visible_``
@@ -97,6 +103,7 @@ class RBM:
         visible="bernoulli",
         device="auto",
         dtype="float32",
+        cuda_graph=False,
     ):
         self.n_components = n_components
         self.learning_rate = learning_rate
@@ -111,6 +118,7 @@ class RBM:
         self.visible = visible
         self.device = device
         self.dtype = dtype
+        self.cuda_graph = cuda_graph
 
     # --- scikit-learn's estimator protocol ------------------------------------------
 
@@ -179,6 +187,10 @@ class RBM:
             )
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise TypeError(f"expected dtype float32 or float64, got {self.dtype!r}")
+        if not isinstance(self.cuda_graph, (bool, str)) or self.cuda_graph not in (
+            False, True, "auto",
+        ):  # fmt: skip
+            raise ValueError(f"expected cuda_graph True, False or 'auto', got {self.cuda_graph!r}")
 
     def _check_fitted(self):
         if not hasattr(self, "_W"):
@@ -219,6 +231,9 @@ class RBM:
         self._check_arguments()
         self.device_ = _resolve(self.device)
         self._kind = self.device_.type
+        if self.cuda_graph is True and self._kind != "cuda":
+            raise ValueError(f"cuda_graph=True needs an RBM on a GPU, not on {self.device_}")
+        self._graphs = _rbm_graph.EpochGraphs() if self.cuda_graph is True else None
         self._dtype = np.dtype(self.dtype)
         self._visible = self.visible
         self.random_state_ = _random_state(self.random_state)
@@ -284,6 +299,8 @@ class RBM:
         k, persistent, gaussian = self.k, self.persistent, self._visible == "gaussian"
         cpu = self._kind == "cpu"
         epoch = _rbm_epoch.cd_epoch_threaded if cpu else self._kernel("rbm.cd_epoch")
+        if not cpu and getattr(self, "_graphs", None) is not None:
+            epoch = self._graphs  # the tiled epoch's batches replayed from CUDA graphs
         self._offset = epoch(
             X, bounds, (self._W, self._b, self._c), self._velocities, self._chain, self._seed,
             self._offset, self.learning_rate, self.momentum, self.weight_decay, k, persistent,
