@@ -77,6 +77,25 @@ def test_dispatch_workload_on_cuda():
     assert row.unit == "us/call" and row.seconds > 0
 
 
+@pytest.mark.cuda
+def test_training_rows_count_launches_per_step_on_cuda():
+    x = gn.to_device(np.ones(8, np.float32), "cuda")
+
+    def two_steps():
+        for _ in range(2):
+            gn.ops.relu(x, out=x)
+            gn.ops.tanh(x, out=x)
+
+    assert (
+        benchmarks.Bench("cuda", benchmarks.Settings(quick=True), peers=())._launches(two_steps, 2)
+        == 2
+    )
+    assert (
+        benchmarks.Bench("cpu", benchmarks.Settings(quick=True), peers=())._launches(two_steps, 2)
+        is None
+    )
+
+
 @pytest.mark.skipif(gn.cuda_status()[0] > 0, reason="checks the refusal on a machine without a GPU")
 def test_gpu_campaign_needs_a_gpu(capsys):
     import runpy

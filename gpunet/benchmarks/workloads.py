@@ -18,6 +18,7 @@ from .. import _device, nn, ops
 from .. import losses as _losses
 from .. import optim as _optim
 from ..kernels import dense as _dense
+from ..profiler import profile
 from .ceilings import copies, dense_products, large_copy, matmul_gflops
 from .load import SPREAD_LIMIT
 from .peers import (
@@ -41,7 +42,9 @@ class Row:
     """One line of the report: median seconds per call, the rate achieved in
     ``unit``, its fraction of the ceiling (None where none applies), and
     time(peer) / time(gpunet) by peer name; ``low`` and ``high`` are the
-    fastest and slowest samples' seconds per call."""
+    fastest and slowest samples' seconds per call; ``launches``: CUDA kernel
+    launches per training step (None off a GPU, and for rows that are not
+    training)."""
 
     name: str
     seconds: float
@@ -51,6 +54,7 @@ class Row:
     peers: dict[str, float] = dataclasses.field(default_factory=dict)
     low: float | None = None
     high: float | None = None
+    launches: float | None = None
 
     @property
     def unsteady(self) -> bool:
@@ -85,6 +89,15 @@ class Bench:
     def _add(self, row):
         row.low, row.high = self._spread
         self.rows.append(row)
+
+    def _launches(self, fn, steps):
+        """CUDA kernel launches per step in one call of ``fn`` (``steps``
+        training steps), counted with gn.profile; None off a GPU."""
+        if self.device.type != "cuda":
+            return None
+        with profile() as prof:
+            fn()
+        return prof.launches / steps
 
     def _ratio(self, peer, ours, device=None, foreign_threads=False):
         return median_ratio(peer, ours, device or self.device, self.settings, foreign_threads)
@@ -336,6 +349,7 @@ class Bench:
         ours()
         seconds = self._time(ours)
         row = Row(f"MLP epoch 784-512-256-10 b{batch}", seconds, n / seconds, "samples/s", None)
+        row.launches = self._launches(ours, -(-n // batch))
         weights = [_device.to_numpy(p.data) for p in model.parameters()]
         if self.device.type == "cpu" and "numpy" in self.peers:
             row.peers["numpy"] = self._ratio(NumpyMLP(weights, X, y, batch).epoch, ours)
@@ -385,6 +399,7 @@ class Bench:
             "GFLOP/s",
             gflops / self.matmul_gflops,
         )
+        row.launches = self._launches(ours, 1)
         if self.device.type == "cpu" and "numpy" in self.peers:
             W = rbm.components_.astype(np.float32)
             b, c = (
@@ -425,6 +440,7 @@ class Bench:
             "samples/s",
             None,
         )
+        row.launches = self._launches(ours, -(-len(X) // kwargs["batch_size"]) * n_iter)
         if self.device.type == "cpu" and "sklearn" in self.peers:
             try:
                 from sklearn.neural_network import BernoulliRBM

@@ -102,6 +102,7 @@ def run(args) -> int:
     rows = bench.run(args.only)
     load.stop()
     peers = [p for p in PEERS if any(p in row.peers for row in rows)]
+    counted = any(row.launches is not None for row in rows)
     table = [
         (
             row.name + (" !" if row.unsteady else ""),
@@ -109,11 +110,15 @@ def run(args) -> int:
             _spread(row),
             _cell(row.rate, row.unit),
             "-" if row.ceiling is None else f"{row.ceiling:.0%}",
+            *(("-" if row.launches is None else f"{row.launches:.3g}",) if counted else ()),
             *(f"{row.peers[p]:.2f}x" if p in row.peers else "-" for p in peers),
         )
         for row in rows
     ]
-    header = ("workload", "time", "min-max", "rate", "of ceiling", *(f"vs {p}" for p in peers))
+    header = (
+        "workload", "time", "min-max", "rate", "of ceiling",
+        *(("launches/step",) if counted else ()), *(f"vs {p}" for p in peers),
+    )  # fmt: skip
     print(format_table(header, table))
     print(
         "  (time: median per call, min-max: the fastest and slowest samples; "
@@ -166,6 +171,7 @@ def run(args) -> int:
                     "min_seconds": row.low,
                     "max_seconds": row.high,
                     "unsteady": row.unsteady,
+                    "launches_per_step": row.launches,
                 }
                 for row in rows
             ],
