@@ -377,6 +377,26 @@ class Bench:
                 clf.partial_fit(X[:batch], y[:batch], classes=classes)
                 row.peers["sklearn"] = self._ratio(lambda: clf.partial_fit(X, y), ours)
         self._add(row)
+        if self.device.type == "cuda":
+            self._mlp_epoch_graphed(model, opt, loss, X, y, batch, ours, seeds)
+
+    def _mlp_epoch_graphed(self, model, opt, loss, X, y, batch, eager, seeds):
+        """The MLP epoch with fit's CUDA graph replays, against the eager epoch."""
+
+        def graphed():
+            model.fit(
+                X, y, loss=loss, optimizer=opt, batch_size=batch, verbose=0, seed=next(seeds),
+                cuda_graph=True,
+            )  # fmt: skip
+            sync(self.device)
+
+        graphed()
+        seconds = self._time(graphed)
+        n = len(X)
+        row = Row(f"MLP epoch b{batch}, CUDA graph", seconds, n / seconds, "samples/s", None)
+        row.launches = self._launches(graphed, -(-n // batch))
+        row.peers["eager"] = self._ratio(eager, graphed)
+        self._add(row)
 
     # --- restricted Boltzmann machines ------------------------------------------------
 

@@ -101,7 +101,8 @@ def run(args) -> int:
     )
     rows = bench.run(args.only)
     load.stop()
-    peers = [p for p in PEERS if any(p in row.peers for row in rows)]
+    # "eager": a GPU row with CUDA graph replays against the same work launched eagerly.
+    peers = [p for p in (*PEERS, "eager") if any(p in row.peers for row in rows)]
     counted = any(row.launches is not None for row in rows)
     table = [
         (
