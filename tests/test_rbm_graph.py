@@ -9,6 +9,7 @@ real graphs."""
 
 import numpy as np
 import pytest
+from conftest import SIMULATOR
 from gpunet.kernels import rbm as R
 
 import gpunet as gn
@@ -56,21 +57,25 @@ BATCH_LAUNCHES = {"rbm.hidden": 2, "rbm.visible": 1, "rbm.update_biases": 1,
                   "rbm.update_weights": 1}  # fmt: skip
 
 
-def test_replayed_batches_equal_eager_batches_bit_for_bit(monkeypatch, launches):
+def test_replayed_batches_equal_eager_batches_bit_for_bit(monkeypatch, request):
     """Two epochs of batches of 2, 2 and 1 rows. The first epoch runs the
     first batch of 2 rows eagerly, captures the second and replays it and the
     third; the second epoch replays them, writes its batch table in one
     copy, and captures the 1-row batch (run eagerly in the first) on its way
-    to replaying it. Every batch's kernels run once, in order."""
+    to replaying it. Under the simulator: every batch's kernels run once, in
+    order."""
     monkeypatch.setattr(R, "EPOCH_SHARED_BYTES", 0)
+    ran = request.getfixturevalue("launches") if SIMULATOR else None  # kernels run, in order
+    per_batch = ["conditional"] * 3 + ["_update_biases_kernel", "_update_weights_kernel"]
     eager, eager_prof = fitted("auto", 5, 2)  # "auto" is eager for now
     assert eager_prof.by_kernel == {name: 3 * count for name, count in BATCH_LAUNCHES.items()}
-    per_batch = ["conditional"] * 3 + ["_update_biases_kernel", "_update_weights_kernel"]
-    assert launches == per_batch * 6
-    launches.clear()
+    if ran is not None:
+        assert ran == per_batch * 6
+        ran.clear()
     graphed, prof = fitted(True, 5, 2)
     assert_same(graphed, eager)
-    assert launches == per_batch * 6
+    if ran is not None:
+        assert ran == per_batch * 6
     assert prof.by_kernel == {"graph": 3, **BATCH_LAUNCHES}  # the capture counts, not runs
     assert [c.direction for c in prof.copies] == ["host_to_device"]
     assert sorted(graphed._graphs.graphs) == [1, 2]
@@ -91,10 +96,9 @@ def test_a_capture_that_fails_warns_once_and_trains_eagerly(monkeypatch):
     assert_same(graphed, eager)
 
 
-def test_a_model_that_fits_one_block_keeps_its_one_launch(launches):
+def test_a_model_that_fits_one_block_keeps_its_one_launch():
     rbm, prof = fitted(True, 5, 2)
     assert prof.by_kernel == {"rbm.epoch_block_float32": 1}
-    assert launches == ["epoch_block"] * 2
     assert not rbm._graphs.graphs
 
 
