@@ -440,6 +440,10 @@ class _BaseMLP(Estimator):
 
     def _fit(self, X, y, incremental, validation_data=None):
         self._check_params()
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None"
+            )
         first = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         dtype = np.dtype(self.dtype)
         X = check_X(self, X, reset=first, dtype=dtype)
@@ -473,7 +477,7 @@ class _BaseMLP(Estimator):
             raise ValueError("expected validation_data to be a pair (X_val, y_val)") from None
         X_val = check_X(self, X_val, reset=False, dtype=np.dtype(self.dtype), name="X_val")
         check_y_length(X_val, np.asarray(y_val), "y_val")
-        return X_val, y_val
+        return X_val, y_val, self._encode_known(y_val)
 
     def _fit_lbfgs(self, X, T):
         model, alpha, n = self.model_, float(self.alpha), X.shape[0]
@@ -570,9 +574,10 @@ class _BaseMLP(Estimator):
         self._losses()
         if self.early_stopping and validation_data is None:
             X_train, T_train, X_val, y_val = self._split(X, T)
+            T_val = self._encode_known(y_val)
         else:
             X_train, T_train = X, T
-            X_val, y_val = validation_data if validation_data is not None else (None, None)
+            X_val, y_val, T_val = validation_data or (None, None, None)
         if X_val is not None and self.validation_loss_curve_ is None:
             self.validation_loss_curve_ = []
             if self.validation_scores_ is None:
@@ -605,7 +610,10 @@ class _BaseMLP(Estimator):
         alpha = float(self.alpha)
         if alpha:
             self._l2_setup(len(bounds))
-        val_device = None if X_val is None else to_device(X_val, self.device_)
+        val_device = val_target = None
+        if X_val is not None:
+            val_device = to_device(X_val, self.device_)
+            val_target = to_device(T_val, self.device_)
         order = np.arange(n)
         early = bool(self.early_stopping)
         rs = self._random_state
@@ -632,7 +640,7 @@ class _BaseMLP(Estimator):
                 if self.verbose:
                     print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                 if X_val is not None:
-                    self._validate(val_device, X_val, y_val)
+                    self._validate(val_device, val_target, y_val)
                 self._update_no_improvement_count(early)
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     self._set_lr(self.learning_rate_init / (self.t_ + 1) ** self.power_t)
@@ -660,12 +668,11 @@ class _BaseMLP(Estimator):
         if early:
             self.model_.load_state_dict(self._best)
 
-    def _validate(self, val_device, X_val, y_val):
+    def _validate(self, val_device, val_target, y_val):
         """Record the validation loss (without the L2 term) and score."""
         self.model_.eval()
         out = self.model_.forward(val_device)
-        target = to_device(self._encode_known(y_val), self.device_)
-        loss, _ = self._val_loss_fn(out, target)
+        loss, _ = self._val_loss_fn(out, val_target)
         self.validation_loss_curve_.append(float(loss) * self._value_scale)
         score = self._score_outputs(_to_host(out), y_val)
         self.validation_scores_.append(score)
@@ -882,6 +889,12 @@ class MLPClassifier(_BaseMLP):
     def _encode_known(self, y):
         """Labels of the fitted classes as the loss's targets."""
         y = _column(_host_labels(y), warn=False)
+        if self._label_kind != "multilabel" and not np.isin(y, self.classes_).all():
+            unknown = np.setdiff1d(y, self.classes_)
+            raise ValueError(
+                f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                f"'y' has {unknown}."
+            )
         if self._label_kind == "multiclass":
             return np.searchsorted(self.classes_, y).astype(np.int64)
         if self._label_kind == "multilabel":
@@ -1079,6 +1092,8 @@ class MLPRegressor(_BaseMLP):
 
     def _encode_known(self, y, warn=False):
         y = _to_host(y) if _cuda.is_device_array(y) else np.asarray(y)
+        if y.dtype == object:
+            y = y.astype(np.float64)
         if y.dtype.kind not in "biuf":
             raise ValueError(f"expected numeric targets y, got dtype {y.dtype}")
         y = _column(y, warn)

@@ -162,6 +162,8 @@ def test_early_stopping_and_validation_curves(digits):
     assert len(reg.validation_loss_curve_) == len(reg.validation_scores_) == 5
     assert reg.validation_loss_curve_[-1] < reg.validation_loss_curve_[0]
     assert reg.best_validation_score_ is None  # stopping still follows the training loss
+    with pytest.raises(ValueError, match="classes not in"):
+        gn.MLPClassifier().fit(X[:200], y[:200] % 5, validation_data=(X[200:], y[200:]))
 
 
 def test_convergence_warning_and_stopping_on_tol(digits):
