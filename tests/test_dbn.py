@@ -107,3 +107,20 @@ def _short_pretraining(init):
         init(self, *args, **{**kwargs, "pretrain_n_iter": 1})
 
     return short
+
+
+@pytest.mark.cuda
+def test_cuda_follows_the_cpu():
+    X, y = gn.datasets.load_digits()
+    X, y = X[:6, 20:25] / 16, y[:6] % 2
+    kw = dict(n_iter=1, batch_size=6, random_state=0, dtype="float64")
+    cpu = gn.DBN((3, 2), device="cpu", **kw).fit(X)
+    gpu = gn.DBN((3, 2), device="cuda", **kw).fit(X)
+    np.testing.assert_allclose(gpu.transform(X), cpu.transform(X), rtol=1e-9)
+    kw = dict(pretrain_n_iter=1, pretrain_batch_size=6, max_iter=1, random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = gn.DBNClassifier((3,), device="cpu", **kw).fit(X, y)
+        gpu = gn.DBNClassifier((3,), device="cuda", **kw).fit(X, y)
+    assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-9)
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-9)
