@@ -23,6 +23,7 @@ scikit-learn's), or by scipy's L-BFGS-B on that buffer. Beyond scikit-learn:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import warnings
@@ -64,6 +65,12 @@ SINGLE_THREAD_MACS = 1 << 23
 
 #: Attributes rebuilt rather than pickled (see ``__getstate__``).
 _TRANSIENT = ("model_", "_optimizer", "_loss_fn", "_val_loss_fn", "_l2")
+
+
+@functools.cache
+def _blas_controller():
+    """The thread pools loaded (found once: a new search costs about 0.4 ms)."""
+    return threadpoolctl.ThreadpoolController()
 
 
 def _is_int(value):
@@ -436,7 +443,7 @@ class _BaseMLP(Estimator):
         macs = rows * max(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         if self.device_.type != "cpu" or macs >= SINGLE_THREAD_MACS:
             return contextlib.nullcontext()
-        return threadpoolctl.threadpool_limits(1, user_api="blas")
+        return _blas_controller().limit(limits=1, user_api="blas")
 
     def _fit(self, X, y, incremental, validation_data=None):
         self._check_params()
