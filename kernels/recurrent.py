@@ -32,7 +32,9 @@ d/d hw_n = r d/d xw_n; the RNN and LSTM pass ``dgx`` itself). The weight
 gradients are then one product each over all steps (``recurrent_grads``).
 
 The CPU kernels run a whole sequence in one call, each step one BLAS product
-(``blas.gemm``) and one pass fusing the gates and the state update. On CUDA,
+(``blas.gemm``) accumulated into the pre-activations, then vectorised
+branch-free loops over each batch row's hidden units (the gates, then the
+state update). On CUDA,
 hidden sizes up to ``PERSISTENT_HIDDEN`` run a whole sequence in one launch:
 one block per batch row keeps w_hh in shared memory and the state in
 registers and shared memory across the steps. Larger hidden sizes launch one
@@ -50,7 +52,7 @@ import numpy as np
 
 from . import _cuda, blas
 from . import activations as act
-from ._cpu import CPU_OPTIONS
+from ._cpu import CPU_OPTIONS, flat, wide_vectors
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
 
@@ -183,7 +185,7 @@ def last_step_backward_ref(grad_out, T, time_axis=1):
     return dx
 
 
-# --- scalar math, shared by the CPU and CUDA kernels ----------------------------------
+# --- scalar math of one hidden unit, for the CUDA kernels -----------------------------
 
 
 def _cell_math(sigmoid, tanh):
@@ -249,19 +251,57 @@ def _cell_math(sigmoid, tanh):
     return forward, backward
 
 
-_forward_cpu_math, _backward_cpu_math = _cell_math(act.sigmoid_scalar, act.tanh_scalar)
 _forward_cuda_math, _backward_cuda_math = _cell_math(act.sigmoid_scalar_cuda, act.tanh_scalar_cuda)
 
 
 # --- CPU kernels ----------------------------------------------------------------------
+# Per step, one BLAS product accumulates h_prev @ w_hh.T into the
+# pre-activations (already holding xw + b_hh), then short branch-free loops
+# over the hidden units of one batch row apply the gates and update the
+# state. Each loop reads a few contiguous spans (a gate's H values of a row of
+# (B, G*H) are contiguous) and writes one: LLVM vectorises it (the exp and
+# tanh are vmath's, through activations' scalar forms) after a handful of
+# overlap checks; a loop touching more arrays needs more checks than LLVM
+# makes and stays scalar. The cell is a constant of each compiled kernel, so
+# nothing is tested per element. The loops index flat views of the arrays
+# with unsigned offsets: no wraparound test (which stops vectorising), and no
+# view per row (each costs reference counting).
+
+
+@numba.njit(inline="always")
+def _add_span(a, ia, b, ib, out, io, n):
+    """out[io:io + n] = a[ia:ia + n] + b[ib:ib + n] (unsigned offsets)."""
+    for j in range(n):
+        out[io + j] = a[ia + j] + b[ib + j]
+
+
+@numba.njit(inline="always")
+def _copy_span(a, ia, out, io, n):
+    for j in range(n):
+        out[io + j] = a[ia + j]
+
+
+@numba.njit(inline="always")
+def _sigmoid_span(a, ia, out, io, n):
+    one = a.dtype.type(1)
+    for j in range(n):
+        out[io + j] = act.sigmoid_scalar(a[ia + j], one)
+
+
+@numba.njit(inline="always")
+def _tanh_span(a, ia, out, io, n):
+    one = a.dtype.type(1)
+    for j in range(n):
+        out[io + j] = act.tanh_scalar(a[ia + j], one)
 
 
 def _forward_cpu_kernel(cell, gates):
     @numba.njit(**CPU_OPTIONS)
     def forward(xw, w_hh, b_hh, h0, c0, hs, cs, saved, out, col, reverse):
-        """The whole sequence: per step hw = h_prev @ w_hh.T (BLAS), then one
-        pass adding xw and b_hh, applying the gates and updating the state."""
-        T, B, _ = xw.shape
+        """The whole sequence: per step the pre-activations xw + b_hh, the
+        product h_prev @ w_hh.T added to them (BLAS), then the gate passes."""
+        wide_vectors()
+        T, B, GH = xw.shape
         H = hs.shape[2]
         one = xw.dtype.type(1)
         zero = one - one
@@ -269,36 +309,62 @@ def _forward_cpu_kernel(cell, gates):
         hs[start] = h0
         if cell == _LSTM:
             cs[start] = c0
-        hw = np.empty((B, gates * H), xw.dtype)
+        # The pre-activations of a step: the LSTM's are its saved gates,
+        # activated in place; the RNN's the new state, activated in place;
+        # the GRU's (r, z, then hw_n alone) a scratch array.
+        hw = np.empty((B if cell == _GRU else 0, GH), xw.dtype)
+        u = np.uint64
+        uB, uH, uG = u(B), u(H), u(GH)
+        H2, H3 = uH + uH, uH + uH + uH
+        uS, uW, ucol = u(saved.shape[2]), u(out.shape[2]), u(col)
+        split = H2 if cell == _GRU else uG  # columns of xw + b_hh; b_hh alone after
+        X, BH, HS, CS, SV, OUT = flat(xw), flat(b_hh), flat(hs), flat(cs), flat(saved), flat(out)
         for s in range(T):
             t = T - 1 - s if reverse else s
             p = t + 1 if reverse else t
             n = t if reverse else t + 1
-            blas.gemm(False, True, one, hs[p], w_hh, zero, hw)
-            for b in range(B):
-                for j in range(H):
-                    a0 = xw[t, b, j] + hw[b, j] + b_hh[j]
-                    a1 = a2 = a3 = hn = zero
-                    if gates > 1:
-                        a1 = xw[t, b, H + j] + hw[b, H + j] + b_hh[H + j]
-                        a2 = xw[t, b, 2 * H + j]
-                        hn = hw[b, 2 * H + j] + b_hh[2 * H + j]
-                        if cell == _LSTM:
-                            a2 += hn
-                            a3 = xw[t, b, 3 * H + j] + hw[b, 3 * H + j] + b_hh[3 * H + j]
-                    c_prev = cs[p, b, j] if cell == _LSTM else zero
-                    h, c, s0, s1, s2, s3 = _forward_cpu_math(
-                        cell, a0, a1, a2, a3, hn, hs[p, b, j], c_prev, one
-                    )
-                    hs[n, b, j] = h
-                    out[t, b, col + j] = h
-                    if cell >= _LSTM:
-                        saved[t, b, j] = s0
-                        saved[t, b, H + j] = s1
-                        saved[t, b, 2 * H + j] = s2
-                        saved[t, b, 3 * H + j] = s3
-                    if cell == _LSTM:
-                        cs[n, b, j] = c
+            if cell == _LSTM:
+                a2 = saved[t]
+            elif cell == _GRU:
+                a2 = hw
+            else:
+                a2 = hs[n]
+            A = flat(a2)
+            ut, up, un = u(t), u(p), u(n)
+            for b in range(uB):
+                ia, ix = b * uG, (ut * uB + b) * uG
+                _add_span(X, ix, BH, u(0), A, ia, split)
+                _copy_span(BH, split, A, ia + split, uG - split)
+            blas.gemm(False, True, one, hs[p], w_hh, one, a2)
+            for b in range(uB):
+                ia, ix = b * uG, (ut * uB + b) * uG
+                ih, ip = (un * uB + b) * uH, (up * uB + b) * uH
+                io = (ut * uB + b) * uW + ucol
+                if cell == _RNN_TANH:
+                    _tanh_span(A, ia, A, ia, uH)
+                elif cell == _RNN_RELU:
+                    for j in range(uH):
+                        A[ia + j] = max(A[ia + j], zero)
+                elif cell == _LSTM:
+                    _sigmoid_span(A, ia, A, ia, H2)  # i, f
+                    _tanh_span(A, ia + H2, A, ia + H2, uH)  # g
+                    _sigmoid_span(A, ia + H3, A, ia + H3, uH)  # o
+                    for j in range(uH):
+                        CS[ih + j] = A[ia + uH + j] * CS[ip + j] + A[ia + j] * A[ia + H2 + j]
+                    _tanh_span(CS, ih, HS, ih, uH)
+                    for j in range(uH):
+                        HS[ih + j] *= A[ia + H3 + j]
+                else:
+                    iv = (ut * uB + b) * uS  # saved r, z, n, hn
+                    _sigmoid_span(A, ia, SV, iv, H2)
+                    _copy_span(A, ia + H2, SV, iv + H3, uH)
+                    for j in range(uH):
+                        SV[iv + H2 + j] = X[ix + H2 + j] + SV[iv + j] * SV[iv + H3 + j]
+                    _tanh_span(SV, iv + H2, SV, iv + H2, uH)
+                    for j in range(uH):
+                        n_j = SV[iv + H2 + j]
+                        HS[ih + j] = n_j + SV[iv + uH + j] * (HS[ip + j] - n_j)
+                _copy_span(HS, ih, OUT, io, uH)
 
     return forward
 
@@ -306,46 +372,77 @@ def _forward_cpu_kernel(cell, gates):
 def _backward_cpu_kernel(cell, gates):
     @numba.njit(**CPU_OPTIONS)
     def backward(grad_out, col, dh_n, dc_n, w_hh, hs, cs, saved, dgx, dgh, dh0, dc0, reverse):
-        """The whole sequence backwards: per step one pass fusing the gate
-        derivatives, then d loss / d h_prev = dgh[t] @ w_hh (BLAS, added to
-        the GRU's direct term)."""
+        """The whole sequence backwards: per step the gate derivatives, row
+        by row, then d loss / d h_prev = dgh[t] @ w_hh (BLAS, added to the
+        GRU's direct term z dh)."""
+        wide_vectors()
         T, B, H = grad_out.shape[0], grad_out.shape[1], hs.shape[2]
         one = hs.dtype.type(1)
         zero = one - one
-        dh_c = dh_n.copy()
+        dh_c = dh_n.copy()  # d loss / d h of the step, then the next step's
         dc_c = dc_n.copy()
+        u = np.uint64
+        uB, uH, uG = u(B), u(H), u(dgx.shape[2])
+        H2, H3 = uH + uH, uH + uH + uH
+        uS, uW, ucol = u(saved.shape[2]), u(grad_out.shape[2]), u(col)
+        GO, HS, CS, SV = flat(grad_out), flat(hs), flat(cs), flat(saved)
+        D, E, DH, DC = flat(dgx), flat(dgh), flat(dh_c), flat(dc_c)
         for s in range(T):
             t = s if reverse else T - 1 - s
             p = t + 1 if reverse else t
             n = t if reverse else t + 1
-            for b in range(B):
-                for j in range(H):
-                    dh = grad_out[t, b, col + j] + dh_c[b, j]
-                    s0 = s1 = s2 = s3 = c = c_prev = zero
-                    if cell >= _LSTM:
-                        s0, s1 = saved[t, b, j], saved[t, b, H + j]
-                        s2, s3 = saved[t, b, 2 * H + j], saved[t, b, 3 * H + j]
-                    if cell == _LSTM:
-                        c, c_prev = cs[n, b, j], cs[p, b, j]
-                    dc = dc_c[b, j] if cell == _LSTM else zero
-                    d0, d1, d2, d3, dhn, dcp, direct = _backward_cpu_math(
-                        cell, dh, dc, hs[n, b, j], c, c_prev, hs[p, b, j],
-                        s0, s1, s2, s3, one,
-                    )  # fmt: skip
-                    dgx[t, b, j] = d0
-                    if gates > 1:
-                        dgx[t, b, H + j] = d1
-                        dgx[t, b, 2 * H + j] = d2
-                    if cell == _LSTM:
-                        dgx[t, b, 3 * H + j] = d3
-                        dc_c[b, j] = dcp
-                    if cell == _GRU:
-                        dgh[t, b, j] = d0
-                        dgh[t, b, H + j] = d1
-                        dgh[t, b, 2 * H + j] = dhn
-                    dh_c[b, j] = direct
-            beta = one if cell == _GRU else zero
-            blas.gemm(False, False, one, dgh[t], w_hh, beta, dh_c)
+            ut, up, un = u(t), u(p), u(n)
+            for b in range(uB):
+                ib = b * uH  # dh_c, dc_c
+                ih, ip = (un * uB + b) * uH, (up * uB + b) * uH
+                idg, iv = (ut * uB + b) * uG, (ut * uB + b) * uS
+                _add_span(GO, (ut * uB + b) * uW + ucol, DH, ib, DH, ib, uH)  # dh
+                if cell == _RNN_TANH:
+                    for j in range(uH):
+                        h = HS[ih + j]
+                        D[idg + j] = DH[ib + j] * (one - h * h)
+                elif cell == _RNN_RELU:
+                    for j in range(uH):
+                        D[idg + j] = DH[ib + j] if HS[ih + j] > zero else zero
+                elif cell == _LSTM:
+                    i_, f_, g_, o_ = iv, iv + uH, iv + H2, iv + H3  # saved i, f, g, o
+                    di, df, dg, do = idg, idg + uH, idg + H2, idg + H3
+                    _tanh_span(CS, ih, D, do, uH)  # tanh(c), until do is written below
+                    for j in range(uH):
+                        tc = D[do + j]
+                        DC[ib + j] += DH[ib + j] * SV[o_ + j] * (one - tc * tc)
+                    for j in range(uH):
+                        o = SV[o_ + j]
+                        D[do + j] = DH[ib + j] * D[do + j] * o * (one - o)
+                    for j in range(uH):
+                        i = SV[i_ + j]
+                        D[di + j] = DC[ib + j] * SV[g_ + j] * i * (one - i)
+                    for j in range(uH):
+                        f = SV[f_ + j]
+                        D[df + j] = DC[ib + j] * CS[ip + j] * f * (one - f)
+                    for j in range(uH):
+                        g = SV[g_ + j]
+                        D[dg + j] = DC[ib + j] * SV[i_ + j] * (one - g * g)
+                    for j in range(uH):
+                        DC[ib + j] *= SV[f_ + j]
+                else:
+                    r_, z_, n_, hn_ = iv, iv + uH, iv + H2, iv + H3  # saved r, z, n, hn
+                    dr, dz, dn = idg, idg + uH, idg + H2
+                    for j in range(uH):
+                        z, nn = SV[z_ + j], SV[n_ + j]
+                        D[dn + j] = DH[ib + j] * (one - z) * (one - nn * nn)
+                    for j in range(uH):
+                        r = SV[r_ + j]
+                        D[dr + j] = D[dn + j] * SV[hn_ + j] * r * (one - r)
+                    for j in range(uH):
+                        z = SV[z_ + j]
+                        D[dz + j] = DH[ib + j] * (HS[ip + j] - SV[n_ + j]) * z * (one - z)
+                    _copy_span(D, idg, E, idg, H2)
+                    for j in range(uH):
+                        E[dn + j] = D[dn + j] * SV[r_ + j]
+                    for j in range(uH):
+                        DH[ib + j] *= SV[z_ + j]  # the direct term, to which the product adds
+            blas.gemm(False, False, one, dgh[t], w_hh, one if cell == _GRU else zero, dh_c)
         dh0[:] = dh_c
         if cell == _LSTM:
             dc0[:] = dc_c
@@ -754,9 +851,25 @@ def _expect(op, name, a, shape):
         raise ValueError(f"{op}: expected {name} of shape {tuple(shape)}, got {tuple(a.shape)}")
 
 
+def _check_dtypes(op, **arrays):
+    """All the arrays (None: absent) of one dtype, float32 or float64: the
+    kernels and BLAS read them so, and a product of mixed dtypes would read
+    past an array's end."""
+    given = {name: a for name, a in arrays.items() if a is not None}
+    first, a = next(iter(given.items()))
+    dtype = np.dtype(a.dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: expected float32 or float64 arrays, got a {dtype} {first}")
+    for name, a in given.items():
+        if np.dtype(a.dtype) != dtype:
+            raise TypeError(f"{op}: expected {name} of {first}'s dtype {dtype}, got {a.dtype}")
+
+
 def _check_forward(mode, xw, w_hh, b_hh, h0, c0, hs, cs, saved, out, col):
     op = "recurrent_forward"
     _check_mode(op, mode)
+    _check_dtypes(op, xw=xw, w_hh=w_hh, b_hh=b_hh, h0=h0, c0=c0, hs=hs, cs=cs, gates=saved,
+                  out=out)  # fmt: skip
     if xw.ndim != 3 or w_hh.ndim != 2:
         raise ValueError(f"{op}: expected xw (T, B, G*H) and w_hh (G*H, H), got "
                          f"{tuple(xw.shape)} and {tuple(w_hh.shape)}")  # fmt: skip
@@ -789,6 +902,8 @@ def recurrent_forward_cpu(mode, xw, w_hh, b_hh, h0, c0, hs, cs, gates, out, col=
 def _check_backward(mode, grad_out, col, dh_n, dc_n, w_hh, hs, cs, saved, dgx, dgh, dh0, dc0):
     op = "recurrent_backward"
     _check_mode(op, mode)
+    _check_dtypes(op, grad_out=grad_out, dh_n=dh_n, dc_n=dc_n, w_hh=w_hh, hs=hs, cs=cs,
+                  gates=saved, dgx=dgx, dgh=dgh, dh0=dh0, dc0=dc0)  # fmt: skip
     Tp, B, H = hs.shape
     T = Tp - 1
     _expect(op, "w_hh", w_hh, (GATES[mode] * H, H))
@@ -824,6 +939,7 @@ def recurrent_backward_cpu(
 
 def _check_input(x, w_ih, b_ih, out):
     op = "recurrent_input"
+    _check_dtypes(op, x=x, w_ih=w_ih, b_ih=b_ih, out=out)
     if x.ndim != 2 or w_ih.ndim != 2 or x.shape[1] != w_ih.shape[1]:
         raise ValueError(f"{op}: expected x (R, I) and w_ih (G*H, I), got "
                          f"{tuple(x.shape)} and {tuple(w_ih.shape)}")  # fmt: skip
@@ -846,6 +962,8 @@ def recurrent_input_cpu(x, w_ih, b_ih, out):
 
 def _check_grads(x, hprev, dgx, dgh, w_ih, dw_ih, db_ih, dw_hh, db_hh, dx):
     op = "recurrent_grads"
+    _check_dtypes(op, x=x, hprev=hprev, dgx=dgx, dgh=dgh, w_ih=w_ih, dw_ih=dw_ih, db_ih=db_ih,
+                  dw_hh=dw_hh, db_hh=db_hh, dx=dx)  # fmt: skip
     R, GH = dgx.shape
     _expect(op, "dgh", dgh, (R, GH))
     _expect(op, "x", x, (R, w_ih.shape[1]))
@@ -874,12 +992,16 @@ def recurrent_grads_cpu(
     beta = one if accumulate else one - one
     blas.gemm(True, False, one, dgx, x, beta, dw_ih)
     blas.gemm(True, False, one, dgh, hprev, beta, dw_hh)
-    for db, g in ((db_ih, dgx), (db_hh, dgh)):
+    # dgh is dgx itself but for the GRU: one pass of column sums then serves both.
+    same = dgh.ctypes.data == dgx.ctypes.data and dgh.strides == dgx.strides
+    sums_x = None if db_ih is None and not (same and db_hh is not None) else dgx.sum(axis=0)
+    sums_h = sums_x if same else (None if db_hh is None else dgh.sum(axis=0))
+    for db, sums in ((db_ih, sums_x), (db_hh, sums_h)):
         if db is not None:
             if accumulate:
-                db += g.sum(axis=0)
+                db += sums
             else:
-                g.sum(axis=0, out=db)
+                db[...] = sums
     if dx is not None:
         blas.gemm(False, False, one, dgx, w_ih, one if accumulate_dx else one - one, dx)
 

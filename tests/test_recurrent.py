@@ -482,6 +482,25 @@ def test_input_errors_raise_before_any_work():
         gn.nn.LastStep().forward(np.zeros((2, 3), np.float32))
 
 
+def test_kernels_refuse_mixed_dtypes():
+    """A float64 array among float32 ones is refused before any work (BLAS would
+    read it as float32 and past its end)."""
+    T, B, I, H = 2, 1, 3, 2  # noqa: E741
+    f32 = np.float32
+    x, w_ih, dw_ih = np.zeros((T * B, I), f32), np.zeros((4 * H, I), f32), np.zeros((4 * H, I))
+    dgx, hprev, dw_hh = (
+        np.zeros((T * B, 4 * H), f32),
+        np.zeros((T * B, H), f32),
+        np.zeros((4 * H, H), f32),
+    )
+    with pytest.raises(TypeError, match="expected dw_ih of x's dtype float32, got float64"):
+        R.recurrent_grads_cpu(x, hprev, dgx, dgx, w_ih, dw_ih, None, dw_hh, None, None)
+    with pytest.raises(TypeError, match="expected out of x's dtype float32, got float64"):
+        R.recurrent_input_cpu(x, w_ih, None, np.zeros((T * B, 4 * H)))
+    with pytest.raises(TypeError, match="float32 or float64 arrays, got a int64 x"):
+        R.recurrent_input_cpu(x.astype(np.int64), w_ih, None, dgx)
+
+
 @pytest.mark.cuda
 def test_device_mix_is_refused():
     g = gn.nn.GRU(3, 4, device="cuda")
