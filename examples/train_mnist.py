@@ -5,7 +5,9 @@ a cache directory on first use, and report the test accuracy and throughput.
 """
 
 import argparse
+import sys
 import time
+import urllib.error
 
 import gpunet as gn
 
@@ -21,7 +23,14 @@ def main():
     if args.device:
         gn.set_device(args.device)
 
-    (X_train, y_train), (X_test, y_test) = gn.datasets.fetch_mnist(args.data_dir)
+    try:
+        (X_train, y_train), (X_test, y_test) = gn.datasets.fetch_mnist(args.data_dir)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reason = getattr(exc, "reason", exc)
+        sys.exit(
+            f"train_mnist.py: cannot download MNIST from {gn.datasets.MNIST_URL} ({reason}); "
+            f"fetch its four .gz files by hand into a folder and pass it with --data-dir"
+        )
     model = gn.nn.Sequential(
         gn.nn.Dense(784, 512, "relu", seed=0),
         gn.nn.Dense(512, 256, "relu", seed=1),

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 
 import numpy as np
 import pytest
@@ -134,6 +135,19 @@ def test_environment_device_and_missing_matplotlib_are_usage_errors(
     for argv in (["train"], ["rbm"]):
         assert _run([*argv, "--device", "cpu", "--plot", os.path.join(folder, "p.png")]) == 2
         assert "--plot needs matplotlib: pip install 'gpunet[plot]'" in capsys.readouterr().err
+
+
+def test_download_failure_names_the_address_and_the_fix(monkeypatch, tmp_path, capsys):
+    def offline(cache_dir):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(gn.datasets, "fetch_mnist", offline)
+    argv = ["train", "--dataset", "mnist", "--download", "--data-dir", str(tmp_path)]
+    assert _run([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"gpunet train: cannot download MNIST from {gn.datasets.MNIST_URL} (")
+    assert "pass it with --data-dir (without --download)" in err
 
 
 def test_errors_during_work_are_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):

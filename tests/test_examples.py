@@ -4,8 +4,10 @@ small synthetic set of the same shapes, since the tests work offline)."""
 import pathlib
 import runpy
 import sys
+import urllib.error
 
 import numpy as np
+import pytest
 
 import gpunet as gn
 
@@ -37,3 +39,16 @@ def test_train_mnist(monkeypatch, capsys, tmp_path):
     run_example("train_mnist.py", argv, monkeypatch)
     assert "test accuracy" in capsys.readouterr().out
     assert gn.load(output)[0].weight.shape == (784, 512)
+
+
+def test_train_mnist_offline_names_the_address_and_the_fix(monkeypatch, tmp_path):
+    def offline(cache_dir):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(gn.datasets, "fetch_mnist", offline)
+    with pytest.raises(SystemExit) as exit_info:
+        run_example("train_mnist.py", ["--data-dir", str(tmp_path)], monkeypatch)
+    message = str(exit_info.value.code)
+    assert "\n" not in message
+    assert message.startswith(f"train_mnist.py: cannot download MNIST from {gn.datasets.MNIST_URL}")
+    assert "Temporary failure in name resolution" in message and "--data-dir" in message

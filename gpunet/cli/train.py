@@ -1,6 +1,7 @@
-"""``gpunet train``: train a multilayer perceptron, print its test accuracy and
-save it. The default trains on the bundled 8x8 digits (no download), holding
-out a seeded, stratified fifth of them for the test.
+"""``gpunet train``: train a multilayer perceptron (or, with ``--model lstm``,
+an LSTM that reads each image row by row), print its test accuracy and save
+it. The default trains on the bundled 8x8 digits (no download), holding out
+a seeded, stratified fifth of them for the test.
 
 Every argument, path and optional library is checked before any work. Ctrl-C
 stops the run, saves a checkpoint beside the output (``<output>-interrupted.npz``)
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.error
 
 import numpy as np
 
@@ -17,17 +19,30 @@ from . import _checks
 from ._checks import UsageError
 from ._parallel import data_parallel
 
-#: Defaults of the digits run: a short run that still reaches a high test accuracy.
-DEFAULTS = dict(hidden=[512], epochs=40, batch_size=32, optimizer="adam", lr=1e-3)
+#: Defaults of the digits run per --model: a short run that still reaches a
+#: high test accuracy (the LSTM's: 97.2% in 30 epochs).
+DEFAULTS = {
+    "mlp": dict(hidden=[512], epochs=40, batch_size=32, optimizer="adam", lr=1e-3),
+    "lstm": dict(hidden=[64], epochs=30, batch_size=32, optimizer="adam", lr=3e-3),
+}
 
 
 def add_parser(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
-        help="train a multilayer perceptron (digits by default)",
-        description="Train a multilayer perceptron by backpropagation, print the test "
-        "accuracy and save the model. Defaults: the bundled 8x8 digits, hidden layers "
-        f"{' '.join(map(str, DEFAULTS['hidden']))}, Adam.",
+        help="train a multilayer perceptron or an LSTM (digits by default)",
+        description="Train a multilayer perceptron (or an LSTM reading each image row "
+        "by row) by backpropagation, print the test accuracy and save the model. "
+        "Defaults: the bundled 8x8 digits, hidden layers "
+        f"{' '.join(map(str, DEFAULTS['mlp']['hidden']))}, Adam.",
+    )
+    train.add_argument(
+        "--model",
+        choices=tuple(DEFAULTS),
+        default="mlp",
+        help="mlp: a multilayer perceptron on the flat pixels; lstm: an LSTM over the "
+        "image's rows as a sequence (8 steps of 8 pixels for the digits), its last "
+        "state into a linear classifier (default: mlp)",
     )
     train.add_argument(
         "--dataset",
@@ -42,33 +57,40 @@ def add_parser(subparsers) -> None:
         "--hidden",
         type=_checks.at_least(1),
         nargs="*",
-        default=DEFAULTS["hidden"],
+        default=None,
         metavar="N",
-        help="hidden layer widths (default: %(default)s); none gives a linear classifier",
+        help="hidden layer widths (default: 512; none gives a linear classifier); with "
+        "--model lstm, the stacked LSTM layers' hidden sizes (default: 64)",
     )
     train.add_argument(
         "--activation",
         choices=("relu", "leaky_relu", "sigmoid", "tanh"),
-        default="relu",
-        help="hidden activation (default: relu)",
+        default=None,
+        help="hidden activation of the mlp (default: relu)",
     )
     train.add_argument(
         "--dropout",
         type=_checks.fraction,
         default=0.0,
         metavar="P",
-        help="dropout probability after each hidden activation (default: 0, none)",
+        help="dropout probability after each hidden activation (with --model lstm: "
+        "between stacked LSTM layers) (default: 0, none)",
     )
     train.add_argument(
         "--batch-norm",
         action="store_true",
         help="batch normalization between each hidden layer's product and its activation",
     )
-    train.add_argument("--epochs", type=_checks.at_least(1), default=DEFAULTS["epochs"])
-    train.add_argument("--batch-size", type=_checks.at_least(1), default=DEFAULTS["batch_size"])
+    train.add_argument(
+        "--epochs", type=_checks.at_least(1), default=None, help="(default: 40; lstm: 30)"
+    )
+    train.add_argument("--batch-size", type=_checks.at_least(1), default=32)
     train.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam")
     train.add_argument(
-        "--lr", type=_checks.positive, default=DEFAULTS["lr"], help="learning rate (> 0)"
+        "--lr",
+        type=_checks.positive,
+        default=None,
+        help="learning rate (> 0; default: 0.001, lstm: 0.003)",
     )
     train.add_argument(
         "--momentum", type=_checks.fraction, default=0.9, help="SGD momentum (default 0.9)"
@@ -95,7 +117,8 @@ def add_parser(subparsers) -> None:
         "--output",
         "-o",
         default=None,
-        help="where to save the model (default: gpunet-<dataset>.npz; '' to skip saving)",
+        help="where to save the model (default: gpunet-<dataset>.npz, with --model lstm "
+        "gpunet-<dataset>-lstm.npz; '' to skip saving)",
     )
     train.add_argument(
         "--plot",
@@ -136,7 +159,14 @@ def load_data(args):
         train, test = _stratified_split(y, 0.2, args.seed)
         return (X[train], y[train]), (X[test], y[test])
     if args.download:
-        return gn.datasets.fetch_mnist(args.data_dir)
+        try:
+            return gn.datasets.fetch_mnist(args.data_dir)
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise UsageError(
+                f"cannot download MNIST from {gn.datasets.MNIST_URL} "
+                f"({getattr(exc, 'reason', exc)}); fetch its four .gz files by hand into "
+                f"a folder and pass it with --data-dir (without --download)"
+            ) from None
     return gn.datasets.load_mnist(args.data_dir)
 
 
@@ -149,9 +179,49 @@ ACTIVATION_LAYERS = {
 }
 
 
+def apply_defaults(args) -> None:
+    """Fill the options left unset with --model's defaults (idempotent: the
+    functions that read them call it); UsageError for the mlp's options given
+    to the lstm."""
+    if args.model == "lstm":
+        if args.activation is not None or args.batch_norm:
+            flag = "--batch-norm" if args.batch_norm else "--activation"
+            raise UsageError(f"{flag}: an option of --model mlp, not of --model lstm")
+        if args.hidden == []:
+            raise UsageError("--hidden: --model lstm needs at least one hidden size")
+    defaults = DEFAULTS[args.model]
+    for name in ("hidden", "epochs", "lr"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    if args.model == "mlp" and args.activation is None:
+        args.activation = "relu"
+
+
+def sequences(X, model):
+    """X (samples, features) as --model reads it: unchanged for the mlp; for
+    the lstm (samples, rows, row pixels), each square image a sequence of
+    its rows."""
+    if model != "lstm":
+        return X
+    side = int(round(np.sqrt(X.shape[1])))
+    return X.reshape(len(X), side, X.shape[1] // side)
+
+
 def build_model(args, n_features, n_classes):
+    """The --model for ``n_features`` inputs (the lstm's: per step)."""
     import gpunet as gn
 
+    apply_defaults(args)
+    if args.model == "lstm":
+        layers, inputs = [], n_features
+        for i, width in enumerate(args.hidden):
+            if i and args.dropout:
+                layers.append(gn.nn.Dropout(args.dropout, seed=args.seed + 2000 + i))
+            lstm = gn.nn.LSTM(inputs, width, batch_first=True, dtype=args.dtype, seed=args.seed + i)
+            layers.append(lstm)
+            inputs = width
+        head = gn.nn.Dense(args.hidden[-1], n_classes, None, args.dtype, seed=args.seed + 1000)
+        return gn.nn.Sequential(*layers, gn.nn.LastStep(), head)
     widths = [n_features, *args.hidden]
     layers = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
@@ -170,6 +240,7 @@ def build_model(args, n_features, n_classes):
 def _optimizer(args, params):
     import gpunet as gn
 
+    apply_defaults(args)
     if args.optimizer == "sgd":
         return gn.optim.SGD(
             params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
@@ -181,6 +252,7 @@ def _optimizer(args, params):
 def _callbacks(args):
     import gpunet as gn
 
+    apply_defaults(args)
     if args.schedule == "cosine":
         return [
             gn.training.LearningRateScheduler(gn.optim.CosineAnnealingLR, T_max=max(args.epochs, 1))
@@ -199,7 +271,7 @@ def _epoch_checkpoint(args):
 
     if gn.distributed.world_size() == 1:
         return []
-    output = args.output or f"gpunet-{args.dataset}.npz"
+    output = args.output or _default_output(args)
     path = _model_path(output).removesuffix(".npz") + "-checkpoint.npz"
     return [gn.training.ModelCheckpoint(path)]
 
@@ -231,9 +303,13 @@ def _model_path(path: str) -> str:
     return path if path.endswith(".npz") else path + ".npz"
 
 
+def _default_output(args) -> str:
+    return f"gpunet-{args.dataset}{'-lstm' if args.model == 'lstm' else ''}.npz"
+
+
 def _checkpoint_path(args) -> str:
     """Where Ctrl-C saves its checkpoint: beside the output, ``-interrupted`` added."""
-    output = args.output or f"gpunet-{args.dataset}.npz"
+    output = args.output or _default_output(args)
     return _model_path(output).removesuffix(".npz") + "-interrupted.npz"
 
 
@@ -242,6 +318,7 @@ def check(args):
     write and read, matplotlib for --plot. Returns the Device."""
     from gpunet import serialization
 
+    apply_defaults(args)
     device = _checks.device(args.device)
     _check_data(args)
     if args.output:
@@ -283,8 +360,9 @@ def run(args) -> int:
 
     check(args)
     (X_train, y_train), (X_test, y_test) = load_data(args)
+    X_train, X_test = sequences(X_train, args.model), sequences(X_test, args.model)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
-    model = build_model(args, X_train.shape[1], n_classes)
+    model = build_model(args, X_train.shape[-1], n_classes)
     optimizer = _optimizer(args, model.parameters())
     # The learning curves' validation: the held-out split, else the test set.
     validation = (X_test, y_test) if args.plot and not args.validation_split else None
@@ -320,7 +398,7 @@ def run(args) -> int:
         f"({samples / seconds:,.0f} samples/s, first epoch includes compilation)"
     )
     print(f"test accuracy: {test['accuracy']:.4f}  test loss: {test['loss']:.4f}")
-    output = f"gpunet-{args.dataset}.npz" if args.output is None else args.output
+    output = _default_output(args) if args.output is None else args.output
     if output:
         model.save(output)
         print(f"saved the model to {_model_path(output)}")
