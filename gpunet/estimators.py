@@ -548,22 +548,18 @@ class _BaseMLP(Estimator):
 
     def _split(self, X, T):
         """(X_train, T_train, X_val, y_val): validation_fraction of the rows
-        held out, stratified by class for a single-label classifier."""
+        held out as scikit-learn's ``train_test_split`` holds them out (the
+        same rows for one random state), stratified by class for a binary
+        classifier."""
         n = X.shape[0]
         rs = self._random_state
+        n_val = math.ceil(self.validation_fraction * n)
         strata = self._strata(T)
         if strata is None:
-            n_val = math.ceil(self.validation_fraction * n)
             order = rs.permutation(n)
             val, train = order[:n_val], order[n_val:]
         else:
-            val_parts, train_parts = [], []
-            for label in np.unique(strata):
-                rows = rs.permutation(np.flatnonzero(strata == label))
-                k = int(round(self.validation_fraction * len(rows)))
-                val_parts.append(rows[:k])
-                train_parts.append(rows[k:])
-            val, train = np.concatenate(val_parts), rs.permutation(np.concatenate(train_parts))
+            train, val = _stratified_split(strata, n - n_val, n_val, rs)
         if len(val) < 2:
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' or the size of "
@@ -681,7 +677,7 @@ class _BaseMLP(Estimator):
         out = self.model_.forward(val_device)
         loss, _ = self._val_loss_fn(out, val_target)
         self.validation_loss_curve_.append(float(loss) * self._value_scale)
-        score = self._score_outputs(_to_host(out), y_val)
+        score = self._score_outputs(_to_host(self._activate(out)), y_val)
         self.validation_scores_.append(score)
         if self.verbose:
             print(f"Validation score: {score:f}")
@@ -731,11 +727,15 @@ class _BaseMLP(Estimator):
         self.model_.eval()
         with self._threads(X.shape[0]):
             out = self.model_.forward(to_device(X, self.device_))
+        return _to_host(self._activate(out)).copy()
+
+    def _activate(self, out):
+        """The output activation applied to the network's outputs (logits)."""
         if self.out_activation_ == "softmax":
-            out = ops.softmax(out)
-        elif self.out_activation_ == "logistic":
-            out = ops.sigmoid(out)
-        return _to_host(out).copy()
+            return ops.softmax(out)
+        if self.out_activation_ == "logistic":
+            return ops.sigmoid(out)
+        return out
 
     # --- pickling -------------------------------------------------------------------
 
@@ -755,6 +755,51 @@ class _BaseMLP(Estimator):
 
 
 # --- the classifier -------------------------------------------------------------------
+
+
+def _stratified_split(strata, n_train, n_test, rs):
+    """(train rows, test rows) drawn per stratum in proportion to its size,
+    by the rules of scikit-learn's ``StratifiedShuffleSplit``: each stratum's
+    share rounded down, the rows left over given to the strata with the
+    largest remainders (ties broken at random), then each stratum's rows
+    permuted and dealt out, and both sets permuted."""
+    codes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(
+            "The least populated classes in y have only 1 member, which is too few for a "
+            f"stratified validation split; classes with too few members: {codes[counts < 2]}"
+        )
+    if min(n_train, n_test) < len(codes):
+        raise ValueError(
+            f"expected a validation split of at least {len(codes)} rows on each side (one per "
+            f"class), got {n_train} and {n_test}; change validation_fraction"
+        )
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _largest_remainders(counts, n_train, rs)
+    t_i = _largest_remainders(counts - n_i, n_test, rs)
+    train, test = [], []
+    for rows, count, a, b in zip(members, counts, n_i, t_i, strict=True):
+        rows = rows[rs.permutation(count)]
+        train.extend(rows[:a])
+        test.extend(rows[a : a + b])
+    return rs.permutation(train), rs.permutation(test)
+
+
+def _largest_remainders(counts, draws, rs):
+    """``draws`` shared among ``counts`` in proportion: shares rounded down,
+    then one more to each of the largest remainders (ties at random)."""
+    exact = counts / counts.sum() * draws
+    shares = np.floor(exact)
+    missing = int(draws - shares.sum())
+    remainder = exact - shares
+    for value in np.unique(remainder)[::-1]:
+        if missing == 0:
+            break
+        (tied,) = np.where(remainder == value)
+        chosen = rs.choice(tied, size=min(len(tied), missing), replace=False)
+        shares[chosen] += 1
+        missing -= len(chosen)
+    return shares.astype(int)
 
 
 def _label_type(y):
@@ -920,9 +965,9 @@ class MLPClassifier(_BaseMLP):
         return self.classes_[T[:, 0].astype(np.int64)]
 
     def _strata(self, T):
-        if self._label_kind == "multilabel":
-            return None
-        return T if T.ndim == 1 else T[:, 0]
+        """The classes to stratify the validation split by: scikit-learn
+        stratifies single-output targets only, so a binary problem's."""
+        return T[:, 0].astype(np.int64) if self._label_kind == "binary" else None
 
     def _labels(self, outputs):
         if self._label_kind == "multiclass":

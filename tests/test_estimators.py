@@ -147,6 +147,27 @@ def test_coefs_are_live_views_and_assignable(digits):
         clf.coefs_ = [np.zeros((3, 3)), np.zeros((5, 10))]
 
 
+def test_early_stopping_matches_sklearn(digits):
+    # the same held-out rows (stratified for a binary target), scores and restored weights
+    X, y = digits
+    multilabel = np.stack([y % 2, y > 3], axis=1).astype(int)
+    for cls, target in [
+        ("MLPClassifier", y),
+        ("MLPClassifier", y % 2),
+        ("MLPClassifier", multilabel),
+        ("MLPRegressor", X[:, 20] - X[:, 30]),
+    ]:
+        ours, theirs = pair(cls, hidden_layer_sizes=(8,), early_stopping=True, max_iter=6,
+                            n_iter_no_change=2, random_state=0)  # fmt: skip
+        quiet(ours.fit, X, target)
+        quiet(theirs.fit, X, target)
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-12)
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-10)
+        assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_)
+        for a, b in zip(ours.coefs_, theirs.coefs_, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+
+
 def test_early_stopping_and_validation_curves(digits):
     X, y = digits
     clf = gn.MLPClassifier((16,), early_stopping=True, max_iter=40, n_iter_no_change=3,
