@@ -67,6 +67,21 @@ SINGLE_THREAD_MACS = 1 << 23
 _TRANSIENT = ("model_", "_optimizer", "_loss_fn", "_val_loss_fn", "_l2")
 
 
+@contextlib.contextmanager
+def _restored_on_error(owner, names):
+    """Put the attributes ``names`` of ``owner`` back as they were (present
+    or absent) if the block raises: input checks that record what they read
+    leave nothing behind when a later check fails."""
+    saved = {name: owner.__dict__[name] for name in names if name in owner.__dict__}
+    try:
+        yield
+    except BaseException:
+        for name in names:
+            owner.__dict__.pop(name, None)
+        owner.__dict__.update(saved)
+        raise
+
+
 @functools.cache
 def _blas_controller():
     """The thread pools loaded (found once: a new search costs about 0.4 ms)."""
@@ -452,16 +467,16 @@ class _BaseMLP(Estimator):
                 f"{type(self).__name__} requires y to be passed, but the target y is None"
             )
         first = not hasattr(self, "model_") or (not self.warm_start and not incremental)
-        dtype = np.dtype(self.dtype)
-        X = check_X(self, X, reset=first, dtype=dtype)
-        T, n_outputs = self._encode(y, X, first, incremental)
-        if validation_data is not None:
-            validation_data = self._validation_input(validation_data, first)
-        self._random_state = random_state(self.random_state)
+        with _restored_on_error(self, ("classes_", "_label_kind", "feature_names_in_")):
+            X = check_X(self, X, reset=first, dtype=np.dtype(self.dtype))
+            T, n_outputs = self._encode(y, X, first, incremental)
+            if validation_data is not None:
+                validation_data = self._validation_input(validation_data, first)
+            self._random_state = random_state(self.random_state)
+            if not first:
+                self._check_warm(X)
         if first:
             self._initialize(X, T, n_outputs)
-        else:
-            self._check_warm(X)
         self._value_scale, self._grad_scale = self._scales()
         rows = 200 if self.batch_size == "auto" else self.batch_size
         rows = X.shape[0] if self.solver == "lbfgs" else min(rows, X.shape[0])
@@ -1006,27 +1021,28 @@ class MLPClassifier(_BaseMLP):
 
     def _partial_fit(self, X, y, classes=None):
         first = not hasattr(self, "classes_")
-        y_host = _host_labels(y)
-        if first:
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-            y_col = _column(y_host, warn=False)
-            if y_col.ndim == 2:
-                kind, classes_ = "multilabel", np.arange(y_col.shape[1])
-            else:
-                classes_ = np.unique(_host_labels(classes))
-                kind = "multiclass" if len(classes_) > 2 else "binary"
-            self.classes_, self._label_kind = classes_, kind
-        elif classes is not None:
-            given = np.unique(_host_labels(classes))
-            if not np.array_equal(given, self.classes_):
-                raise ValueError(
-                    f"`classes={given!r}` is not the same as on last call to partial_fit, was: "
-                    f"{self.classes_!r}"
-                )
-        if first:
-            self.__dict__.pop("model_", None)
-        return self._fit(X, y_host, incremental=True)
+        fresh = ("classes_", "_label_kind", "model_", "n_features_in_") if first else ()
+        with _restored_on_error(self, fresh):  # a failed first call leaves it unfitted
+            y_host = _host_labels(y)
+            if first:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+                y_col = _column(y_host, warn=False)
+                if y_col.ndim == 2:
+                    kind, classes_ = "multilabel", np.arange(y_col.shape[1])
+                else:
+                    classes_ = np.unique(_host_labels(classes))
+                    kind = "multiclass" if len(classes_) > 2 else "binary"
+                self.classes_, self._label_kind = classes_, kind
+                self.__dict__.pop("model_", None)
+            elif classes is not None:
+                given = np.unique(_host_labels(classes))
+                if not np.array_equal(given, self.classes_):
+                    raise ValueError(
+                        f"`classes={given!r}` is not the same as on last call to partial_fit, "
+                        f"was: {self.classes_!r}"
+                    )
+            return self._fit(X, y_host, incremental=True)
 
     def predict(self, X):
         """Class labels (n_samples,), or an indicator matrix (n_samples, n_labels)

@@ -183,8 +183,15 @@ def test_early_stopping_and_validation_curves(digits):
     assert len(reg.validation_loss_curve_) == len(reg.validation_scores_) == 5
     assert reg.validation_loss_curve_[-1] < reg.validation_loss_curve_[0]
     assert reg.best_validation_score_ is None  # stopping still follows the training loss
+    fitted = quiet(gn.MLPClassifier((4,), max_iter=1).fit, X, y)
     with pytest.raises(ValueError, match="classes not in"):
-        gn.MLPClassifier().fit(X[:200], y[:200] % 5, validation_data=(X[200:], y[200:]))
+        fitted.fit(X[:200], y[:200] % 5, validation_data=(X[200:], y[200:]))
+    assert list(fitted.classes_) == list(range(10))  # the failed fit changed nothing
+    fresh = gn.MLPClassifier((4,))
+    with pytest.raises(ValueError, match="NaN"):
+        fresh.partial_fit(np.full((3, 64), np.nan), [0, 1, 2], classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="classes must be passed"):
+        fresh.partial_fit(X[:3], [0, 1, 2])  # still unfitted
 
 
 def test_convergence_warning_and_stopping_on_tol(digits):
