@@ -16,6 +16,7 @@ the first parallel kernel runs, unless something else started it before).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numba
@@ -43,6 +44,20 @@ def set_num_threads(n: int) -> None:
     n = _checked(n, "the number of threads")
     numba.set_num_threads(n)
     threadpoolctl.threadpool_limits(n, user_api="blas")
+
+
+def single_blas_thread():
+    """A context in which the BLAS runs on one thread (entering and leaving
+    cost about 10 us): for a run of small products between serial kernels,
+    where waking a second BLAS thread per product costs more than it saves
+    (and far more on a busy host, where that thread waits for a core)."""
+    return _controller().limit(limits=1, user_api="blas")
+
+
+@functools.cache
+def _controller():
+    """The thread pools loaded (found once: a new search costs about 0.4 ms)."""
+    return threadpoolctl.ThreadpoolController()
 
 
 def get_num_threads() -> int:
