@@ -97,3 +97,34 @@ def test_dropout_and_batch_norm_build_what_they_name():
     assert model[0].activation is None and model[3].p == 0.2
     plain = train.build_model(_parse(["--hidden", "16"]), 64, 10)
     assert [type(layer).__name__ for layer in plain] == ["Dense", "Dense"]
+
+
+def test_lstm_model_reads_each_image_row_by_row():
+    args = _parse(["--model", "lstm"])
+    train.apply_defaults(args)
+    assert (args.hidden, args.epochs, args.lr) == ([64], 30, 0.003)
+    model = train.build_model(args, 8, 10)
+    assert [type(layer).__name__ for layer in model] == ["LSTM", "LastStep", "Dense"]
+    assert model[0].batch_first and model[0].hidden_size == 64
+    stacked = train.build_model(
+        _parse(["--model", "lstm", "--hidden", "16", "8", "--dropout", "0.1"]), 8, 10
+    )
+    assert [type(layer).__name__ for layer in stacked] == [
+        "LSTM",
+        "Dropout",
+        "LSTM",
+        "LastStep",
+        "Dense",
+    ]
+    assert stacked[2].input_size == 16 and stacked[4].config()["in_features"] == 8
+    X = np.arange(2 * 64, dtype=np.float32).reshape(2, 64)
+    steps = train.sequences(X, "lstm")
+    assert steps.shape == (2, 8, 8)
+    np.testing.assert_array_equal(steps[1, 3], X[1, 24:32])  # step 3: the image's row 3
+    assert train.sequences(X, "mlp") is X
+    mlp = _parse([])
+    train.apply_defaults(mlp)
+    assert (mlp.hidden, mlp.epochs, mlp.lr, mlp.activation) == ([512], 40, 1e-3, "relu")
+    for flag in (["--activation", "tanh"], ["--batch-norm"], ["--hidden"]):
+        with pytest.raises(cli.UsageError, match=flag[0]):
+            train.apply_defaults(_parse(["--model", "lstm", *flag]))
