@@ -47,7 +47,7 @@ from ._device import _resolve, get_device, to_device
 from .kernels import _cuda
 from .kernels import dropout as _dropout
 from .kernels import recurrent as _kernels
-from .nn import Layer
+from .layer import Layer
 from .parameter import Parameter, pack
 from .serialization import register_layer
 
