@@ -522,7 +522,7 @@ BAD_FIT = {
     ),
     "y length": (lambda X, y: {"y": y[:-1]}, ValueError, "rows"),
     "1-D X": (lambda X, y: {"X": X[:, 0]}, ValueError, "shape"),
-    "3-D X": (lambda X, y: {"X": X[:, :, None]}, ValueError, "shape"),
+    "3-D X": (lambda X, y: {"X": X[:, :, None]}, ValueError, "expected a 2-D input"),
     "float labels": (lambda X, y: {"y": y.astype(np.float32)}, TypeError, "integer"),
     "negative label": (lambda X, y: {"y": np.where(y == 0, -1, y)}, ValueError, "label"),
     "label too large": (lambda X, y: {"y": np.where(y == 0, 3, y)}, ValueError, "label"),
