@@ -93,6 +93,12 @@ def _print_environment(gn) -> None:
     if count == 0:
         print(f"  CUDA is unavailable: {reason}")
     print(f"  current device: {gn.get_device()}")
+    threads = gn.thread_info()
+    blas = ", ".join(f"{name} x{n}" for name, n in threads["blas"]) or "none loaded"
+    print(
+        f"  CPU threads: numba {threads['numba']} of {threads['numba_max']}, BLAS {blas} "
+        "(gn.set_num_threads or GPUNET_NUM_THREADS sets both)"
+    )
 
 
 # --- the self-check -------------------------------------------------------------------
