@@ -110,3 +110,30 @@ def dense_products(x, W, b, g, y, dx, dW):
     np.matmul(x, W, out=y)
     np.matmul(g, W.T, out=dx)
     np.matmul(x.T, g, out=dW)
+
+
+def lstm_products(T, B, I, H):  # noqa: E741
+    """The matrix products of an LSTM's forward and backward (sequence T,
+    batch B, input I, hidden H), alone, in numpy's BLAS: the input
+    projection, T products with w_hh forward and T backward, and the weight
+    and input gradients over all steps. Returns a function that runs them."""
+    rng = np.random.default_rng(0)
+
+    def r(*shape):
+        return rng.random(shape, dtype=np.float32)
+
+    x, w_ih, w_hh, h, dg = r(T * B, I), r(4 * H, I), r(4 * H, H), r(B, H), r(T * B, 4 * H)
+    xw, gates, dh, hs = r(T * B, 4 * H), r(B, 4 * H), r(B, H), r(T * B, H)
+    dw_ih, dw_hh, dx = r(4 * H, I), r(4 * H, H), r(T * B, I)
+
+    def products():
+        np.matmul(x, w_ih.T, out=xw)
+        for _ in range(T):
+            np.matmul(h, w_hh.T, out=gates)
+        for _ in range(T):
+            np.matmul(gates, w_hh, out=dh)
+        np.matmul(dg.T, x, out=dw_ih)
+        np.matmul(dg.T, hs, out=dw_hh)
+        np.matmul(dg, w_ih, out=dx)
+
+    return products

@@ -19,7 +19,7 @@ from .. import losses as _losses
 from .. import optim as _optim
 from ..kernels import dense as _dense
 from ..profiler import profile
-from .ceilings import copies, dense_products, large_copy, matmul_gflops
+from .ceilings import copies, dense_products, large_copy, lstm_products, matmul_gflops
 from .load import SPREAD_LIMIT
 from .peers import (
     NUMPY_ELEMENTWISE,
@@ -398,6 +398,50 @@ class Bench:
         row.peers["eager"] = self._ratio(eager, graphed)
         self._add(row)
 
+    # --- recurrent layers -------------------------------------------------------------
+
+    def lstm(self):
+        """gn.nn.LSTM forward + backward (parameter and input gradients),
+        sequence 100, batch 64, input 32, hidden 128 and 512, float32,
+        against torch.nn.LSTM on the same device."""
+        T, B, I = self.settings.size(100, 5), self.settings.size(64, 4), 32  # noqa: E741
+        torch = self._torch()
+        for H in (128, 512) if not self.settings.quick else (16,):
+            rng = np.random.default_rng(0)
+            x_host = rng.standard_normal((T, B, I), dtype=np.float32)
+            g_host = rng.standard_normal((T, B, H), dtype=np.float32)
+            layer = nn.LSTM(I, H, seed=0, device=self.device)
+            x, g = self._put(x_host), self._put(g_host)
+
+            def ours(layer=layer, x=x, g=g):
+                layer.forward(x)
+                layer.backward(g)
+                sync(self.device)
+
+            ours()
+            seconds = self._time(ours)
+            gflops = 3 * 2 * T * B * 4 * H * (I + H) / seconds / 1e9
+            ceiling = gflops / self.matmul_gflops
+            if self.device.type == "cpu":
+                ceiling = self._ratio(lstm_products(T, B, I, H), ours)
+                self._note(
+                    "LSTM on the CPU: of ceiling = of its matrix products alone in numpy's BLAS"
+                )
+            row = Row(f"LSTM fwd+bwd T{T} b{B} i{I} h{H}", seconds, gflops, "GFLOP/s", ceiling)
+            if torch is not None:
+                dev = torch_device(self.device)
+                peer_layer = torch.nn.LSTM(I, H).to(dev)
+                xt, gt = torch.from_numpy(x_host).to(dev), torch.from_numpy(g_host).to(dev)
+
+                def peer(peer_layer=peer_layer, xt=xt, gt=gt):
+                    out, _ = peer_layer(xt)
+                    out.backward(gt)
+                    torch_sync(torch, self.device)
+
+                peer()
+                row.peers["torch"] = self._ratio(peer, ours, foreign_threads=True)
+            self._add(row)
+
     # --- restricted Boltzmann machines ------------------------------------------------
 
     def rbm_update(self):
@@ -485,6 +529,7 @@ WORKLOADS = (
     "dispatch",
     "dense",
     "mlp_epoch",
+    "lstm",
     "rbm_update",
     "rbm_fit",
 )
