@@ -259,13 +259,12 @@ _forward_cuda_math, _backward_cuda_math = _cell_math(act.sigmoid_scalar_cuda, ac
 # pre-activations (already holding xw + b_hh), then short branch-free loops
 # over the hidden units of one batch row apply the gates and update the
 # state. Each loop reads a few contiguous spans (a gate's H values of a row of
-# (B, G*H) are contiguous) and writes one: LLVM vectorises it (the exp and
-# tanh are vmath's, through activations' scalar forms) after a handful of
-# overlap checks; a loop touching more arrays needs more checks than LLVM
-# makes and stays scalar. The cell is a constant of each compiled kernel, so
-# nothing is tested per element. The loops index flat views of the arrays
-# with unsigned offsets: no wraparound test (which stops vectorising), and no
-# view per row (each costs reference counting).
+# (B, G*H) are contiguous) and writes one, so LLVM vectorises it (the exp and
+# tanh are vmath's, through activations' scalar forms). The cell is a
+# constant of each compiled kernel, so nothing is tested per element. The
+# loops index flat views of the arrays, made once per call, with unsigned
+# offsets: Numba adds no wraparound test to an unsigned index (the test would
+# stop the vectorising), and no view is made per row.
 
 
 @numba.njit(inline="always")
