@@ -7,11 +7,11 @@ MKL...). ``set_num_threads(n)`` gives both ``n`` threads, Numba's through
 and the BLAS's through threadpoolctl; ``GPUNET_NUM_THREADS=n`` does the same
 when gpunet is imported. ``thread_info()`` reports what is in effect.
 
-Idle workers of one pool that keep spinning take the cores the other pool's
-next kernel needs. Where Numba runs on OpenMP, its workers wait passively
-(``OMP_WAIT_POLICY=PASSIVE``, set when gpunet is imported unless the variable
-is set already; it takes effect when the OpenMP runtime starts, that is when
-the first parallel kernel runs, unless something else started it before).
+Both pools split each kernel evenly over their threads, so a kernel waits for
+its slowest thread: with a core taken by another process, a pool of as many
+threads as cores runs at that core's share. On a shared machine fewer threads
+than cores (``GPUNET_NUM_THREADS=1`` on two) hold up better; the README has
+the measurements.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import threadpoolctl
 
 #: The variable read when gpunet is imported.
 ENVIRONMENT = "GPUNET_NUM_THREADS"
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _checked(n, what: str) -> int:
