@@ -267,6 +267,19 @@ def _host_dtype(arrays):
     return dtype
 
 
+def _dense_fast(x, W, activation, alpha) -> bool:
+    """The dense ops' fast-path test of what ``_check_dense`` checks: a known
+    activation, a finite float alpha, x (m, k) and W (k, n)."""
+    return (
+        activation in _dense.EPILOGUES
+        and type(alpha) is float
+        and math.isfinite(alpha)
+        and x.ndim == 2
+        and W.ndim == 2
+        and x.shape[1] == W.shape[0]
+    )
+
+
 def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
     """act(x @ W + b): x (batch, in_features), W (in_features, out_features),
     b (out_features,) -> (batch, out_features); float32/float64. ``activation``:
@@ -274,12 +287,7 @@ def dense(x, W, b, activation=None, alpha=0.01, *, out=None):
     the product is gpunet's tiled kernel or cuBLAS, as ``gn.set_gemm`` says."""
     if (  # host fast path: what the checked path would accept, tested cheaply
         _host_dtype((x, W, b, out)) is not None
-        and activation in _dense.EPILOGUES
-        and type(alpha) is float
-        and math.isfinite(alpha)
-        and x.ndim == 2
-        and W.ndim == 2
-        and x.shape[1] == W.shape[0]
+        and _dense_fast(x, W, activation, alpha)
         and b.shape == W.shape[1:]
     ):
         shape = (x.shape[0], W.shape[1])
@@ -342,12 +350,7 @@ def dense_backward(
         and db is not None
         and dz is not None
         and (dx is not None or not input_grad)
-        and activation in _dense.EPILOGUES
-        and type(alpha) is float
-        and math.isfinite(alpha)
-        and x.ndim == 2
-        and W.ndim == 2
-        and x.shape[1] == W.shape[0]
+        and _dense_fast(x, W, activation, alpha)
         and grad_out.shape == y.shape == dz.shape == (x.shape[0], W.shape[1])
         and dW.shape == W.shape
         and db.shape == W.shape[1:]
