@@ -351,10 +351,7 @@ def dense_backward(
         and dz is not None
         and (dx is not None or not input_grad)
         and _dense_fast(x, W, activation, alpha)
-        and grad_out.shape == y.shape == dz.shape == (x.shape[0], W.shape[1])
-        and dW.shape == W.shape
-        and db.shape == W.shape[1:]
-        and (dx is None or dx.shape == x.shape)
+        and _dense.backward_shapes_hold(grad_out, x, W, y, dx, dW, db, dz)
         and dz.flags.writeable
         and dW.flags.writeable
         and db.flags.writeable

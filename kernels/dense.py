@@ -549,7 +549,7 @@ def _check_shapes(op, x, W, others):
 def dense_cpu(x, W, b, out, activation=None, alpha=0.01):
     """out (batch, out_features) = act(x @ W + b): a BLAS product into ``out``,
     then the bias and activation in one fused pass. Returns ``out``."""
-    _check_shapes("dense", x, W, [("out", out, "out"), ("b", b, "bias")])
+    _check_forward(x, W, b, out)
     np.matmul(x, W, out=out)
     _EPILOGUE[activation](out, b, _constant(out.dtype, activation, alpha))
     return out
@@ -580,7 +580,37 @@ def dense_backward_cpu(
         np.matmul(dz, W.T, out=dx)
 
 
+def _check_forward(x, W, b, out):
+    """dense's shapes, tested with plain comparisons (this runs on every
+    call), and named by _check_shapes when one is wrong."""
+    if not (
+        x.ndim == 2
+        and W.ndim == 2
+        and x.shape[1] == W.shape[0]
+        and out.shape == (x.shape[0], W.shape[1])
+        and b.shape == W.shape[1:]
+    ):
+        _check_shapes("dense", x, W, [("out", out, "out"), ("b", b, "bias")])
+
+
+def backward_shapes_hold(grad_out, x, W, y, dx, dW, db, dz) -> bool:
+    """Whether dense_backward's arrays have the shapes its kernels index them
+    by (dx may be None), in plain comparisons: this runs on every call."""
+    return (
+        x.ndim == 2
+        and W.ndim == 2
+        and x.shape[1] == W.shape[0]
+        and grad_out.shape == y.shape == dz.shape == (x.shape[0], W.shape[1])
+        and dW.shape == W.shape
+        and db.shape == W.shape[1:]
+        and (dx is None or dx.shape == x.shape)
+    )
+
+
 def _check_backward(grad_out, x, W, y, dx, dW, db, dz):
+    """dense_backward's shapes, named by _check_shapes when one is wrong."""
+    if backward_shapes_hold(grad_out, x, W, y, dx, dW, db, dz):
+        return
     _check_shapes(
         "dense_backward", x, W,
         [("grad_out", grad_out, "out"), ("y", y, "out"), ("dz", dz, "out"), ("dx", dx, "in"),
@@ -610,7 +640,7 @@ def dense_cuda(x, W, b, out, activation=None, alpha=0.01, *, matmul=None):
     ``matmul(a, b, out, trans_a, trans_b, accumulate)``, when given, computes
     the product instead (cuBLAS, say); the bias and activation then follow in
     one elementwise pass."""
-    _check_shapes("dense", x, W, [("out", out, "out"), ("b", b, "bias")])
+    _check_forward(x, W, b, out)
     c = _constant(out.dtype, activation, alpha)
     if matmul is None:
         forward = _FORWARD_CUDA[activation]
