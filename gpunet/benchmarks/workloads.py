@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import statistics
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -444,6 +445,39 @@ class Bench:
 
     # --- restricted Boltzmann machines ------------------------------------------------
 
+    def mlp_classifier(self):
+        """gn.MLPClassifier.fit on the bundled digits (adam, batch 200, 200
+        iterations, tol 0 so both run them all) against scikit-learn's."""
+        from ..datasets import load_digits
+        from ..estimators import MLPClassifier
+
+        X, y = load_digits()
+        X = (X / 16).astype(np.float32)
+        kwargs = dict(
+            solver="adam", batch_size=200, max_iter=self.settings.size(200, 5), tol=0.0,
+            random_state=0,
+        )  # fmt: skip
+        ours = functools.partial(
+            MLPClassifier(**kwargs, device=str(self.device)).fit, X, y
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # not converged in the quick run's few iterations
+            ours()
+            seconds = self._time(ours)
+            row = Row(
+                f"MLPClassifier fit digits ({kwargs['max_iter']} iter)", seconds,
+                len(X) * kwargs["max_iter"] / seconds, "samples/s", None,
+            )  # fmt: skip
+            if "sklearn" in self.peers:
+                try:
+                    from sklearn.neural_network import MLPClassifier as SklearnMLP
+                except ImportError:
+                    self._note("scikit-learn is not installed: no MLPClassifier peer")
+                else:
+                    peer = functools.partial(SklearnMLP(**kwargs).fit, X, y)
+                    row.peers["sklearn"] = self._ratio(peer, ours, foreign_threads=True)
+        self._add(row)
+
     def rbm_update(self):
         """One CD-1 update (persistent chain) of a 784x500 RBM on a batch of 100."""
         from ..rbm import RBM
@@ -529,6 +563,7 @@ WORKLOADS = (
     "dispatch",
     "dense",
     "mlp_epoch",
+    "mlp_classifier",
     "lstm",
     "rbm_update",
     "rbm_fit",
