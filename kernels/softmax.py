@@ -365,18 +365,16 @@ if _cuda.HAVE_NUMBA_CUDA:
 
     @cuda.jit(device=True, inline="always")
     def _block_reduce_tree(v, scratch, is_max):
-        """Reduce ``v`` over the block by halving in shared memory (simulator)."""
-        tid = cuda.threadIdx.x
-        scratch[tid] = v
+        """Reduce ``v`` over the block in shared memory (the simulator, which
+        has no warp shuffles): every thread folds all the values in thread
+        order, behind two barriers only, since each of the simulator's
+        barriers costs far more than the arithmetic."""
+        scratch[cuda.threadIdx.x] = v
         cuda.syncthreads()
-        half = cuda.blockDim.x // 2
-        while half > 0:
-            if tid < half:
-                scratch[tid] = _combine(scratch[tid], scratch[tid + half], is_max)
-            cuda.syncthreads()
-            half //= 2
         v = scratch[0]
-        cuda.syncthreads()
+        for t in range(1, cuda.blockDim.x):
+            v = _combine(v, scratch[t], is_max)
+        cuda.syncthreads()  # scratch is reused by the next reduction
         return v
 
     _block_reduce = _block_reduce_shuffle if _cuda.HAS_WARP_SHUFFLE else _block_reduce_tree
