@@ -42,6 +42,7 @@ from .callbacks import (
     LearningRateScheduler,
     ModelCheckpoint,
 )
+from .graphs import CaptureError, StepGraph
 from .kernels import _cuda
 
 __all__ = [
@@ -411,8 +412,6 @@ class _GraphSteps:
         return True
 
     def _capture(self, xb, yb, guard):
-        from . import graphs
-
         model, params = self.model, self.model.parameters()
         positions = [(g.seed, g.offset) for g in guard.generators]
         hits = self.hit_slot if self.classifier else None
@@ -423,12 +422,12 @@ class _GraphSteps:
             model.backward(grad, input_grad=False)
 
         try:
-            graph = graphs.StepGraph.capture(step)
+            graph = StepGraph.capture(step)
             if [(g.seed, g.offset) for g in guard.generators] != positions:
-                raise graphs.CaptureError(
+                raise CaptureError(
                     "the step draws random numbers (dropout), which a replay would repeat"
                 )
-        except graphs.CaptureError as error:
+        except CaptureError as error:
             for g, (seed, offset) in zip(guard.generators, positions, strict=True):
                 g.seed, g.offset = seed, offset
             model.optimizer.zero_grad()
