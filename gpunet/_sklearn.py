@@ -18,24 +18,19 @@ import warnings
 
 import numpy as np
 
-from .exceptions import NotFittedError
+from .exceptions import NotFittedError, sklearn_flavoured
 from .kernels import _cuda
 
-try:
-    from sklearn.exceptions import ConvergenceWarning as _Convergence
-    from sklearn.exceptions import DataConversionWarning as _Conversion
-except ImportError:  # scikit-learn is optional
-    _Convergence = _Conversion = UserWarning
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped before it converged (warned through
+    ``sklearn_flavoured``: filters on scikit-learn's ``ConvergenceWarning``
+    see it too)."""
 
 
-class ConvergenceWarning(_Convergence):
-    """A solver stopped before it converged (a subclass of scikit-learn's
-    ``ConvergenceWarning`` when scikit-learn is installed)."""
-
-
-class DataConversionWarning(_Conversion):
-    """Input was converted to the shape expected (a subclass of
-    scikit-learn's ``DataConversionWarning`` when scikit-learn is installed)."""
+class DataConversionWarning(UserWarning):
+    """Input was converted to the shape expected (warned through
+    ``sklearn_flavoured``, as ``ConvergenceWarning``)."""
 
 
 def random_state(seed):
@@ -96,7 +91,7 @@ class Estimator:
 
     def _check_fitted(self):
         if not self.__sklearn_is_fitted__():
-            raise NotFittedError(
+            raise sklearn_flavoured(NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."
             )

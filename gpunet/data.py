@@ -9,7 +9,7 @@ from . import dispatch
 from ._arrays import check_dtypes, contiguous
 from ._device import to_device, to_numpy
 from ._sklearn import Estimator
-from .exceptions import NotFittedError
+from .exceptions import NotFittedError, sklearn_flavoured
 from .kernels import _cuda
 
 
@@ -103,7 +103,7 @@ class _Scaler(Estimator):
 
     def _check_fitted(self):
         if getattr(self, "n_samples_seen_", None) is None:
-            raise NotFittedError(
+            raise sklearn_flavoured(NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet; call 'fit' first"
             )
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import _rbm_epoch, _rbm_graph, _sklearn, dispatch
 from . import distributed as _distributed
 from ._device import _resolve
-from .exceptions import NotFittedError
+from .exceptions import NotFittedError, sklearn_flavoured
 from .kernels import _cuda
 from .kernels import rbm as _rbm
 
@@ -194,7 +194,7 @@ class RBM:
 
     def _check_fitted(self):
         if not hasattr(self, "_W"):
-            raise NotFittedError(
+            raise sklearn_flavoured(NotFittedError)(
                 "this RBM is not fitted yet: call fit or partial_fit before using it"
             )
 

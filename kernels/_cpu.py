@@ -10,6 +10,8 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.np import numpy_support
 from numba.np.arrayobj import populate_array
 
+from ._cache import cached
+
 #: Options for every CPU kernel: numpy's error model (Python's raises on a zero
 #: division, and its check stops LLVM vectorising any loop with a division) and
 #: FMA contraction. Kernels that reduce add reassociation on top.
@@ -181,6 +183,7 @@ def store_fence(typingctx):
 # --- copies: the memory ceilings of parallel kernels -----------------------------------
 
 
+@cached()
 @numba.njit(parallel=True)
 def parallel_copy(src, dst):
     """dst[:] = src for 1-D arrays of one size and dtype, over all of Numba's
@@ -191,6 +194,7 @@ def parallel_copy(src, dst):
         dst[c * chunk : (c + 1) * chunk] = src[c * chunk : (c + 1) * chunk]
 
 
+@cached()
 @numba.njit(parallel=True)
 def streaming_copy(src, dst):
     """dst[:] = src for C-contiguous (rows, n) float32/float64 arrays of one
@@ -261,6 +265,7 @@ def _extent_impl(a):
     return strided
 
 
+@cached()
 @numba.njit(inline="always")
 def overlaps_partly(a, b):
     """In a CPU kernel: True when the memory that the arrays a and b span

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import _cache
+
 try:
     from numba import cuda
 
@@ -72,7 +74,8 @@ def _missing_numba_cuda(*args, **kwargs):
 
 
 def kernel(name: str, signatures: tuple[str, ...] | list[str], **jit_options):
-    """Decorate a CUDA kernel: ``cuda.jit`` (lazily typed) plus a catalogue entry.
+    """Decorate a CUDA kernel: ``cuda.jit`` (lazily typed, its code kept in the
+    kernel cache under ``name``) plus a catalogue entry.
 
     ``name`` is what reports show (``"softmax.rows"``); ``signatures`` are the
     Numba signatures the compile checks build, e.g.
@@ -83,7 +86,10 @@ def kernel(name: str, signatures: tuple[str, ...] | list[str], **jit_options):
         KERNELS.append(KernelSpec(name, py_func, tuple(signatures)))
         if not HAVE_NUMBA_CUDA:
             return _missing_numba_cuda
-        return Kernel(cuda.jit(**jit_options)(py_func), name)
+        dispatcher = cuda.jit(**jit_options)(py_func)
+        if not SIMULATOR:  # the simulator compiles nothing
+            dispatcher = _cache.cuda_cached(dispatcher, name)
+        return Kernel(dispatcher, name)
 
     return decorate
 

@@ -23,6 +23,7 @@ import numpy as np
 from numba.extending import overload
 
 from . import _cuda, vmath
+from ._cache import cached
 from ._cpu import (
     CPU_OPTIONS,
     PARALLEL_THRESHOLD,
@@ -176,7 +177,7 @@ def leaky_relu_backward_scalar(g, x, alpha):
 # no Python wrapper.
 
 
-def _cpu_forward(f, constant):
+def _cpu_forward(name, f, constant):
     # The arrays are of any shape; flat() and ravel() view a C-contiguous
     # array as 1-D (and copy x when it is not), so callers need not.
     @numba.njit(**CPU_OPTIONS)
@@ -215,12 +216,14 @@ def _cpu_forward(f, constant):
 
     if constant:
 
+        @cached(name)
         @numba.njit
         def forward(x, out, c):
             return launch(x, out, c)
 
     else:
 
+        @cached(name)
         @numba.njit
         def forward(x, out):
             return launch(x, out, None)
@@ -228,7 +231,7 @@ def _cpu_forward(f, constant):
     return forward
 
 
-def _cpu_backward(f, constant):
+def _cpu_backward(name, f, constant):
     @numba.njit(**CPU_OPTIONS)
     def serial(g, s, c, out):
         wide_vectors()
@@ -270,12 +273,14 @@ def _cpu_backward(f, constant):
 
     if constant:
 
+        @cached(name)
         @numba.njit
         def backward(g, s, out, c):
             return launch(g, s, out, c)
 
     else:
 
+        @cached(name)
         @numba.njit
         def backward(g, s, out):
             return launch(g, s, out, None)
@@ -331,8 +336,8 @@ class Activation:
         self.constant = constant
         # Compiled entry points themselves, not methods: the launch is on
         # every small op's path.
-        self.forward_cpu = _cpu_forward(forward, constant)
-        self.backward_cpu = _cpu_backward(backward, constant)
+        self.forward_cpu = _cpu_forward(name, forward, constant)
+        self.backward_cpu = _cpu_backward(name, backward, constant)
         self._forward_cuda = _cuda_forward(name, cuda_forward or forward)
         self._backward_cuda = _cuda_backward(name, backward)
 

@@ -43,6 +43,7 @@ import numba
 import numpy as np
 
 from . import _cuda
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
@@ -105,6 +106,7 @@ def batchnorm_backward_ref(grad_out, x, weight, mean, invstd, batch_stats=True):
 STAT_BLOCK = 32
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _forward_cpu(
     x, weight, bias, y, mean, invstd, running_mean, running_var, acc, coef, eps, momentum, update
@@ -151,6 +153,7 @@ def _forward_cpu(
             yi[j] = (xi[j] - mean[j]) * k[j] + bias[j]
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _inference_cpu(x, weight, bias, running_mean, running_var, eps, y, mean, invstd):
     """Evaluation mode; also writes mean and invstd."""
@@ -163,6 +166,7 @@ def _inference_cpu(x, weight, bias, running_mean, running_var, eps, y, mean, inv
             yi[j] = (xi[j] - mean[j]) * (weight[j] * invstd[j]) + bias[j]
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _backward_cpu(
     g, x, weight, mean, invstd, dx, dweight, dbias, acc, coef, batch_stats, compute_dx, accumulate

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _cuda, blas
 from . import activations as act
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
@@ -93,7 +94,8 @@ EPILOGUES = {
 # Serial at every size: these passes sit between BLAS products (see _cpu.py).
 
 
-def _epilogue_kernel(forward):
+def _epilogue_kernel(name, forward):
+    @cached(name)
     @numba.njit(**CPU_OPTIONS)
     def epilogue(y, b, c):
         """y[i, j] = forward(y[i, j] + b[j], c), in place."""
@@ -104,7 +106,8 @@ def _epilogue_kernel(forward):
     return epilogue
 
 
-def _grad_kernel(backward):
+def _grad_kernel(name, backward):
+    @cached(name)
     @numba.njit(**CPU_OPTIONS)
     def grad(g, y, c, dz, db, accumulate):
         """dz = backward(g, y, c) and db = (db +) column sums of dz, in one
@@ -121,8 +124,8 @@ def _grad_kernel(backward):
     return grad
 
 
-_EPILOGUE = {name: _epilogue_kernel(forward) for name, (forward, _) in EPILOGUES.items()}
-_GRAD = {name: _grad_kernel(backward) for name, (_, backward) in EPILOGUES.items()}
+_EPILOGUE = {name: _epilogue_kernel(name, forward) for name, (forward, _) in EPILOGUES.items()}
+_GRAD = {name: _grad_kernel(name, backward) for name, (_, backward) in EPILOGUES.items()}
 
 
 # --- CUDA kernels ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ import numpy as np
 from numba import uint32, uint64
 
 from . import _cuda, rng
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
 from ._table import OpKernels
@@ -110,6 +111,7 @@ def _dropout_block(x, out, seed, block0, limit, factor, t, checked):
             out[lo] = x[lo] * _keep(w & _LOW, limit, factor)
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _dropout_cpu(x, out, seed, block0, limit, factor):
     """Serial at every size: dropout sits between BLAS products (see _cpu.py)."""

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from . import _cuda, vmath
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import ELEMENTWISE_THREADS, cuda, float_signatures, grid_1d
 from ._table import OpKernels
@@ -160,6 +161,7 @@ def _difference(a, b):
     return a - b
 
 
+@cached()
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_labels_cpu(z, labels, grad):
     """(sum of log(s), sum of m - z[label]) over the rows, in float64, and
@@ -183,6 +185,7 @@ def _cross_entropy_labels_cpu(z, labels, grad):
     return log_sums, margins
 
 
+@cached()
 @numba.njit(**ROW_OPTIONS)
 def _cross_entropy_targets_cpu(z, t, grad):
     """(sum of mass * log(s), sum of -sum(t * (z - m))) over the rows, in
@@ -211,7 +214,8 @@ def _cross_entropy_targets_cpu(z, t, grad):
     return log_sums, margins
 
 
-def _elementwise_cpu(scalar):
+def _elementwise_cpu(name, scalar):
+    @cached(name)
     @numba.njit(**CPU_OPTIONS)
     def kernel(p, t, grad, scale):
         """grad = d_term * scale; returns the float64 sum of the loss terms."""
@@ -226,9 +230,9 @@ def _elementwise_cpu(scalar):
     return kernel
 
 
-_MSE_CPU = _elementwise_cpu(_mse_scalar)
-_BCE_CPU = _elementwise_cpu(_bce_scalar(vmath.exp))
-_BCE_PROBS_CPU = _elementwise_cpu(_bce_probs_scalar)
+_MSE_CPU = _elementwise_cpu("mse", _mse_scalar)
+_BCE_CPU = _elementwise_cpu("bce", _bce_scalar(vmath.exp))
+_BCE_PROBS_CPU = _elementwise_cpu("bce_probs", _bce_probs_scalar)
 
 
 # --- CUDA kernels ---------------------------------------------------------------------

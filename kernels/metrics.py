@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from . import _cuda
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
@@ -60,6 +61,7 @@ def _argmax(row):
     return best
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _argmax_hits_labels_cpu(scores, labels):
     hits = 0
@@ -68,6 +70,7 @@ def _argmax_hits_labels_cpu(scores, labels):
     return hits
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _argmax_hits_rows_cpu(scores, target):
     hits = 0
@@ -76,6 +79,7 @@ def _argmax_hits_rows_cpu(scores, target):
     return hits
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _binary_hits_cpu(pred, target, threshold):
     hits = 0
@@ -85,6 +89,7 @@ def _binary_hits_cpu(pred, target, threshold):
     return hits
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _count_outside_cpu(x, lo, hi):
     count = 0

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 
 from . import _cuda
+from ._cache import cached
 from ._cpu import CPU_OPTIONS
 from ._cuda import cuda, float_signatures, grid_1d
 from ._table import OpKernels
@@ -107,6 +108,7 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 # learning rate, coupled weight decay, decoupled decay factor).
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _sgd_cpu(p, g, buf, bounds, hyper, momentum, nesterov, first):
     for s in range(bounds.shape[0]):
@@ -124,6 +126,7 @@ def _sgd_range(p, g, buf, lr, momentum, weight_decay, nesterov, first):
         p[i], buf[i] = _sgd_scalar(p[i], g[i], buf[i], lr, momentum, weight_decay, nesterov, first)
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _adam_cpu(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2):
     for s in range(bounds.shape[0]):
@@ -142,6 +145,7 @@ def _adam_range(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size,
         )
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _scale_cpu(x, factor, out):
     for i in range(x.size):

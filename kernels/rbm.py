@@ -43,6 +43,7 @@ from numba import uint64
 
 from . import _cuda
 from . import activations as act
+from ._cache import cached
 from ._cpu import CPU_OPTIONS, wide_vectors
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
@@ -270,6 +271,7 @@ _philox_block_cpu = numba.njit(forceinline=True)(philox_block.py_func)
 _TWO_PI = 2.0 * math.pi
 
 
+@cached()
 @numba.njit(nogil=True, **CPU_OPTIONS)
 def _draw_cpu(u, seed, offset):
     """Fill ``u`` (float32, 1-D) with the draw at ``offset`` (a multiple of 4);
@@ -302,6 +304,7 @@ def _epilogue_kernel(activation, store, sampling):
     is no multiple of the vector width leaves no scalar remainder in every
     row."""
 
+    @cached(activation, store, sampling)
     @numba.njit(**CPU_OPTIONS)
     def epilogue(z, bias, scale, samples, u):
         """x = activation(z + bias) over flat arrays, in place: ``bias`` is
@@ -380,6 +383,7 @@ def _tile_rows(cols):
     return _TILE_ALIGN // math.gcd(cols, _TILE_ALIGN)
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _fill_tile(bias, tile):
     """tile (a whole number of rows, flat) = bias in every row."""
@@ -451,6 +455,7 @@ def _weight_step_cpu(WT, vWT, S, T, lr, momentum, decay, keep_velocity):
         w[e] += v[e]
 
 
+@cached()
 @numba.njit(nogil=True, **CPU_OPTIONS)
 def _cd_batches(
     first, stop, u, base, X, bounds, WT, vWT, b, c, vb, vc, chain, hs, T, S, gb, gc, ct, bt,
@@ -525,6 +530,7 @@ def _cd_batches(
     return offset
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, words, offset):
     """(starts, rows, longest): the stream offsets at which each run of
@@ -552,6 +558,7 @@ def _epoch_plan(bounds, chunk, m_chain, n_visible, n_hidden, k, persistent, word
     return starts, rows, longest
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _free_energy_cpu(v, z, b, gaussian, out):
     """out[i] = F(v[i]) from z = v @ W.T + c."""
@@ -560,6 +567,7 @@ def _free_energy_cpu(v, z, b, gaussian, out):
         out[i] = _free_energy_row_cpu(v, z, b, i, gaussian, one)
 
 
+@cached()
 @numba.njit(**CPU_OPTIONS)
 def _pseudo_likelihood_cpu(v, z, W, b, index, out):
     """out[i] = pseudo-likelihood of v[i] with unit index[i] flipped, from

@@ -52,6 +52,7 @@ import numpy as np
 
 from . import _cuda, blas
 from . import activations as act
+from ._cache import cached
 from ._cpu import CPU_OPTIONS, flat, wide_vectors
 from ._cuda import cuda, float_signatures
 from ._table import OpKernels
@@ -295,6 +296,7 @@ def _tanh_span(a, ia, out, io, n):
 
 
 def _forward_cpu_kernel(cell, gates):
+    @cached(cell, gates)
     @numba.njit(**CPU_OPTIONS)
     def forward(xw, w_hh, b_hh, h0, c0, hs, cs, saved, out, col, reverse):
         """The whole sequence: per step the pre-activations xw + b_hh, the
@@ -369,6 +371,7 @@ def _forward_cpu_kernel(cell, gates):
 
 
 def _backward_cpu_kernel(cell, gates):
+    @cached(cell, gates)
     @numba.njit(**CPU_OPTIONS)
     def backward(grad_out, col, dh_n, dc_n, w_hh, hs, cs, saved, dgx, dgh, dh0, dc0, reverse):
         """The whole sequence backwards: per step the gate derivatives, row

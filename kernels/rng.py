@@ -54,6 +54,7 @@ import numba
 import numpy as np
 from numba import float32, float64, uint32, uint64
 
+from ._cache import cached
 from ._cuda import as_device_array, cuda, grid_1d, is_device_array, kernel
 from ._table import OpKernels
 
@@ -277,12 +278,14 @@ def _cpu_uniform(store_block, words_per_value):
             store_block(out, seed, first_block, skip, n_blocks - 1, True)
         return first_block, skip, n_blocks
 
+    @cached(store_block, words_per_value)
     @numba.njit
     def serial(out, seed, offset):
         first_block, skip, n_blocks = store_edges(out, seed, offset)
         for t in range(1, n_blocks - 1):
             store_block(out, seed, first_block, skip, t, False)
 
+    @cached(store_block, words_per_value)
     @numba.njit(parallel=True)
     def parallel(out, seed, offset):
         first_block, skip, n_blocks = store_edges(out, seed, offset)

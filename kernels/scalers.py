@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from . import _cuda
+from ._cache import cached
 from ._cpu import CPU_OPTIONS, PARALLEL_THRESHOLD
 from ._cuda import cuda, float_signatures, grid_1d
 from ._table import OpKernels
@@ -33,6 +34,7 @@ def column_affine_ref(x, shift, factor, offset, clip=False, lo=0.0, hi=1.0):
 
 
 def _cpu_kernel(parallel):
+    @cached(parallel)
     @numba.njit(parallel=parallel, **CPU_OPTIONS)
     def affine(x, shift, factor, offset, clip, lo, hi, out):
         for i in numba.prange(x.shape[0]):

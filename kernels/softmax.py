@@ -41,6 +41,7 @@ import numpy as np
 from numba.extending import overload
 
 from . import _cuda, vmath
+from ._cache import cached
 from ._cpu import (
     CPU_OPTIONS,
     like,
@@ -182,9 +183,13 @@ def _log_softmax_backward_row(g, y, out):
 def _row_blocks_kernel(row_fn, parallel, streaming):
     """A kernel applying ``row_fn`` to every row: each thread (one when not
     ``parallel``) takes one block of rows, with a scratch row of its own, and
-    finds each row's maximum while working on the row before."""
+    finds each row's maximum while working on the row before. Not kept in the
+    kernel cache (see ``_cache``): a parallel kernel loaded from disk runs a
+    copy of its loop body optimized a second time, whose reassociated sums
+    can round otherwise than a freshly compiled one, and results must not
+    depend on whether the cache was filled."""
 
-    @numba.njit(parallel=parallel, **ROW_OPTIONS)
+    @numba.njit(parallel=parallel, inline="never" if parallel else "always", **ROW_OPTIONS)
     def kernel(x, out):
         rows, n = x.shape
         blocks = numba.get_num_threads() if parallel else 1
@@ -209,7 +214,9 @@ def _row_blocks_kernel(row_fn, parallel, streaming):
 # it for them, their shapes when it runs. It returns True, or False having
 # written nothing, so that the caller can raise the error that names what was
 # wrong (or fold leading axes into rows and call again). The launcher runs the
-# serial kernel itself and leaves arrays of ROW_PARALLEL_MIN_SIZE elements or more
+# serial kernel itself, both inlined into one compiled function (see _cache:
+# a kernel compiled on its own, then again inside its caller, can round its
+# reassociated sums otherwise) and leaves arrays of ROW_PARALLEL_MIN_SIZE elements or more
 # to the parallel (or streaming) kernel, called from Python: those compile only
 # once a large array comes (linked into the launcher, all three would compile
 # on its first call, whatever the size), for one more Python call, small beside
@@ -232,7 +239,7 @@ def _forward_rows(row_fn):
     def launch(x, out):
         """out = op(x) below ROW_PARALLEL_MIN_SIZE elements: _DONE, _LARGE or _REFUSED."""
 
-    @overload(launch, jit_options=ROW_OPTIONS)
+    @overload(launch, jit_options=ROW_OPTIONS, inline="always")
     def _launch(x, out):
         if not (writable_like(out, x) and x.layout == "C" and x.ndim == 2):
             return lambda x, out: _REFUSED
@@ -247,7 +254,8 @@ def _forward_rows(row_fn):
 
         return impl
 
-    @numba.njit
+    @cached(row_fn)
+    @numba.njit(**ROW_OPTIONS)
     def checked(x, out):
         return launch(x, out)
 
@@ -266,13 +274,13 @@ def _backward_rows(row_fn):
     row-parallel kernels, with 512-bit vectors where the CPU has them (see
     activations._cpu_forward), behind a launcher like ``_forward_rows``'s."""
 
-    @numba.njit(**ROW_OPTIONS)
+    @numba.njit(inline="always", **ROW_OPTIONS)
     def serial(g, y, out):
         wide_vectors()
         for r in range(g.shape[0]):
             row_fn(g[r], y[r], out[r])
 
-    @numba.njit(parallel=True, **ROW_OPTIONS)
+    @numba.njit(parallel=True, **ROW_OPTIONS)  # not cached: see _row_blocks_kernel
     def parallel(g, y, out):
         for r in numba.prange(g.shape[0]):
             wide_vectors()
@@ -281,7 +289,7 @@ def _backward_rows(row_fn):
     def launch(g, y, out):
         """out = op(g, y) below ROW_PARALLEL_MIN_SIZE elements: _DONE, _LARGE or _REFUSED."""
 
-    @overload(launch, jit_options=ROW_OPTIONS)
+    @overload(launch, jit_options=ROW_OPTIONS, inline="always")
     def _launch(g, y, out):
         if not (
             writable_like(out, g)
@@ -302,7 +310,8 @@ def _backward_rows(row_fn):
 
         return impl
 
-    @numba.njit
+    @cached(row_fn)
+    @numba.njit(**ROW_OPTIONS)
     def checked(g, y, out):
         return launch(g, y, out)
 

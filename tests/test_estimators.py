@@ -204,10 +204,18 @@ def test_convergence_warning_and_stopping_on_tol(digits):
     assert clf.n_iter_ == 4  # the first epoch sets best_loss_, three more fail to beat it
 
 
-def test_convergence_warning_is_sklearns():
-    from sklearn.exceptions import ConvergenceWarning
+def test_warnings_and_errors_are_sklearns_too(digits):
+    from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
-    assert issubclass(gn.ConvergenceWarning, ConvergenceWarning)
+    X, y = digits
+    with pytest.warns(ConvergenceWarning) as caught:
+        gn.MLPClassifier((4,), max_iter=1, random_state=0).fit(X[:50], y[:50])
+    assert all(isinstance(w.message, gn.ConvergenceWarning) for w in caught)
+    for estimator in (gn.MLPClassifier(), gn.RBM(), gn.data.StandardScaler()):
+        with pytest.raises(NotFittedError) as raised:
+            estimator.transform(X) if hasattr(estimator, "transform") else estimator.predict(X)
+        assert isinstance(raised.value, gn.NotFittedError)
+        assert pickle.loads(pickle.dumps(raised.value)).args == raised.value.args
 
 
 def test_partial_fit_and_warm_start(digits):

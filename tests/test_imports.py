@@ -1,4 +1,5 @@
-"""No import circles among gpunet's modules, and each module imports alone.
+"""No import circles among gpunet's modules, each module imports alone, and
+``import gpunet`` leaves the heavy optional libraries out.
 
 Imports inside functions count too: they are how circles used to hide.
 """
@@ -122,3 +123,14 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         failed = [r for r in pool.map(_import_alone, names) if r[1] != 0]
     assert not failed, "\n\n".join(f"{name}:\n{err}" for name, _, err in failed)
+
+
+def test_import_gpunet_leaves_the_heavy_optional_libraries_out():
+    """scikit-learn, scipy.optimize, matplotlib and torch are imported where
+    they are used (the first error raised through ``sklearn_flavoured``, an
+    L-BFGS fit, a plot, a benchmark peer), not by ``import gpunet``: together
+    they would take several times its own import time."""
+    heavy = ("sklearn", "scipy.optimize", "matplotlib", "torch")
+    code = f"import sys, gpunet; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

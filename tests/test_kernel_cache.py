@@ -1,0 +1,117 @@
+"""The CPU kernels' on-disk cache: a second process compiles nothing, two
+processes may fill one cache at once, and entries are keyed so that no
+kernel ever loads another's code."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from gpunet.kernels import _cache, activations, dense, losses, softmax
+
+# One small job through several kernel families, factory-made kernels among
+# them (activations, dense epilogues, softmax rows, losses, Adam), and float64
+# softmax rows whose reassociated sums would round otherwise in a warm process
+# if the cache held a kernel's second compilation (see _cache); it prints the
+# cache's (hits, misses) and a digest of every result.
+_JOB = """
+import hashlib, json
+import numpy as np
+import gpunet as gn
+from gpunet.kernels import _cache
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((32, 6)).astype(np.float32)
+labels = rng.integers(0, 3, 32)
+model = gn.nn.Sequential(gn.nn.Dense(6, 5, activation="relu", seed=0), gn.nn.Dense(5, 3, seed=1))
+adam = gn.optim.Adam(model.parameters())
+model.fit(x, labels, loss=gn.losses.SoftmaxCrossEntropy(), optimizer=adam, epochs=2, batch_size=8,
+          shuffle=False, verbose=0)
+wide = rng.standard_normal((600, 1000))  # large enough for the parallel kernels
+results = [gn.ops.softmax(x), gn.ops.sigmoid(x), model.predict(x)]
+results += [f(a) for f in (gn.ops.softmax, gn.ops.log_softmax) for a in (x.astype(float), wide)]
+digest = hashlib.sha256(b"".join(np.ascontiguousarray(r).tobytes() for r in results))
+print(json.dumps({"stats": _cache.stats(), "digest": digest.hexdigest()}))
+"""
+
+
+def _start(cache_dir, **env):
+    return subprocess.Popen(
+        [sys.executable, "-c", _JOB],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _result(process):
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_processes_filling_one_cache_at_once_then_a_third_compiles_nothing(tmp_path):
+    first, second = [_start(tmp_path) for _ in range(2)]
+    cold = [_result(first), _result(second)]
+    warm = _result(_start(tmp_path))
+    for result in cold:
+        assert result["stats"][1] > 0, "a cold cache must compile"
+    hits, misses = warm["stats"]
+    assert misses == 0 and hits >= cold[0]["stats"][1] - cold[0]["stats"][0]
+    assert {r["digest"] for r in cold} == {warm["digest"]}
+    assert not [name for name in os.listdir(next(tmp_path.iterdir())) if ".tmp." in name]
+
+
+def test_turned_off_it_writes_nothing(tmp_path):
+    result = _result(_start(tmp_path, GPUNET_KERNEL_CACHE="0"))
+    assert result["stats"][0] == 0 and result["stats"][1] > 0
+    assert not [files for _, _, files in os.walk(tmp_path) if files]
+
+
+def test_each_factory_made_kernel_has_files_of_its_own():
+    kernels = [
+        activations.relu.forward_cpu,
+        activations.sigmoid.forward_cpu,
+        activations.relu.backward_cpu,
+        dense._EPILOGUE["relu"],
+        dense._EPILOGUE["tanh"],
+        losses._MSE_CPU,
+        losses._BCE_CPU,
+    ]
+    paths = {k._cache._cache_file._index_path for k in kernels}
+    assert len(paths) == len(kernels)
+    assert all(k in _cache.CACHED for k in kernels)
+
+
+def test_the_key_holds_the_kernel_sources_signature_and_cpu(monkeypatch):
+    kernel = dense._EPILOGUE["relu"]
+    codegen = kernel.targetctx.codegen()
+    f32, f64 = (numba.typeof(np.ones((2, 2), t)) for t in ("float32", "float64"))
+    signature = (f32, f32.copy(ndim=1), numba.float32)
+    key = kernel._cache._index_key(signature, codegen)
+    assert key[1] == codegen.magic_tuple()
+    assert kernel._cache._index_key((f64, f64.copy(ndim=1), numba.float64), codegen) != key
+    assert dense._EPILOGUE["tanh"]._cache._index_key(signature, codegen) != key
+    _cache.sources_digest.cache_clear()
+    monkeypatch.setattr(_cache.pathlib.Path, "read_bytes", lambda self: b"an edited kernel")
+    try:
+        assert kernel._cache._index_key(signature, codegen) != key
+    finally:
+        _cache.sources_digest.cache_clear()
+
+
+def test_a_key_names_functions_not_closures():
+    assert _cache.key_text("relu", 2, None, (True, 0.5)) == "('relu', 2, None, (True, 0.5))"
+    assert _cache.key_text(softmax._softmax_row) == "(gpunet.kernels.softmax._softmax_row)"
+
+    def local():
+        pass
+
+    with pytest.raises(TypeError, match="not <function"):
+        _cache.key_text(local)
+    with pytest.raises(TypeError, match="not \\[1\\]"):
+        _cache.key_text([1])
