@@ -251,6 +251,30 @@ class RBM:
         ]
         self._chain = self._zeros((self.batch_size, self.n_components))
 
+    #: The fitted arrays, kept on the model's device.
+    _ARRAYS = ("_W", "_b", "_c", "_chain")
+
+    def __getstate__(self):
+        """Pickled with its arrays on the host (a fitted RBM on a GPU too)."""
+        state = dict(self.__dict__)
+        state.pop("_graphs", None)
+        for name in self._ARRAYS:
+            if name in state:
+                state[name] = self._host(state[name])
+        if "_velocities" in state:
+            state["_velocities"] = [self._host(a) for a in state["_velocities"]]
+        return state
+
+    def __setstate__(self, state):
+        """Unpickled with its arrays back on the device it was fitted on."""
+        self.__dict__.update(state)
+        if "_W" not in state:
+            return
+        self._graphs = _rbm_graph.EpochGraphs() if self.cuda_graph is True else None
+        for name in self._ARRAYS:
+            setattr(self, name, self._put(state[name]))
+        self._velocities = [self._put(a) for a in state["_velocities"]]
+
     def _parameter(name, doc):
         def get(self):
             self._check_fitted()
@@ -307,16 +331,27 @@ class RBM:
             gaussian,
         )  # fmt: skip
 
-    def fit_epochs(self, X):
+    def fit_epochs(self, X, *, start=1):
         """Fit like :meth:`fit`, yielding the epoch number (1, 2, ...) after
-        each epoch; the input is checked before this returns."""
-        X = self._check_X(X, reset=True)
-        self._initialise(X.shape[1])
+        each epoch; the input is checked before this returns. ``start`` > 1
+        continues a fitted RBM that has done ``start - 1`` epochs on X (one
+        unpickled from a checkpoint, say) with epochs ``start`` to
+        ``n_iter``: its weights, velocities, persistent chain and random
+        stream carry on, so that the result is the uninterrupted fit's."""
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 1:
+            raise ValueError(f"expected start to be an int >= 1, got {start!r}")
+        if start > 1:
+            self._check_fitted()
+        X = self._check_X(X, reset=start == 1)
+        if start == 1:
+            self._initialise(X.shape[1])
+        else:
+            self._check_arguments()
         bounds = _even_bounds(X.shape[0], self.batch_size * _distributed.world_size())
-        return self._epochs(self._put(X), bounds)
+        return self._epochs(self._put(X), bounds, start)
 
-    def _epochs(self, X, bounds):
-        for epoch in range(1, self.n_iter + 1):
+    def _epochs(self, X, bounds, start):
+        for epoch in range(start, self.n_iter + 1):
             self._update(X, bounds)
             yield epoch
 

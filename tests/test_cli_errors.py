@@ -5,6 +5,7 @@ training and in compilation, exits with status 130 after saving a checkpoint
 that ``--resume`` continues; ``gpunet predict`` uses a saved model."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -94,6 +95,9 @@ def _bad_invocations(folder):
         (["rbm", "--device", "gpu"], "--device gpu"),
         (["rbm", "--device", MISSING_CUDA], "--device cpu"),
         (["rbm", "--plot", f"{missing}/filters.png"], "--plot"),
+        (["rbm", "--output", f"{missing}/rbm.pkl"], "--output"),
+        (["rbm", "--resume", f"{missing}.pkl"], "--resume"),
+        (["rbm", "--resume", text_file], "not a checkpoint of gpunet rbm"),
         (["bench", "--device", "tpu"], "--device tpu"),
         (["bench", "--json", f"{missing}/bench.json"], "--json"),
         (["bench", "--only", "everything"], "argument --only: invalid choice"),
@@ -135,6 +139,28 @@ def test_environment_device_and_missing_matplotlib_are_usage_errors(
     for argv in (["train"], ["rbm"]):
         assert _run([*argv, "--device", "cpu", "--plot", os.path.join(folder, "p.png")]) == 2
         assert "--plot needs matplotlib: pip install 'gpunet[plot]'" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_rbm_saves_the_last_epoch_and_resume_ends_where_a_whole_run_does(tmp_path):
+    argv = ["rbm", "--components", "8", "--device", "cpu"]
+    status, out, err = _interrupted(
+        tmp_path, "  epoch   2", [*argv, "--epochs", "100000", "-o", "rbm.pkl"]
+    )
+    assert status == 130, out + err
+    assert "Traceback" not in err and "Traceback" not in out
+    checkpoint = tmp_path / "rbm-interrupted.pkl"
+    assert f"--resume {checkpoint.name}" in out
+    done = rbm._read_checkpoint(checkpoint)["epochs"]
+    assert done >= 2 and f"stopped after epoch {done} of 100000" in out
+    total = str(done + 2)
+    resumed, whole = tmp_path / "resumed.pkl", tmp_path / "whole.pkl"
+    resume = ["--resume", str(checkpoint)]
+    assert cli.main([*argv, "--epochs", total, *resume, "-o", str(resumed)]) == 0
+    assert cli.main([*argv, "--epochs", total, "-o", str(whole)]) == 0
+    a, b = (pickle.loads(path.read_bytes()) for path in (resumed, whole))
+    np.testing.assert_array_equal(a.components_, b.components_)
+    np.testing.assert_array_equal(a.h_samples_, b.h_samples_)
+    assert _run([*argv, "--epochs", str(done), "--resume", str(checkpoint)]) == 2
 
 
 def test_download_failure_names_the_address_and_the_fix(monkeypatch, tmp_path, capsys):

@@ -4,6 +4,7 @@ free energy and pseudo-likelihood, Gaussian visible units, input checks, and
 scikit-learn's Pipeline and GridSearchCV."""
 
 import functools
+import pickle
 
 import numpy as np
 import pytest
@@ -572,3 +573,22 @@ def test_rbm_launchers_refuse_arrays_of_mismatched_sizes(backend):
         dispatch.kernel_for("rbm.free_energy", backend)(
             v, z, put(np.zeros(4, np.float32)), False, put(np.zeros(3, np.float32))
         )
+
+
+def test_fit_epochs_continues_a_pickled_rbm_to_the_uninterrupted_result():
+    X = np.random.default_rng(3).random((40, 12))
+    options = dict(n_iter=4, random_state=0, momentum=0.5, batch_size=8)
+    whole = gn.RBM(6, **options).fit(X)
+    part = gn.RBM(6, **options)
+    for epoch in part.fit_epochs(X):
+        if epoch == 2:
+            break
+    resumed = pickle.loads(pickle.dumps(part))
+    assert list(resumed.fit_epochs(X, start=3)) == [3, 4]
+    np.testing.assert_array_equal(resumed.components_, whole.components_)
+    np.testing.assert_array_equal(resumed.h_samples_, whole.h_samples_)
+    for start in (0, 1.5, True):
+        with pytest.raises(ValueError, match="expected start to be an int >= 1"):
+            part.fit_epochs(X, start=start)
+    with pytest.raises(gn.NotFittedError):
+        gn.RBM(6).fit_epochs(X, start=2)

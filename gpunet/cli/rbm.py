@@ -1,11 +1,18 @@
 """``gpunet rbm``: train a restricted Boltzmann machine on the bundled digits,
 printing the pseudo-likelihood per epoch; ``--plot`` saves the learned filters,
-and with scikit-learn installed a logistic regression on the RBM's features
-reports their test accuracy."""
+``--output`` the trained RBM (a pickle of ``gn.RBM``), and with scikit-learn
+installed a logistic regression on the RBM's features reports their test
+accuracy.
+
+Ctrl-C stops the run, saves a checkpoint of the last whole epoch beside the
+output (``<output>-interrupted.pkl``) that ``--resume`` continues from, to the
+same result as an uninterrupted run, and exits with status 130."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import pickle
 import time
 
 import numpy as np
@@ -48,7 +55,45 @@ def add_parser(subparsers) -> None:
     rbm.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     rbm.add_argument("--seed", type=_checks.at_least(0), default=0, help="random seed (default 0)")
     rbm.add_argument("--plot", metavar="PATH", help="save the learned filters as an image")
+    rbm.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="save the trained RBM there (a pickle); Ctrl-C saves PATH-interrupted.pkl "
+        f"(default {DEFAULT_OUTPUT}-interrupted.pkl)",
+    )
+    rbm.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="continue the run a Ctrl-C saved: its RBM options, data split and epochs done come "
+        "from the file, --epochs is the total",
+    )
     rbm.set_defaults(run=_run_rbm)
+
+
+#: The name ``--output`` defaults to, for the checkpoint Ctrl-C saves.
+DEFAULT_OUTPUT = "gpunet-rbm"
+
+#: What a checkpoint file holds under this key: the format's version.
+CHECKPOINT_FORMAT = "gpunet rbm checkpoint"
+
+
+def _checkpoint_path(args) -> str:
+    return (args.output or DEFAULT_OUTPUT).removesuffix(".pkl") + "-interrupted.pkl"
+
+
+def _read_checkpoint(path) -> dict:
+    """The checkpoint at ``path`` (a pickle this command wrote: load only your own)."""
+    _checks.readable(path, "--resume")
+    try:
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+    except Exception as exc:
+        message = f"--resume {path}: not a checkpoint of gpunet rbm ({exc})"
+        raise _checks.UsageError(message) from None
+    if not isinstance(saved, dict) or saved.get(CHECKPOINT_FORMAT) != 1:
+        raise _checks.UsageError(f"--resume {path}: not a checkpoint of gpunet rbm")
+    return saved
 
 
 def _split(X, y, seed):
@@ -66,36 +111,60 @@ def _run_rbm(args) -> int:
     if args.plot:
         _checks.writable(args.plot, "--plot")
         _checks.plotting("--plot")
+    if args.output:
+        _checks.writable(args.output, "--output")
+    _checks.writable(_checkpoint_path(args), "--output")
+    saved = _read_checkpoint(args.resume) if args.resume else None
+    if saved is not None and saved["epochs"] >= args.epochs:
+        raise _checks.UsageError(
+            f"--resume {args.resume}: {saved['epochs']} epochs are done; ask for more with --epochs"
+        )
+    seed = saved["seed"] if saved else args.seed
     X, y = gn.datasets.load_digits()
-    X_train, X_test, y_train, y_test = _split(X / 16.0, y, args.seed)
-    rbm = gn.RBM(
-        args.components,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        n_iter=args.epochs,
-        random_state=args.seed,
-        k=args.k,
-        persistent=args.persistent,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        device=args.device,
-    )
-    epochs = rbm.fit_epochs(X_train)
+    X_train, X_test, y_train, y_test = _split(X / 16.0, y, seed)
+    if saved:
+        rbm = pickle.loads(saved["rbm"])
+        rbm.n_iter = args.epochs
+    else:
+        rbm = gn.RBM(
+            args.components,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            n_iter=args.epochs,
+            random_state=seed,
+            k=args.k,
+            persistent=args.persistent,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            device=args.device,
+        )
+    done = saved["epochs"] if saved else 0
+    epochs = rbm.fit_epochs(X_train, start=done + 1)
     print(
-        f"gpunet rbm: {args.components} hidden units on {rbm.device_}, "
+        f"gpunet rbm: {rbm.n_components} hidden units on {rbm.device_}, "
         f"{len(X_train)} training digits"
     )
     start = time.perf_counter()
-    with tqdm(epochs, total=args.epochs, unit="epoch", leave=False) as bar:
-        for epoch in bar:
-            score = float(np.mean(rbm.score_samples(X_train)))
-            bar.set_postfix(pseudo_likelihood=f"{score:.2f}")
-            tqdm.write(f"  epoch {epoch:>3}  pseudo-likelihood {score:9.3f}")
+    # The state after the last whole epoch, which Ctrl-C saves.
+    last = {CHECKPOINT_FORMAT: 1, "epochs": done, "seed": seed, "rbm": pickle.dumps(rbm)}
+    try:
+        with tqdm(epochs, total=args.epochs, initial=done, unit="epoch", leave=False) as bar:
+            for epoch in bar:
+                last = {**last, "epochs": epoch, "rbm": pickle.dumps(rbm)}
+                score = float(np.mean(rbm.score_samples(X_train)))
+                bar.set_postfix(pseudo_likelihood=f"{score:.2f}")
+                tqdm.write(f"  epoch {epoch:>3}  pseudo-likelihood {score:9.3f}")
+    except KeyboardInterrupt:
+        return _stop(args, last)
     seconds = format_seconds(time.perf_counter() - start)
     print(f"  trained in {seconds} (the first run of a session includes JIT compilation)")
     if args.plot:
         gn.plot.rbm_filters(rbm, args.plot)
         print(f"  filters saved to {args.plot}")
+    if args.output:
+        with open(args.output, "wb") as f:
+            pickle.dump(rbm, f)
+        print(f"  RBM saved to {args.output}")
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError:
@@ -105,3 +174,15 @@ def _run_rbm(args) -> int:
     accuracy = classifier.score(rbm.transform(X_test), y_test)
     print(f"  logistic regression on the RBM's features: test accuracy {accuracy:.3f}")
     return 0
+
+
+def _stop(args, last) -> int:
+    """After Ctrl-C: save the last whole epoch's checkpoint (written to a
+    temporary name, then renamed), say how to resume; exit status 130."""
+    path = _checkpoint_path(args)
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(last, f)
+    os.replace(path + ".tmp", path)
+    print(f"\ngpunet rbm: stopped after epoch {last['epochs']} of {args.epochs}", flush=True)
+    print(f"saved a checkpoint to {path}; continue with --epochs {args.epochs} --resume {path}")
+    return 130
