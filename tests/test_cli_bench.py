@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_quick_run_reports_rates_ceilings_and_peers(tmp_path, capsys):
     path = tmp_path / "bench.json"
     argv = ["bench", "--quick", "--device", "cpu", "--only", "dispatch", "dense", "mlp_epoch"]
-    argv.append("mlp_classifier")
+    argv += ["mlp_classifier", "dbn_pretrain"]
     assert cli.main([*argv, "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "ceilings: matrix product" in out and "GFLOP/s" in out
@@ -26,8 +26,9 @@ def test_quick_run_reports_rates_ceilings_and_peers(tmp_path, capsys):
     assert report["versions"]["gpunet"] == gn.__version__
     assert report["ceilings"]["matmul_gflops"] > 0 and report["ceilings"]["copy_gbps"] > 0
     rows = {row["name"].split()[0]: row for row in report["rows"]}
-    assert set(rows) == {"dispatch:", "dense", "MLP", "MLPClassifier"}
+    assert set(rows) == {"dispatch:", "dense", "MLP", "MLPClassifier", "DBN"}
     assert rows["MLPClassifier"]["peer_ratios"]["sklearn"] > 0
+    assert rows["DBN"]["unit"] == "samples/s" and rows["DBN"]["peer_ratios"]["sklearn"] > 0
     assert rows["dense"]["unit"] == "GFLOP/s" and 0 < rows["dense"]["fraction_of_ceiling"]
     assert rows["MLP"]["unit"] == "samples/s" and rows["MLP"]["rate"] > 0
     assert rows["MLP"]["peer_ratios"]["numpy"] > 0

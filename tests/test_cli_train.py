@@ -128,3 +128,30 @@ def test_lstm_model_reads_each_image_row_by_row():
     for flag in (["--activation", "tanh"], ["--batch-norm"], ["--hidden"]):
         with pytest.raises(cli.UsageError, match=flag[0]):
             train.apply_defaults(_parse(["--model", "lstm", *flag]))
+
+
+def test_dbn_pretrains_the_hidden_layers_then_fine_tunes(monkeypatch, capsys):
+    """--dbn puts a DBN's weights, fitted on the training rows, into sigmoid
+    hidden layers before fit starts; the output layer keeps its initialisation."""
+    seen = {}
+    fit = gn.nn.Sequential.fit
+
+    def recording_fit(model, *args, **kwargs):
+        seen["weights"] = [gn.to_numpy(p.data).copy() for p in model.parameters()]
+        seen["layers"] = [type(layer).__name__ for layer in model.layers]
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(gn.nn.Sequential, "fit", recording_fit)
+    argv = ["train", "--dbn", "16", "8", "--pretrain-epochs", "2", "--epochs", "1"]
+    assert cli.main([*argv, "--device", "cpu", "-o", "", "--verbose", "0"]) == 0
+    assert "pretrained a deep belief network 64-16-8 (2 epochs a layer)" in capsys.readouterr().out
+    X, y = gn.datasets.load_digits()
+    train_rows, _ = train._stratified_split(y, 0.2, 0)
+    dbn = gn.DBN((16, 8), n_iter=2, random_state=0, device="cpu")
+    dbn.fit(X[train_rows] / np.float32(16))
+    for i, rbm in enumerate(dbn.rbms_):
+        np.testing.assert_array_equal(seen["weights"][2 * i], rbm.components_.T)
+        np.testing.assert_array_equal(seen["weights"][2 * i + 1], rbm.intercept_hidden_)
+    assert seen["layers"] == ["Dense", "Dense", "Dense"]
+    head = gn.nn.Dense(8, 10, None, seed=1000)
+    np.testing.assert_array_equal(seen["weights"][4], head.weight.data)

@@ -549,6 +549,40 @@ class Bench:
                 row.peers["sklearn"] = self._ratio(peer, ours)
         self._add(row)
 
+    def dbn_pretrain(self):
+        """gn.DBN.fit on the bundled digits scaled to [0, 1]: hidden layers 256
+        and 128 trained greedily, learning rate 0.06, batch 10, 10 epochs
+        each, against scikit-learn's nearest thing, a Pipeline of two
+        BernoulliRBMs with the same settings (it fits them one after the
+        other in the same way, but cannot fine-tune the stack)."""
+        from ..datasets import load_digits
+        from ..dbn import DBN
+
+        X = load_digits()[0] / np.float32(16)
+        n_iter, sizes = self.settings.size(10, 1), (256, 128)
+        kwargs = dict(learning_rate=0.06, batch_size=10, n_iter=n_iter, random_state=0)
+        ours = functools.partial(DBN(sizes, **kwargs, device=str(self.device)).fit, X)
+        ours()
+        seconds = self._time(ours)
+        row = Row(
+            f"DBN pretrain digits 64-256-128 ({n_iter} epochs/layer)",
+            seconds,
+            len(X) * n_iter * len(sizes) / seconds,
+            "samples/s",
+            None,
+        )
+        if self.device.type == "cpu" and "sklearn" in self.peers:
+            try:
+                from sklearn.neural_network import BernoulliRBM
+                from sklearn.pipeline import make_pipeline
+            except ImportError:
+                self._note("scikit-learn is not installed: no BernoulliRBM pipeline peer")
+            else:
+                stack = make_pipeline(*(BernoulliRBM(size, **kwargs) for size in sizes))
+                peer = functools.partial(stack.fit, X.astype(np.float64))
+                row.peers["sklearn"] = self._ratio(peer, ours)
+        self._add(row)
+
     def run(self, workloads=None):
         for name in workloads or WORKLOADS:
             getattr(self, name)()
@@ -567,6 +601,7 @@ WORKLOADS = (
     "lstm",
     "rbm_update",
     "rbm_fit",
+    "dbn_pretrain",
 )
 
 

@@ -63,6 +63,22 @@ def add_parser(subparsers) -> None:
         "--model lstm, the stacked LSTM layers' hidden sizes (default: 64)",
     )
     train.add_argument(
+        "--dbn",
+        type=_checks.at_least(1),
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="hidden layer widths pretrained first as a deep belief network (gn.DBN: one "
+        "RBM a layer, trained greedily on the training rows, unsupervised), then fine-tuned "
+        "with the output layer; sigmoid units, in place of --hidden and --activation",
+    )
+    train.add_argument(
+        "--pretrain-epochs",
+        type=_checks.at_least(1),
+        default=10,
+        help="epochs of each RBM of --dbn's pretraining (default 10)",
+    )
+    train.add_argument(
         "--activation",
         choices=("relu", "leaky_relu", "sigmoid", "tanh"),
         default=None,
@@ -183,6 +199,16 @@ def apply_defaults(args) -> None:
     """Fill the options left unset with --model's defaults (idempotent: the
     functions that read them call it); UsageError for the mlp's options given
     to the lstm."""
+    if args.dbn is not None:  # idempotent: sets hidden and activation as they must be
+        if args.model == "lstm":
+            raise UsageError("--dbn: an option of --model mlp, not of --model lstm")
+        if args.hidden is not None and args.hidden != args.dbn:
+            raise UsageError("--dbn gives the hidden widths: leave out --hidden")
+        if args.activation not in (None, "sigmoid"):
+            raise UsageError("--dbn layers are sigmoid units: leave out --activation")
+        if args.batch_norm:
+            raise UsageError("--batch-norm: --dbn pretrains plain sigmoid layers")
+        args.hidden, args.activation = list(args.dbn), "sigmoid"
     if args.model == "lstm":
         if args.activation is not None or args.batch_norm:
             flag = "--batch-norm" if args.batch_norm else "--activation"
@@ -235,6 +261,28 @@ def build_model(args, n_features, n_classes):
             layers.append(gn.nn.Dropout(args.dropout, seed=args.seed + 2000 + i))
     layers.append(gn.nn.Dense(widths[-1], n_classes, None, args.dtype, seed=args.seed + 1000))
     return gn.nn.Sequential(*layers)
+
+
+def pretrain(args, X, model) -> None:
+    """Train ``args.dbn``'s deep belief network on the rows X (unsupervised)
+    and put its weights into the model's hidden Dense layers (weight:
+    components_.T, bias: intercept_hidden_)."""
+    import gpunet as gn
+
+    started = time.perf_counter()
+    dbn = gn.DBN(
+        args.dbn, n_iter=args.pretrain_epochs, random_state=args.seed, device=str(model.device),
+        dtype=args.dtype,
+    ).fit(X)  # fmt: skip
+    hidden = [layer for layer in model.layers if isinstance(layer, gn.nn.Dense)][:-1]
+    for dense, rbm in zip(hidden, dbn.rbms_, strict=True):
+        dense.weight.data = gn.to_device(np.ascontiguousarray(rbm.components_.T), model.device)
+        dense.bias.data = gn.to_device(rbm.intercept_hidden_, model.device)
+    widths = "-".join(map(str, [X.shape[1], *args.dbn]))
+    print(
+        f"pretrained a deep belief network {widths} ({args.pretrain_epochs} epochs a layer) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
 
 def _optimizer(args, params):
@@ -363,14 +411,14 @@ def run(args) -> int:
     X_train, X_test = sequences(X_train, args.model), sequences(X_test, args.model)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     model = build_model(args, X_train.shape[-1], n_classes)
+    print(f"gpunet train: {args.dataset}, {len(X_train)} training and {len(X_test)} test samples")
+    print(f"device: {model.device} ({model.device.name})", flush=True)
+    if args.dbn is not None and not args.resume:  # resuming, the checkpoint has the weights
+        pretrain(args, X_train, model)
     optimizer = _optimizer(args, model.parameters())
     # The learning curves' validation: the held-out split, else the test set.
     validation = (X_test, y_test) if args.plot and not args.validation_split else None
     try:  # from here on, Ctrl-C saves a checkpoint
-        print(
-            f"gpunet train: {args.dataset}, {len(X_train)} training and {len(X_test)} test samples"
-        )
-        print(f"device: {model.device} ({model.device.name})")
         print(model)
         print(optimizer, flush=True)
         started = time.perf_counter()
