@@ -35,6 +35,7 @@ names it, so a reader finds a whole entry for its key or none (and compiles).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -108,15 +109,23 @@ class _Impl(CompileResultCacheImpl):
 
 class _KeyNamedData:
     """For a subclass of Numba's index-and-data cache files: each data file
-    named by its key, written before the index names it."""
+    named by its key, written before the index names it. Saving drops the
+    index's entries for other kernel sources (keys whose sources digest, their
+    fourth item, differs) and deletes their files: no process loads them
+    again, and an edited kernel would otherwise pile up files."""
 
     def save(self, key, data):
         name = f"{self._index_name[: -len('.nbi')]}.{_digest(repr(key))[:16]}.nbc"
         self._save_data(name, data)
         overloads = self._load_index()
-        if overloads.get(key) != name:
+        stale = {k: v for k, v in overloads.items() if k[3] != key[3]}
+        if overloads.get(key) != name or stale:
+            overloads = {k: v for k, v in overloads.items() if k not in stale}
             overloads[key] = name
             self._save_index(overloads)
+        for old in set(stale.values()) - set(overloads.values()):
+            with contextlib.suppress(OSError):  # another process may have deleted it
+                os.remove(os.path.join(self._cache_path, old))
 
 
 class _Files(_KeyNamedData, IndexDataCacheFile):

@@ -115,3 +115,14 @@ def test_a_key_names_functions_not_closures():
         _cache.key_text(local)
     with pytest.raises(TypeError, match="not \\[1\\]"):
         _cache.key_text([1])
+
+
+def test_saving_drops_the_entries_of_other_kernel_sources(tmp_path):
+    files = _cache._Files(str(tmp_path), "kernel-1-abc.py311", ("stamp", 1))
+    old, new = ("sig", "cpu", "(name)", "digest-1"), ("sig", "cpu", "(name)", "digest-2")
+    files.save(old, b"old code")
+    files.save(("sig2", "cpu", "(name)", "digest-1"), b"old code 2")
+    assert len(list(tmp_path.glob("*.nbc"))) == 2
+    files.save(new, b"new code")
+    assert files.load(new) == b"new code" and files.load(old) is None
+    assert [p.name for p in tmp_path.glob("*.nbc")] == [files._load_index()[new]]
