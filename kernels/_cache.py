@@ -153,6 +153,13 @@ class KernelCache(Cache):
         return (sig, codegen.magic_tuple(), self._key, sources_digest())
 
 
+def describe() -> str:
+    """Where the CPU kernels' cache lives, or that it is off (for ``gpunet info``)."""
+    if not ENABLED:
+        return "off (GPUNET_KERNEL_CACHE=0)"
+    return CACHED[0]._cache.cache_path if CACHED else "no cached kernels"
+
+
 #: Every dispatcher ``cached`` decorated, in the order decorated.
 CACHED: list[Dispatcher] = []
 

@@ -32,6 +32,7 @@ def test_info_passes_every_op(capsys):
     if gn.cuda_status()[0] == 0:
         assert f"CUDA is unavailable: {gn.cuda_status()[1]}" in out
     assert f"self-check on {gn.get_device()}" in out
+    assert f"  kernel cache: {cli.info._cache.describe()} (NUMBA_CACHE_DIR moves it)\n" in out
     ops = list(cli.info._public_ops(gn.ops)) + ["rng.uniform"]
     assert "softmax" in ops and "relu_backward" in ops
     for name in ops:

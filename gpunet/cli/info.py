@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..kernels import _cache
 from ._output import format_seconds, format_table, package_version
 
 #: Shape of the self-check's inputs: small (the CUDA simulator runs it too) and
@@ -99,6 +100,7 @@ def _print_environment(gn) -> None:
         f"  CPU threads: numba {threads['numba']} of {threads['numba_max']}, BLAS {blas} "
         "(gn.set_num_threads or GPUNET_NUM_THREADS sets both)"
     )
+    print(f"  kernel cache: {_cache.describe()} (NUMBA_CACHE_DIR moves it)")
 
 
 # --- the self-check -------------------------------------------------------------------
