@@ -164,11 +164,17 @@ def describe() -> str:
 CACHED: list[Dispatcher] = []
 
 
-def stats() -> tuple[int, int]:
-    """(hits, misses) so far in this process, over every cached kernel: how
-    many compilations the disk cache saved, and how many it could not."""
-    hits = sum(sum(d.stats.cache_hits.values()) for d in CACHED)
-    misses = sum(sum(d.stats.cache_misses.values()) for d in CACHED)
+#: Every numba-cuda dispatcher ``cuda_cached`` gave a cache.
+CUDA_CACHED: list = []
+
+
+def stats(cuda: bool = False) -> tuple[int, int]:
+    """(hits, misses) so far in this process, over every cached CPU kernel
+    (``cuda``: CUDA kernel): how many compilations the disk cache saved, and
+    how many it could not."""
+    dispatchers = CUDA_CACHED if cuda else CACHED
+    hits = sum(sum(d.stats.cache_hits.values()) for d in dispatchers)
+    misses = sum(sum(d.stats.cache_misses.values()) for d in dispatchers)
     return hits, misses
 
 
@@ -194,6 +200,7 @@ def cuda_cached(dispatcher, name: str):
     one warning, never an error: the kernel is compiled as without it."""
     if ENABLED:
         dispatcher._cache = _cuda_cache_class()(dispatcher.py_func, name)
+        CUDA_CACHED.append(dispatcher)
     return dispatcher
 
 

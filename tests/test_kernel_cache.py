@@ -1,6 +1,6 @@
-"""The CPU kernels' on-disk cache: a second process compiles nothing, two
-processes may fill one cache at once, and entries are keyed so that no
-kernel ever loads another's code."""
+"""The kernels' on-disk cache: a second process compiles nothing (CPU
+kernels here; CUDA kernels on a GPU), two processes may fill one cache at
+once, and entries are keyed so that no kernel ever loads another's code."""
 
 import json
 import os
@@ -10,6 +10,7 @@ import sys
 import numba
 import numpy as np
 import pytest
+from conftest import HAVE_CUDA, SIMULATOR
 from gpunet.kernels import _cache, activations, dense, losses, softmax
 
 # One small job through several kernel families, factory-made kernels among
@@ -38,9 +39,26 @@ print(json.dumps({"stats": _cache.stats(), "digest": digest.hexdigest()}))
 """
 
 
-def _start(cache_dir, **env):
+# The same on a GPU: CUDA kernels of several families, their (hits, misses).
+_CUDA_JOB = """
+import hashlib, json
+import numpy as np
+import gpunet as gn
+from gpunet.kernels import _cache
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((32, 6)).astype(np.float32)
+W, b = rng.standard_normal((6, 5)).astype(np.float32), np.zeros(5, np.float32)
+on_gpu = [gn.to_device(a, "cuda") for a in (x, W, b)]
+results = [gn.ops.softmax(on_gpu[0]), gn.ops.sigmoid(on_gpu[0]), gn.ops.dense(*on_gpu, "relu")]
+digest = hashlib.sha256(b"".join(gn.to_numpy(r).tobytes() for r in results))
+print(json.dumps({"stats": _cache.stats(cuda=True), "digest": digest.hexdigest()}))
+"""
+
+
+def _start(cache_dir, job=_JOB, **env):
     return subprocess.Popen(
-        [sys.executable, "-c", _JOB],
+        [sys.executable, "-c", job],
         env={**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -64,6 +82,17 @@ def test_processes_filling_one_cache_at_once_then_a_third_compiles_nothing(tmp_p
     assert misses == 0 and hits >= cold[0]["stats"][1] - cold[0]["stats"][0]
     assert {r["digest"] for r in cold} == {warm["digest"]}
     assert not [name for name in os.listdir(next(tmp_path.iterdir())) if ".tmp." in name]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    SIMULATOR or not HAVE_CUDA, reason="needs a GPU (the CUDA simulator compiles nothing)"
+)
+def test_a_second_process_loads_the_cuda_kernels_a_first_compiled(tmp_path):
+    cold = _result(_start(tmp_path, _CUDA_JOB))
+    warm = _result(_start(tmp_path, _CUDA_JOB))
+    assert cold["stats"][1] > 0 and warm["stats"] == [cold["stats"][1], 0]
+    assert warm["digest"] == cold["digest"]
 
 
 def test_turned_off_it_writes_nothing(tmp_path):
