@@ -11,10 +11,10 @@ apart from the other kernels its factory makes (the factory's arguments); a
 CUDA kernel is keyed by its catalogue name (``cuda_cached``, called by
 ``_cuda.kernel``). An entry's key is that name with the kernel's signature,
 the CPU (model and features) or the GPU (compute capability, CUDA runtime),
-and a digest of every kernels module's source (the whole of what
-gpunet compiles) and of numpy's and llvmlite's versions; Numba's index adds
-its own version. So a gpunet whose kernels differ, a new Numba or numpy, or
-an edit to any kernels module leaves the old entries unused.
+and a digest of every kernels module's source (the whole of what gpunet
+compiles) and of gpunet's, numpy's and llvmlite's versions; Numba's index
+adds its own version. So a new gpunet, Numba or numpy, or an edit to any
+kernels module leaves the old entries unused.
 
 Loaded code must compute what freshly compiled code does, bit for bit. Numba
 compiles a jitted function that a kernel calls (and a parallel kernel's loop
@@ -59,9 +59,13 @@ def _digest(text: str) -> str:
 
 @functools.cache
 def sources_digest() -> str:
-    """sha256 of numpy's and llvmlite's versions and of every kernels
-    module's source: a kernel's code depends on helpers across the package."""
-    digest = hashlib.sha256(f"numpy {np.__version__} llvmlite {llvmlite.__version__}".encode())
+    """sha256 of gpunet's, numpy's and llvmlite's versions and of every
+    kernels module's source: a kernel's code depends on helpers across the
+    package (and an install without sources still changes with its version).
+    gpunet is imported before its kernels, and read here without an import."""
+    gpunet_version = getattr(sys.modules.get("gpunet"), "__version__", "")
+    versions = f"gpunet {gpunet_version} numpy {np.__version__} llvmlite {llvmlite.__version__}"
+    digest = hashlib.sha256(versions.encode())
     for path in sorted(pathlib.Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
