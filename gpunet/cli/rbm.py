@@ -178,7 +178,12 @@ def _run_rbm(args) -> int:
 
 def _stop(args, last) -> int:
     """After Ctrl-C: save the last whole epoch's checkpoint (written to a
-    temporary name, then renamed), say how to resume; exit status 130."""
+    temporary name, then renamed; in a data-parallel run by rank 0 alone,
+    whose RBM the ranks keep equal), say how to resume; exit status 130."""
+    from gpunet import distributed
+
+    if distributed.rank() != 0:
+        return 130
     path = _checkpoint_path(args)
     with open(path + ".tmp", "wb") as f:
         pickle.dump(last, f)
