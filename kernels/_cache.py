@@ -168,7 +168,7 @@ def describe() -> str:
 CACHED: list[Dispatcher] = []
 
 
-#: Every numba-cuda dispatcher ``cuda_cached`` gave a cache.
+#: Every numba-cuda dispatcher ``cuda_cached`` decorated.
 CUDA_CACHED: list = []
 
 
@@ -201,10 +201,11 @@ def cuda_cached(dispatcher, name: str):
     """Keep the compiled code of a numba-cuda kernel (``dispatcher``, from
     ``cuda.jit``) on disk under its catalogue ``name``. Returns the
     dispatcher. A cache that fails to load or save an entry is a miss, with
-    one warning, never an error: the kernel is compiled as without it."""
+    a warning (once per message), never an error: the kernel is compiled as
+    without it."""
     if ENABLED:
         dispatcher._cache = _cuda_cache_class()(dispatcher.py_func, name)
-        CUDA_CACHED.append(dispatcher)
+    CUDA_CACHED.append(dispatcher)
     return dispatcher
 
 
