@@ -208,12 +208,9 @@ def test_groups_refuse_settings_they_cannot_carry():
 def test_an_optimizer_step_on_a_model_is_one_launch(make, launches):
     model = mlp("cuda")
     opt = make(model.parameters())
-    x = put(np.ones((4, 6), np.float32), "cuda")
-    y = put(np.array([0, 1, 2, 0]), "cuda")
-    loss_fn = gn.losses.SoftmaxCrossEntropy()
     for step in range(3):
-        _, grad = loss_fn(model.forward(x), y)
-        model.backward(grad, input_grad=False)
+        for p in model.parameters():
+            p._grad_for_backward()  # as a backward pass claims its gradient to write
         launches.clear()
         opt.step()
         state = launches[:-1] if step == 0 else []  # the first step zero-fills its state
