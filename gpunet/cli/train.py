@@ -265,8 +265,8 @@ def build_model(args, n_features, n_classes):
 
 def pretrain(args, X, model) -> None:
     """Train ``args.dbn``'s deep belief network on the rows X (unsupervised)
-    and put its weights into the model's hidden Dense layers (weight:
-    components_.T, bias: intercept_hidden_)."""
+    and put its weights into the model's hidden Dense layers, as
+    ``DBN.to_sequential`` lays them out."""
     import gpunet as gn
 
     started = time.perf_counter()
@@ -275,9 +275,9 @@ def pretrain(args, X, model) -> None:
         dtype=args.dtype,
     ).fit(X)  # fmt: skip
     hidden = [layer for layer in model.layers if isinstance(layer, gn.nn.Dense)][:-1]
-    for dense, rbm in zip(hidden, dbn.rbms_, strict=True):
-        dense.weight.data = gn.to_device(np.ascontiguousarray(rbm.components_.T), model.device)
-        dense.bias.data = gn.to_device(rbm.intercept_hidden_, model.device)
+    for dense, pretrained in zip(hidden, dbn.to_sequential().layers, strict=True):
+        dense.weight.data = pretrained.weight.data
+        dense.bias.data = pretrained.bias.data
     widths = "-".join(map(str, [X.shape[1], *args.dbn]))
     print(
         f"pretrained a deep belief network {widths} ({args.pretrain_epochs} epochs a layer) "
