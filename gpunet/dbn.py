@@ -274,7 +274,7 @@ class DBNClassifier(MLPClassifier):
             dbn._rbms(None)[0]._check_X(X, reset=True)  # the [0, 1] range, before any work
         super()._initialize(X, T, n_outputs)
         self.dbn_ = dbn.fit(X)
-        for dense, rbm in zip(self._dense, self.dbn_.rbms_, strict=False):
-            dense.weight.data = to_device(np.ascontiguousarray(rbm.components_.T), self.device_)
-            dense.bias.data = to_device(rbm.intercept_hidden_, self.device_)
+        for dense, pretrained in zip(self._dense, self.dbn_.to_sequential().layers, strict=False):
+            dense.weight.data = pretrained.weight.data
+            dense.bias.data = pretrained.bias.data
         self._best = self.model_.state_dict()
