@@ -4,15 +4,19 @@ printing the pseudo-likelihood per epoch; ``--plot`` saves the learned filters,
 installed a logistic regression on the RBM's features reports their test
 accuracy.
 
-Ctrl-C stops the run, saves a checkpoint of the last whole epoch beside the
-output (``<output>-interrupted.pkl``) that ``--resume`` continues from, to the
-same result as an uninterrupted run, and exits with status 130."""
+Ctrl-C stops the run after the epoch in progress, saves a checkpoint of it
+beside the output (``<output>-interrupted.pkl``) that ``--resume`` continues
+from, to the same result as an uninterrupted run, and exits with status 130; a
+second Ctrl-C stops at once, saving nothing."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
+import signal
+import sys
 import time
 
 import numpy as np
@@ -145,17 +149,14 @@ def _run_rbm(args) -> int:
         f"{len(X_train)} training digits"
     )
     start = time.perf_counter()
-    # The state after the last whole epoch, which Ctrl-C saves.
-    last = {CHECKPOINT_FORMAT: 1, "epochs": done, "seed": seed, "rbm": pickle.dumps(rbm)}
-    try:
-        with tqdm(epochs, total=args.epochs, initial=done, unit="epoch", leave=False) as bar:
-            for epoch in bar:
-                last = {**last, "epochs": epoch, "rbm": pickle.dumps(rbm)}
-                score = float(np.mean(rbm.score_samples(X_train)))
-                bar.set_postfix(pseudo_likelihood=f"{score:.2f}")
-                tqdm.write(f"  epoch {epoch:>3}  pseudo-likelihood {score:9.3f}")
-    except KeyboardInterrupt:
-        return _stop(args, last)
+    bar = tqdm(epochs, total=args.epochs, initial=done, unit="epoch", leave=False)
+    with _stop_after_epoch() as stop, bar:
+        for epoch in bar:
+            score = float(np.mean(rbm.score_samples(X_train)))
+            bar.set_postfix(pseudo_likelihood=f"{score:.2f}")
+            tqdm.write(f"  epoch {epoch:>3}  pseudo-likelihood {score:9.3f}")
+            if stop:
+                return _stop(args, rbm, epoch, seed)
     seconds = format_seconds(time.perf_counter() - start)
     print(f"  trained in {seconds} (the first run of a session includes JIT compilation)")
     if args.plot:
@@ -176,18 +177,43 @@ def _run_rbm(args) -> int:
     return 0
 
 
-def _stop(args, last) -> int:
-    """After Ctrl-C: save the last whole epoch's checkpoint (written to a
-    temporary name, then renamed; in a data-parallel run by rank 0 alone,
-    whose RBM the ranks keep equal), say how to resume; exit status 130."""
+@contextlib.contextmanager
+def _stop_after_epoch():
+    """While open, a first Ctrl-C asks the run to stop after the epoch in
+    progress (the list yielded becomes non-empty), so that the checkpoint
+    holds a whole epoch and nothing is copied for it before; a second Ctrl-C
+    stops at once, saving nothing (KeyboardInterrupt)."""
+    requested = []
+
+    def ask(signum, frame):
+        requested.append(signum)
+        signal.signal(signal.SIGINT, previous)
+        print(
+            "\ngpunet rbm: stopping after this epoch (Ctrl-C again to stop now, saving nothing)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop(args, rbm, epoch, seed) -> int:
+    """After Ctrl-C: save the checkpoint of ``rbm`` after ``epoch`` (written
+    to a temporary name, then renamed; in a data-parallel run by rank 0
+    alone, whose RBM the ranks keep equal), say how to resume; exit status 130."""
     from gpunet import distributed
 
     if distributed.rank() != 0:
         return 130
     path = _checkpoint_path(args)
     with open(path + ".tmp", "wb") as f:
-        pickle.dump(last, f)
+        rbm_bytes = pickle.dumps(rbm)
+        pickle.dump({CHECKPOINT_FORMAT: 1, "epochs": epoch, "seed": seed, "rbm": rbm_bytes}, f)
     os.replace(path + ".tmp", path)
-    print(f"\ngpunet rbm: stopped after epoch {last['epochs']} of {args.epochs}", flush=True)
+    print(f"\ngpunet rbm: stopped after epoch {epoch} of {args.epochs}", flush=True)
     print(f"saved a checkpoint to {path}; continue with --epochs {args.epochs} --resume {path}")
     return 130
