@@ -18,6 +18,12 @@ from .parameter import Parameter, pack
 class Layer:
     """Base class: ``forward``, ``backward``, ``parameters``, ``train``/``eval``, ``to``."""
 
+    #: Declared True in a class's own body when its forward and backward do
+    #: all their array work through registry kernels on arrays the layer
+    #: keeps, and change no Python state a later step reads: ``fit`` may then
+    #: replay its training steps on the CPU (gpunet.replay). Not inherited.
+    host_replay = False
+
     def __init__(self):
         self.training = True
         self._outputs = {}

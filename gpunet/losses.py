@@ -31,6 +31,8 @@ class Loss:
     hits_kind: str | None = None
     #: For "binary": the prediction above which an element counts as 1.
     threshold = 0.0
+    #: As ``Layer.host_replay``, for ``into`` and ``hits``.
+    host_replay = False
 
     def __init__(self):
         self._buffers = {}
@@ -105,12 +107,16 @@ class SoftmaxCrossEntropy(Loss):
     (softmax(pred) - onehot) / batch. Accuracy: argmax of pred against the class.
     """
 
+    host_replay = True
+
     op = "softmax_cross_entropy"
     hits_kind = "argmax"
 
 
 class MSE(Loss):
     """Mean over all elements of 1/2 (pred - target)^2; gradient (pred - target) / n."""
+
+    host_replay = True
 
     op = "mse"
 
@@ -123,6 +129,8 @@ class BinaryCrossEntropy(Loss):
     (logarithms clamped at -100, as PyTorch's BCELoss). Accuracy: elementwise
     agreement of the thresholded prediction with ``target > 0.5``.
     """
+
+    host_replay = True
 
     hits_kind = "binary"
 

@@ -83,6 +83,8 @@ class Dense(Layer):
     None takes them from the default generator (``gn.manual_seed``).
     """
 
+    host_replay = True
+
     def __init__(
         self,
         in_features: int,
@@ -220,12 +222,16 @@ class _Activation(Layer):
 class ReLU(_Activation):
     """max(x, 0)."""
 
+    host_replay = True
+
     forward_op, backward_op = staticmethod(ops.relu), staticmethod(ops.relu_backward)
     saves = "x"
 
 
 class LeakyReLU(_Activation):
     """x if x > 0 else alpha * x."""
+
+    host_replay = True
 
     forward_op, backward_op = staticmethod(ops.leaky_relu), staticmethod(ops.leaky_relu_backward)
     saves = "x"
@@ -244,12 +250,16 @@ class LeakyReLU(_Activation):
 class Sigmoid(_Activation):
     """1 / (1 + exp(-x))."""
 
+    host_replay = True
+
     forward_op, backward_op = staticmethod(ops.sigmoid), staticmethod(ops.sigmoid_backward)
     saves = "y"
 
 
 class Tanh(_Activation):
     """tanh(x)."""
+
+    host_replay = True
 
     forward_op, backward_op = staticmethod(ops.tanh), staticmethod(ops.tanh_backward)
     saves = "y"
@@ -259,12 +269,16 @@ class Softmax(_Activation):
     """softmax over the last axis. To train a classifier, prefer logits with
     gn.losses.SoftmaxCrossEntropy, which fuses and stabilises the pair."""
 
+    host_replay = True
+
     forward_op, backward_op = staticmethod(ops.softmax), staticmethod(ops.softmax_backward)
     saves = "y"
 
 
 class Step(_Activation):
     """1 where x > 0, else 0; its gradient is zero everywhere."""
+
+    host_replay = True
 
     forward_op, backward_op = staticmethod(ops.step), staticmethod(ops.step_backward)
     saves = "x"
@@ -358,6 +372,8 @@ class BatchNorm1d(Layer):
     global batch; the running estimates become rank 0's at the end of each
     epoch, so that every rank evaluates alike.
     """
+
+    host_replay = True
 
     def __init__(
         self,
@@ -554,6 +570,8 @@ class Sequential(Model, Layer):
     Also the model: ``fit``, ``evaluate``, ``predict`` and ``save`` come from
     :class:`gpunet.training.Model`; ``gn.load`` reads a saved model back.
     """
+
+    host_replay = True
 
     def __init__(self, *layers: Layer):
         super().__init__()

@@ -44,6 +44,7 @@ from .callbacks import (
 )
 from .graphs import CaptureError, StepGraph
 from .kernels import _cuda
+from .replay import HostReplay, replayable
 
 __all__ = [
     "Callback",
@@ -109,7 +110,7 @@ class _Batches:
     def __init__(self, device: Device, arrays, largest: int):
         """Buffers for batches of up to ``largest`` rows."""
         self.device, self.arrays = device, arrays
-        self.parts = {}  # (slot, array, rows) -> a view of the device buffer
+        self.parts = {}  # (slot, array, rows) -> a view of its buffer
         shapes = [(largest, *a.shape[1:]) for a in arrays]
         if device.type == "cpu":
             self.host = [[np.empty(s, a.dtype) for s, a in zip(shapes, arrays, strict=True)]]
@@ -136,10 +137,12 @@ class _Batches:
         if self.device.type == "cpu":
             if isinstance(rows, slice):
                 return [a[rows] for a in self.arrays]
+            # A batch of one size comes in one array object every time, as
+            # a host step replay (gpunet.replay) needs.
             n = len(rows)
             return [
-                np.take(a, rows, axis=0, out=buf[:n], mode="clip")
-                for a, buf in zip(self.arrays, self.host[0], strict=True)
+                np.take(a, rows, axis=0, out=self._part(0, i, n), mode="clip")
+                for i, a in enumerate(self.arrays)
             ]
         slot = self.slot
         self.slot ^= 1
@@ -158,14 +161,23 @@ class _Batches:
                 np.take(a, rows, axis=0, out=host[:n], mode="clip")
             # Views are made once per batch size: a new Numba view per step
             # would cost more than a small kernel's launch.
-            part = dev if n == len(dev) else self.parts.get((slot, i, n))
-            if part is None:
-                part = self.parts[slot, i, n] = dev[:n]
+            part = self._part(slot, i, n, dev)
             part.copy_to_device(host[:n], stream=self.stream)
             taken.append(part)
         self.copied[slot].record(self.stream)
         self.used[slot] = True
         return taken
+
+    def _part(self, slot, i, n, buffer=None):
+        """The first ``n`` rows of array ``i``'s buffer ``slot`` (the host
+        buffer unless ``buffer`` is given), one view kept per size."""
+        buffer = self.host[slot][i] if buffer is None else buffer
+        if n == len(buffer):
+            return buffer
+        part = self.parts.get((slot, i, n))
+        if part is None:
+            part = self.parts[slot, i, n] = buffer[:n]
+        return part
 
 
 class _StepRecords:
@@ -307,7 +319,9 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     raises is undone (see _StepGuard) before the error goes on. With a fit's
     ``state``, the pass begins at its ``step`` (a resumed epoch, whose
     ``records`` are put back) and keeps ``step`` up to date. ``graphs``
-    (a _GraphSteps) runs the steps it can as CUDA graph replays."""
+    (a _GraphSteps) runs the steps it can as CUDA graph replays; on the CPU,
+    training steps are replayed from their kernel calls where the model and
+    loss allow it (_HostSteps)."""
     steps = len(starts) - 1
     sizes = np.diff(starts).astype(np.float64)
     world = _distributed.fit_world() if train else None  # None unless data-parallel
@@ -319,6 +333,10 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     guard = _StepGuard(model, optimizer) if train else None
     last_refresh, per_sample = time.perf_counter(), 1
     classifier = loss_fn.hits_kind is not None
+    if train and graphs is None and _HostSteps.eligible(model, loss_fn):
+        graphs = _HostSteps(
+            model, loss_fn
+        )  # recorded afresh each epoch: callbacks may change layers
     first = 0
     if state is not None and state.step:
         first = state.step
@@ -364,6 +382,38 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     if world is not None:
         return world.epoch_metrics(model, loss_fn, read, steps, sizes, per_sample)
     return _epoch_metrics(loss_fn, read, steps, sizes, per_sample)
+
+
+class _HostSteps:
+    """fit's training steps on the CPU replayed from the kernel calls they
+    make (gpunet.replay): the forward pass, the loss with its hit count into
+    fixed slots, copied to the step's records after, and the backward pass.
+    The optimizer's update runs as usual."""
+
+    def __init__(self, model, loss_fn):
+        self.loss_slot, self.hit_slot = np.zeros(1, model.dtype), np.zeros(1, model.dtype)
+        self.classifier = loss_fn.hits_kind is not None
+        hits = self.hit_slot if self.classifier else None
+
+        def step(xb, yb):
+            out = model.forward(xb)
+            model.backward(loss_fn.into(out, yb, self.loss_slot, hits), input_grad=False)
+            return out
+
+        self.replay = HostReplay(step, model.parameters())
+        self.out = None
+
+    @staticmethod
+    def eligible(model, loss_fn) -> bool:
+        return model.device.type == "cpu" and replayable(model) and replayable(loss_fn)
+
+    def run(self, xb, yb, records, step, guard) -> bool:
+        """Run the step on batch (xb, yb), its loss and hits into ``records`` at ``step``."""
+        self.out = self.replay(xb, yb)
+        records.losses[step] = self.loss_slot[0]
+        if self.classifier:
+            records.hits[step] = self.hit_slot[0]
+        return True
 
 
 class _GraphSteps:
