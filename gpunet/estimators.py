@@ -46,6 +46,7 @@ from ._sklearn import (
 )
 from .exceptions import sklearn_flavoured
 from .kernels import _cuda
+from .replay import HostReplay, replayable
 from .training import _Batches
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -431,15 +432,17 @@ class _BaseMLP(Estimator):
         for d, slot, (target, grad) in zip(self._dense, slots[k], scratch, strict=True):
             ops.mse(d.weight.data, target, out=(slot, grad))
 
-    def _step(self, xb, tb, loss_slot, k):
-        """One mini-batch: forward, loss into ``loss_slot``, backward, update."""
+    def _step(self, xb, tb, loss_slot, k, replay=None):
+        """One mini-batch: forward, loss into ``loss_slot``, backward, update.
+        ``replay`` (from ``_replay``) runs the first three on the CPU."""
         opt, alpha = self._optimizer, float(self.alpha)
-        out = self.model_.forward(xb)
-        grad = self._loss_fn.into(out, tb, loss_slot)
-        if self._grad_scale != 1:
-            ops.scale(grad, self._grad_scale, out=grad)
         opt.zero_grad()
-        self.model_.backward(grad, input_grad=False)
+        if replay is None:
+            self._forward_backward(xb, tb, loss_slot)
+        else:
+            run, slot = replay
+            run(xb, tb)
+            loss_slot[0] = slot[0]
         n = xb.shape[0]
         if alpha:
             self._record_l2(k)
@@ -448,6 +451,23 @@ class _BaseMLP(Estimator):
             # PyTorch's eps is added to sqrt(v_hat); scikit-learn's to sqrt(v).
             opt.eps = self.epsilon / math.sqrt(1 - self.beta_2 ** (opt.steps + 1))
         opt.step()
+
+    def _forward_backward(self, xb, tb, loss_slot):
+        """The forward pass, the loss into ``loss_slot`` and the backward pass."""
+        grad = self._loss_fn.into(self.model_.forward(xb), tb, loss_slot)
+        if self._grad_scale != 1:
+            ops.scale(grad, self._grad_scale, out=grad)
+        self.model_.backward(grad, input_grad=False)
+
+    def _replay(self):
+        """(HostReplay of ``_forward_backward`` into a loss slot of its own,
+        that slot) where the model and loss allow it on the CPU (gpunet.replay), else None."""
+        model = self.model_
+        if self.device_.type != "cpu" or not (replayable(model) and replayable(self._loss_fn)):
+            return None
+        slot = np.zeros(1, np.dtype(self.dtype))
+        run = HostReplay(lambda xb, tb: self._forward_backward(xb, tb, slot), model.parameters())
+        return run, slot
 
     # --- fitting --------------------------------------------------------------------
 
@@ -635,6 +655,7 @@ class _BaseMLP(Estimator):
             val_device = to_device(X_val, self.device_)
             val_target = to_device(T_val, self.device_)
         order = np.arange(n)
+        replay = self._replay()
         early = bool(self.early_stopping)
         rs = self._random_state
         try:
@@ -647,7 +668,7 @@ class _BaseMLP(Estimator):
                 for k, (a, b) in enumerate(bounds):
                     rows = order[a:b] if self.shuffle else slice(a, b)
                     xb, tb = batches.take(rows)
-                    self._step(xb, tb, slots[k], k)
+                    self._step(xb, tb, slots[k], k, replay)
                 batch_losses = to_numpy(records).astype(np.float64) * self._value_scale
                 if alpha:
                     record, factors = self._l2[0], self._l2[1]

@@ -38,8 +38,8 @@ from . import dispatch, parameter
 
 __all__ = ["HostReplay", "replayable"]
 
-#: Records a HostReplay makes before it gives up and stays eager.
-MAX_RECORDS = 4
+#: Records a HostReplay makes in all, after which inputs without a replay run eagerly.
+MAX_RECORDS = 6
 
 _lock = threading.Lock()  # one recording at a time: it swaps the registry's entries
 
@@ -119,23 +119,27 @@ class HostReplay:
 
     ``step`` reads its arrays from ``inputs`` and the objects it closes
     over, and writes its results to arrays it keeps; ``parameters`` are the
-    parameters whose gradients it writes. Call the object as the step:
-    the first calls run it eagerly and record; once two records of one set
-    of inputs agree, later calls with the very same input arrays (and the
-    same gradient state of the parameters) replay the record and return
-    what the recorded call returned."""
+    parameters whose gradients it writes. Call the object as the step: the
+    first calls with a set of input arrays run it eagerly and record; once
+    two records of one set agree, later calls with the very same arrays
+    (and the same gradient state of the parameters) replay the record and
+    return what the recorded call returned. Each set of inputs (a full
+    batch, a shorter last one) has a record of its own; after
+    ``MAX_RECORDS`` records in all, calls that find none run eagerly."""
 
     def __init__(self, step, parameters):
         self.step, self.parameters = step, list(parameters)
         self.records = 0
-        self.candidate = None  # (key, calls, result, flags after) of the last record
-        self.replay = None  # the same, once two records agreed
+        # ids of the inputs -> (key, calls, result, flags after): the last
+        # record of those inputs, and the one that two records agreed on
+        self.candidates, self.replays = {}, {}
 
     def _key(self, inputs):
         return (inputs, tuple(p._grad_is_zero for p in self.parameters), parameter.bindings)
 
     def __call__(self, *inputs):
-        found = self.replay
+        ids = tuple(map(id, inputs))
+        found = self.replays.get(ids)
         if found is not None and self._matches(found[0], inputs):
             _, calls, result, flags = found
             for kernel, args, kwargs in calls:
@@ -150,16 +154,15 @@ class HostReplay:
         result, calls = _record(self.step, inputs)
         flags = tuple(p._grad_is_zero for p in self.parameters)
         record = (key, calls, result, flags)
-        previous, self.candidate = self.candidate, record
+        previous, self.candidates[ids] = self.candidates.get(ids), record
         if calls is not None and previous is not None and self._agree(previous, record):
-            self.replay = record
+            self.replays[ids] = record
         return result
 
     def _matches(self, key, inputs) -> bool:
         recorded, flags, bindings = key
         return (
-            len(inputs) == len(recorded)
-            and all(a is b for a, b in zip(inputs, recorded, strict=True))
+            all(a is b for a, b in zip(inputs, recorded, strict=True))
             and bindings == parameter.bindings
             and all(p._grad_is_zero is f for p, f in zip(self.parameters, flags, strict=True))
         )

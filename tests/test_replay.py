@@ -175,3 +175,26 @@ def test_host_replay_gives_up_on_a_step_that_allocates():
     for _ in range(replay.MAX_RECORDS + 3):
         np.testing.assert_array_equal(run(x), 1)
     assert len(steps) == replay.MAX_RECORDS + 3
+
+
+def test_mlp_classifier_replays_its_steps_bit_for_bit(monkeypatch):
+    X, y = data(rows=50, features=5, classes=3, seed=1)
+
+    def fitted():
+        return gn.MLPClassifier((6,), batch_size=8, max_iter=3, random_state=0).fit(X, y)
+
+    with monkeypatch.context() as eager:
+        eager.setattr(replay, "MAX_RECORDS", 0)
+        with pytest.warns(gn.ConvergenceWarning):
+            expected = fitted()
+    forwards = counted_forwards(monkeypatch)
+    with pytest.warns(gn.ConvergenceWarning):
+        clf = fitted()
+    for got, want in zip(clf.coefs_ + clf.intercepts_, expected.coefs_ + expected.intercepts_,
+                         strict=True):  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+    assert clf.loss_curve_ == expected.loss_curve_
+    # 3 epochs of six batches of 8 rows and one of 2, through 2 Dense layers:
+    # each batch size is recorded twice (the full batch in the first epoch,
+    # the short one in the first two epochs); the rest is replayed.
+    assert len(forwards) == (2 + 2) * 2
