@@ -42,6 +42,7 @@ __all__ = ["HostReplay", "replayable"]
 MAX_RECORDS = 6
 
 _lock = threading.Lock()  # one recording at a time: it swaps the registry's entries
+_recording = set()  # ids of the threads recording now
 
 
 class _NotReplayable(Exception):
@@ -60,8 +61,11 @@ def _record(function, args):
     """(function(*args), [(kernel, args, kwargs), ...]): the registry CPU
     kernel calls the call made from this thread, outermost only; the list is
     None when one returned what a replay could not reproduce."""
+    thread = threading.get_ident()
+    if thread in _recording:  # a step inside a recorded step: the outer record has its calls
+        return function(*args), None
     registry = dispatch._registry["cpu"]
-    calls, thread, depth, refused = [], threading.get_ident(), [0], []
+    calls, depth, refused = [], [0], []
 
     def recording(kernel):
         def call(*a, **kw):
@@ -82,9 +86,11 @@ def _record(function, args):
     with _lock:
         originals = dict(registry)
         registry.update({op: recording(kernel) for op, kernel in originals.items()})
+        _recording.add(thread)
         try:
             result = function(*args)
         finally:
+            _recording.discard(thread)
             registry.update(originals)
     return result, (None if refused else calls)
 
@@ -138,6 +144,8 @@ class HostReplay:
         return (inputs, tuple(p._grad_is_zero for p in self.parameters), parameter.bindings)
 
     def __call__(self, *inputs):
+        if _recording and threading.get_ident() in _recording:
+            return self.step(*inputs)  # inside a recorded step: run its kernels through it
         ids = tuple(map(id, inputs))
         found = self.replays.get(ids)
         if found is not None and self._matches(found[0], inputs):

@@ -198,3 +198,23 @@ def test_mlp_classifier_replays_its_steps_bit_for_bit(monkeypatch):
     # each batch size is recorded twice (the full batch in the first epoch,
     # the short one in the first two epochs); the rest is replayed.
     assert len(forwards) == (2 + 2) * 2
+
+
+def test_a_replay_inside_a_recorded_step_runs_its_kernels_through_the_record():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    y, z = np.empty_like(x), np.empty_like(x)
+    inner = replay.HostReplay(lambda a: gn.ops.relu(a, out=y), [])
+    for _ in range(3):
+        inner(x)  # recorded twice, then replayed
+
+    def outer_step(a):
+        inner(a)
+        return gn.ops.tanh(y, out=z)
+
+    outer = replay.HostReplay(outer_step, [])
+    for _ in range(3):
+        outer(x)
+    x[...] = -x
+    outer(x)  # replayed: the relu must be in the outer record
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_allclose(z, np.tanh(np.maximum(x, 0)), rtol=1e-6)
