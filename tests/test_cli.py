@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import ptxas_halves
 import pytest
 from gpunet.kernels import _cuda
 
@@ -63,11 +64,18 @@ def test_no_command_is_a_usage_error(capsys):
 
 
 @pytest.mark.skip_on_cudasim("the simulator cannot compile to PTX")
-@pytest.mark.xdist_group("ptxas")  # one worker builds every kernel, once (ptxas caches)
-def test_info_kernels_lists_every_kernel(capsys):
+@pytest.mark.parametrize(
+    "half", [pytest.param(h, marks=pytest.mark.xdist_group(h)) for h in ptxas_halves.HALVES]
+)
+def test_info_kernels_lists_every_kernel(half, capsys, monkeypatch):
+    # Each half of the catalogue on the worker that builds it for test_compile.
+    specs = ptxas_halves.HALVES[half]
+    monkeypatch.setattr(ptxas, "catalogue", lambda: specs)
     assert cli.main(["info", "--kernels"]) == 0
     out = capsys.readouterr().out
-    for spec in ptxas.catalogue():
+    rows = re.findall(r"^\s+\S+\s+\S+\s+sm_\d+\s+\d+", out, re.M)
+    assert len(rows) == sum(len(spec.signatures) for spec in specs) * len(cli.info.KERNEL_ARCHS)
+    for spec in specs:
         for signature in spec.signatures:
             label = ptxas.signature_label(signature)
             for arch in cli.info.KERNEL_ARCHS:

@@ -9,23 +9,22 @@ import re
 
 import pytest
 from gpunet.kernels import _cuda
+from ptxas_halves import CATALOGUE, mark
 
 from gpunet import ptxas
 
 ARCHS = ("sm_80", "sm_90")
-CATALOGUE = ptxas.catalogue()
 
 CASES = [
-    pytest.param(spec, sig, id=f"{spec.name}[{ptxas.signature_label(sig)}]")
+    pytest.param(spec, sig, id=f"{spec.name}[{ptxas.signature_label(sig)}]", marks=mark(spec))
     for spec in CATALOGUE
     for sig in spec.signatures
 ]
 
 needs_compiler = pytest.mark.skip_on_cudasim("the simulator cannot compile to PTX")
 
-# Under pytest-xdist one worker builds every kernel, once, for this module and
-# for the CLI's kernel table (ptxas.build caches per process).
-pytestmark = pytest.mark.xdist_group("ptxas")
+# Under pytest-xdist each half of the catalogue is built once, on one worker,
+# for this module and for the CLI's kernel table (see ptxas_halves).
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +97,14 @@ def test_catalogue_has_every_kernel_of_every_kernel_module():
     assert not unseen, f"the module scan missed catalogue kernels (extend _cuda_kernels): {unseen}"
 
 
+@pytest.mark.xdist_group("ptxas-0")
 def test_runs_in_the_ptxas_group_under_loadgroup(request):
-    # Each process builds the catalogue once; if this module's tests spread over
-    # several workers, the suite builds it once per worker (minutes each).
+    # Each process builds what it is asked for once; if a half's tests spread
+    # over several workers, the suite builds it once per worker (minutes each).
     option = request.config.option
     if not getattr(option, "loadgroup", False):
         pytest.skip("not a pytest-xdist worker under --dist loadgroup")
-    assert request.node.nodeid.endswith("@ptxas"), (
+    assert request.node.nodeid.endswith("@ptxas-0"), (
         f"pytest-xdist did not group {request.node.nodeid}: check the pytest and "
         "pytest-xdist versions the test extra allows"
     )

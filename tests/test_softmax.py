@@ -224,7 +224,6 @@ def test_cuda_staged_rows_match_three_pass_rows_bit_for_bit(dtype):
 
 
 @pytest.mark.skip_on_cudasim("the simulator cannot compile to PTX")
-@pytest.mark.xdist_group("ptxas")
 def test_cuda_widest_forward_kernels_keep_a_whole_staged_row_in_shared_memory():
     """NVVM drops a shared array nothing reads: a kernel that stopped staging
     would show only its reduction scratch here."""
