@@ -25,6 +25,14 @@ whose reassociated sums sit in such a callee either inlines it (the softmax
 launchers) or is not cached (the parallel softmax kernels), and
 ``tests/test_kernel_cache.py`` compares cold and warm processes' results.
 
+A process that loads cached kernels links their machine code into one
+symbol table, where the first definition of a name wins. Numba names a
+compiled function by its qualified name and a number counted from 1 in each
+process, so two closures of one factory (two activations' launchers) compiled
+in two processes could share a name, and the kernel loaded second would call
+the first one's code. The numbering starts at a random 62-bit number in each
+process instead (``_number_functions_apart``).
+
 The files live where Numba keeps its cache: under ``NUMBA_CACHE_DIR`` when it
 is set, else in ``__pycache__`` beside the kernels when that is writable, else
 in the user's cache directory. ``GPUNET_KERNEL_CACHE=0`` turns the cache off.
@@ -38,8 +46,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import os
 import pathlib
+import secrets
 import sys
 import warnings
 
@@ -51,6 +61,20 @@ from numba.core.dispatcher import Dispatcher
 
 #: Whether ``cached`` installs the cache (``GPUNET_KERNEL_CACHE=0``: no).
 ENABLED = os.environ.get("GPUNET_KERNEL_CACHE", "1") != "0"
+
+
+def _number_functions_apart() -> None:
+    """Number the functions this process compiles from here on from a random
+    start, so that no two processes give one name to different code (see the
+    module docstring). Functions numbered before (Numba's own, at its import)
+    are the same functions, in the same order, in every process."""
+    from numba.core.bytecode import FunctionIdentity
+
+    FunctionIdentity._unique_ids = itertools.count(secrets.randbits(62))
+
+
+if ENABLED:
+    _number_functions_apart()
 
 
 def _digest(text: str) -> str:

@@ -107,6 +107,37 @@ def test_a_second_process_loads_the_cuda_kernels_a_first_compiled(tmp_path):
     assert warm["digest"] == cold["digest"]
 
 
+# Elementwise gradients (OPS: names of gn.ops) on fixed arrays: their results.
+_GRADIENTS_JOB = """
+import json, os
+import numpy as np
+import gpunet as gn
+
+rng = np.random.default_rng(1)
+g = rng.standard_normal((4, 33)).astype(np.float32)
+y = rng.random((4, 33)).astype(np.float32)
+print(json.dumps({op: getattr(gn.ops, op)(g, y).tolist() for op in os.environ["OPS"].split()}))
+"""
+
+
+def test_kernels_compiled_by_different_processes_load_side_by_side(tmp_path):
+    """Two factory-made kernels hold functions of one name (the factory's
+    closures): compiled in two processes that number functions alike, then
+    loaded into one, each must still call its own."""
+    ops = ("step_backward", "sigmoid_backward", "tanh_backward")
+    cold = {}
+    for op in ops:  # one process each, so that the same closures get the same numbers
+        cold.update(_result(_start(tmp_path, _GRADIENTS_JOB, OPS=op)))
+    warm = _result(_start(tmp_path, _GRADIENTS_JOB, OPS=" ".join(ops)))
+    assert warm == cold
+    rng = np.random.default_rng(1)
+    g = rng.standard_normal((4, 33)).astype(np.float32)
+    y = rng.random((4, 33)).astype(np.float32)
+    np.testing.assert_array_equal(warm["step_backward"], 0)
+    np.testing.assert_allclose(warm["sigmoid_backward"], g * y * (1 - y), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(warm["tanh_backward"], g * (1 - y * y), rtol=1e-6, atol=1e-7)
+
+
 def test_turned_off_it_writes_nothing(tmp_path):
     result = _result(_start(tmp_path, _SMALL_JOB, GPUNET_KERNEL_CACHE="0"))
     assert result["stats"][0] == 0 and result["stats"][1] > 0
