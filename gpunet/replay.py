@@ -45,10 +45,6 @@ _lock = threading.Lock()  # one recording at a time: it swaps the registry's ent
 _recording = set()  # ids of the threads recording now
 
 
-class _NotReplayable(Exception):
-    """A recorded call whose result a replay could not reproduce."""
-
-
 def replayable(obj) -> bool:
     """Whether ``obj`` (a layer, model or loss) declares ``host_replay`` in
     its own class body, and so does each of its ``layers``."""
