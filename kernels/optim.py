@@ -16,6 +16,12 @@ while AdamW first scales p by (1 - lr * weight_decay):
     m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
+The CPU updates run with subnormal numbers flushed to zero (``_cpu.
+flush_subnormals``): a moment whose gradient stopped, or a weight that weight
+decay drives towards zero, decays into subnormals, each operation on which
+costs an x86 CPU some hundred cycles, while the update it makes is far below
+any normal weight's resolution. The CUDA kernels keep subnormals.
+
 ``zero_cpu`` and ``zero_cuda`` fill an array with zeros (``zero_grad``);
 ``scale`` multiplies one by a number (gradient clipping).
 
@@ -31,7 +37,7 @@ import numpy as np
 
 from . import _cuda
 from ._cache import cached
-from ._cpu import CPU_OPTIONS
+from ._cpu import CPU_OPTIONS, flush_subnormals, restore_subnormals
 from ._cuda import cuda, float_signatures, grid_1d
 from ._table import OpKernels
 
@@ -111,11 +117,13 @@ def _adam_scalar(p, g, m, v, b1, c1, b2, c2, eps, weight_decay, decay, step_size
 @cached()
 @numba.njit(**CPU_OPTIONS)
 def _sgd_cpu(p, g, buf, bounds, hyper, momentum, nesterov, first):
+    control = flush_subnormals()
     for s in range(bounds.shape[0]):
         _sgd_range(
             p[bounds[s, 0] : bounds[s, 1]], g[bounds[s, 0] : bounds[s, 1]],
             buf[bounds[s, 0] : bounds[s, 1]], hyper[s, 0], momentum, hyper[s, 1], nesterov, first,
         )  # fmt: skip
+    restore_subnormals(control)
 
 
 # Each segment is a slice looped from 0: indices Numba knows are non-negative
@@ -129,12 +137,14 @@ def _sgd_range(p, g, buf, lr, momentum, weight_decay, nesterov, first):
 @cached()
 @numba.njit(**CPU_OPTIONS)
 def _adam_cpu(p, g, m, v, bounds, hyper, b1, c1, b2, c2, eps, bias1, sqrt_bias2):
+    control = flush_subnormals()
     for s in range(bounds.shape[0]):
         start, stop = bounds[s, 0], bounds[s, 1]
         _adam_range(
             p[start:stop], g[start:stop], m[start:stop], v[start:stop], b1, c1, b2, c2, eps,
             hyper[s, 1], hyper[s, 2], hyper[s, 0] / bias1, sqrt_bias2,
         )  # fmt: skip
+    restore_subnormals(control)
 
 
 @numba.njit(inline="always")
