@@ -46,7 +46,7 @@ from ._sklearn import (
 )
 from .exceptions import sklearn_flavoured
 from .kernels import _cuda
-from .replay import HostReplay, replayable
+from .replay import HostReplay, step_replayable
 from .training import _Batches
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -432,17 +432,12 @@ class _BaseMLP(Estimator):
         for d, slot, (target, grad) in zip(self._dense, slots[k], scratch, strict=True):
             ops.mse(d.weight.data, target, out=(slot, grad))
 
-    def _step(self, xb, tb, loss_slot, k, replay=None):
-        """One mini-batch: forward, loss into ``loss_slot``, backward, update.
-        ``replay`` (from ``_replay``) runs the first three on the CPU."""
+    def _step(self, xb, tb, loss_slot, k, forward_backward):
+        """One mini-batch: ``forward_backward`` (from ``_forward_backward_runner``)
+        with the loss into ``loss_slot``, then the update."""
         opt, alpha = self._optimizer, float(self.alpha)
         opt.zero_grad()
-        if replay is None:
-            self._forward_backward(xb, tb, loss_slot)
-        else:
-            run, slot = replay
-            run(xb, tb)
-            loss_slot[0] = slot[0]
+        forward_backward(xb, tb, loss_slot)
         n = xb.shape[0]
         if alpha:
             self._record_l2(k)
@@ -459,15 +454,22 @@ class _BaseMLP(Estimator):
             ops.scale(grad, self._grad_scale, out=grad)
         self.model_.backward(grad, input_grad=False)
 
-    def _replay(self):
-        """(HostReplay of ``_forward_backward`` into a loss slot of its own,
-        that slot) where the model and loss allow it on the CPU (gpunet.replay), else None."""
-        model = self.model_
-        if self.device_.type != "cpu" or not (replayable(model) and replayable(self._loss_fn)):
-            return None
+    def _forward_backward_runner(self):
+        """``_forward_backward``, or where the model and loss allow it on the
+        CPU, the same replayed from its kernel calls (gpunet.replay) into a
+        loss slot of its own, copied to the step's."""
+        if not step_replayable(self.model_, self._loss_fn):
+            return self._forward_backward
         slot = np.zeros(1, np.dtype(self.dtype))
-        run = HostReplay(lambda xb, tb: self._forward_backward(xb, tb, slot), model.parameters())
-        return run, slot
+        run = HostReplay(
+            lambda xb, tb: self._forward_backward(xb, tb, slot), self.model_.parameters()
+        )
+
+        def replayed(xb, tb, loss_slot):
+            run(xb, tb)
+            loss_slot[0] = slot[0]
+
+        return replayed
 
     # --- fitting --------------------------------------------------------------------
 
@@ -655,7 +657,7 @@ class _BaseMLP(Estimator):
             val_device = to_device(X_val, self.device_)
             val_target = to_device(T_val, self.device_)
         order = np.arange(n)
-        replay = self._replay()
+        forward_backward = self._forward_backward_runner()
         early = bool(self.early_stopping)
         rs = self._random_state
         try:
@@ -668,7 +670,7 @@ class _BaseMLP(Estimator):
                 for k, (a, b) in enumerate(bounds):
                     rows = order[a:b] if self.shuffle else slice(a, b)
                     xb, tb = batches.take(rows)
-                    self._step(xb, tb, slots[k], k, replay)
+                    self._step(xb, tb, slots[k], k, forward_backward)
                 batch_losses = to_numpy(records).astype(np.float64) * self._value_scale
                 if alpha:
                     record, factors = self._l2[0], self._l2[1]

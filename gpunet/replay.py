@@ -36,7 +36,7 @@ import numpy as np
 
 from . import dispatch, parameter
 
-__all__ = ["HostReplay", "replayable"]
+__all__ = ["HostReplay", "replayable", "step_replayable"]
 
 #: Records a HostReplay makes in all, after which inputs without a replay run eagerly.
 MAX_RECORDS = 6
@@ -51,6 +51,12 @@ def replayable(obj) -> bool:
     if not type(obj).__dict__.get("host_replay", False):
         return False
     return all(replayable(layer) for layer in getattr(obj, "layers", ()))
+
+
+def step_replayable(model, loss_fn) -> bool:
+    """Whether training steps of ``model`` with ``loss_fn`` may be replayed:
+    the model on the CPU, and both declaring ``host_replay``."""
+    return model.device.type == "cpu" and replayable(model) and replayable(loss_fn)
 
 
 def _record(function, args):

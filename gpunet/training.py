@@ -44,7 +44,7 @@ from .callbacks import (
 )
 from .graphs import CaptureError, StepGraph
 from .kernels import _cuda
-from .replay import HostReplay, replayable
+from .replay import HostReplay, step_replayable
 
 __all__ = [
     "Callback",
@@ -333,10 +333,9 @@ def _run_epoch(model, loss_fn, batches, order, starts, train, progress, state=No
     guard = _StepGuard(model, optimizer) if train else None
     last_refresh, per_sample = time.perf_counter(), 1
     classifier = loss_fn.hits_kind is not None
-    if train and graphs is None and _HostSteps.eligible(model, loss_fn):
-        graphs = _HostSteps(
-            model, loss_fn
-        )  # recorded afresh each epoch: callbacks may change layers
+    if train and graphs is None and step_replayable(model, loss_fn):
+        # Recorded afresh each epoch: callbacks may change layers between epochs.
+        graphs = _HostSteps(model, loss_fn)
     first = 0
     if state is not None and state.step:
         first = state.step
@@ -402,10 +401,6 @@ class _HostSteps:
 
         self.replay = HostReplay(step, model.parameters())
         self.out = None
-
-    @staticmethod
-    def eligible(model, loss_fn) -> bool:
-        return model.device.type == "cpu" and replayable(model) and replayable(loss_fn)
 
     def run(self, xb, yb, records, step, guard) -> bool:
         """Run the step on batch (xb, yb), its loss and hits into ``records`` at ``step``."""
