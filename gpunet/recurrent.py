@@ -158,12 +158,12 @@ class _Recurrent(Layer):
         self._saved = None
         return self
 
-    def _blas_threads(self, kind, rows, inputs):
-        """The context for products of ``rows`` x (gates * H) x ``inputs``
-        multiply-adds: one BLAS thread on the CPU when they are small
-        (``SINGLE_THREAD_MACS``)."""
-        macs = rows * _kernels.GATES[self.mode] * self.hidden_size * inputs
-        if kind != "cpu" or macs >= SINGLE_THREAD_MACS:
+    def _blas_threads(self, kind, rows, macs):
+        """The context for a kernel over ``rows`` rows whose products hold
+        ``macs`` multiply-adds: on the CPU, one BLAS thread when its rows run
+        in parts on threads of their own (``kernels.recurrent.row_parts``),
+        or its products are small (``SINGLE_THREAD_MACS``)."""
+        if kind != "cpu" or (_kernels.row_parts(rows, macs) == 1 and macs >= SINGLE_THREAD_MACS):
             return contextlib.nullcontext()
         return _threads.single_blas_thread()
 
@@ -290,7 +290,7 @@ class _Recurrent(Layer):
             k = layer * D + d
             tag = f"{layer}.{d}"
             xw = self._output(f"xw{tag}", kind, (T * B, G * H), dtype)
-            with self._blas_threads(kind, T * B, features):
+            with self._blas_threads(kind, T * B, T * B * G * H * features):
                 dispatch.kernel_for("recurrent_input", kind)(
                     flat_in, w_ih.data, None if b_ih is None else b_ih.data, xw
                 )
@@ -299,11 +299,10 @@ class _Recurrent(Layer):
             cs = self._output(f"cs{tag}", kind, (T + 1, B, H), dtype) if lstm else hs
             gates = self._output(f"gates{tag}", kind, (T, B, _kernels.SAVED[mode] * H), dtype)
             bias_hh = self._zeros((G * H,)) if b_hh is None else b_hh.data
-            with self._blas_threads(kind, B, H):
-                dispatch.kernel_for("recurrent_forward", kind)(
-                    mode, xw.reshape(T, B, G * H), w_hh.data, bias_hh, h0[k],
-                    c0[k] if lstm else h0[k], hs, cs, gates, out, d * H, d == 1,
-                )  # fmt: skip
+            dispatch.kernel_for("recurrent_forward", kind)(
+                mode, xw.reshape(T, B, G * H), w_hh.data, bias_hh, h0[k],
+                c0[k] if lstm else h0[k], hs, cs, gates, out, d * H, d == 1,
+            )  # fmt: skip
             last = 0 if d == 1 else T
             _copy(kind, h_n[k], hs[last])
             if lstm:
@@ -359,14 +358,13 @@ class _Recurrent(Layer):
                 dgx = self._output(f"dgx{tag}", kind, (T, B, G * H), self.dtype)
                 dgh = self._output(f"dgh{tag}", kind, (T, B, G * H), self.dtype)
                 dgh = dgh if self.mode == "gru" else dgx
-                with self._blas_threads(kind, B, H):
-                    dispatch.kernel_for("recurrent_backward", kind)(
-                        self.mode, g, d * H, dh_n[k], dc_n[k] if lstm else dh_n[k], w_hh.data,
-                        hs, cs, gates, dgx, dgh, dh0[k], dc0[k] if lstm else dh0[k], d == 1,
-                    )  # fmt: skip
+                dispatch.kernel_for("recurrent_backward", kind)(
+                    self.mode, g, d * H, dh_n[k], dc_n[k] if lstm else dh_n[k], w_hh.data,
+                    hs, cs, gates, dgx, dgh, dh0[k], dc0[k] if lstm else dh0[k], d == 1,
+                )  # fmt: skip
                 hprev = hs[1:] if d == 1 else hs[:T]
                 dw_ih, dw_hh, db_ih, db_hh, accumulate = grads[k]
-                with self._blas_threads(kind, T * B, max(features, H)):
+                with self._blas_threads(kind, T * B, T * B * G * H * (2 * features + H)):
                     dispatch.kernel_for("recurrent_grads", kind)(
                         seq.reshape(T * B, features), hprev.reshape(T * B, H),
                         dgx.reshape(T * B, G * H), dgh.reshape(T * B, G * H), w_ih.data,

@@ -47,10 +47,12 @@ Sections: numpy references, scalar math, CPU kernels, CUDA kernels, launchers, t
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
-from . import _cuda, blas
+from . import _cuda, blas, packed
 from . import activations as act
 from ._cache import cached
 from ._cpu import CPU_OPTIONS, flat, wide_vectors
@@ -297,25 +299,26 @@ def _tanh_span(a, ia, out, io, n):
 
 def _forward_cpu_kernel(cell, gates):
     @cached(cell, gates)
-    @numba.njit(**CPU_OPTIONS)
-    def forward(xw, w_hh, b_hh, h0, c0, hs, cs, saved, out, col, reverse):
-        """The whole sequence: per step the pre-activations xw + b_hh, the
-        product h_prev @ w_hh.T added to them (BLAS), then the gate passes."""
+    @numba.njit(nogil=True, **CPU_OPTIONS)
+    def forward(xw, w_packed, b_hh, h0, c0, hs, cs, saved, out, col, reverse, r0, r1):
+        """The whole sequence for batch rows r0 to r1: per step the
+        pre-activations xw + b_hh, the product h_prev @ w_hh.T added to them
+        (w_hh.T packed), then the gate passes."""
         wide_vectors()
         T, B, GH = xw.shape
         H = hs.shape[2]
         one = xw.dtype.type(1)
         zero = one - one
         start = T if reverse else 0
-        hs[start] = h0
+        hs[start, r0:r1] = h0[r0:r1]
         if cell == _LSTM:
-            cs[start] = c0
+            cs[start, r0:r1] = c0[r0:r1]
         # The pre-activations of a step: the LSTM's are its saved gates,
         # activated in place; the RNN's the new state, activated in place;
         # the GRU's (r, z, then hw_n alone) a scratch array.
         hw = np.empty((B if cell == _GRU else 0, GH), xw.dtype)
         u = np.uint64
-        uB, uH, uG = u(B), u(H), u(GH)
+        uB, uH, uG, u0, u1 = u(B), u(H), u(GH), u(r0), u(r1)
         H2, H3 = uH + uH, uH + uH + uH
         uS, uW, ucol = u(saved.shape[2]), u(out.shape[2]), u(col)
         split = H2 if cell == _GRU else uG  # columns of xw + b_hh; b_hh alone after
@@ -332,12 +335,12 @@ def _forward_cpu_kernel(cell, gates):
                 a2 = hs[n]
             A = flat(a2)
             ut, up, un = u(t), u(p), u(n)
-            for b in range(uB):
+            for b in range(u0, u1):
                 ia, ix = b * uG, (ut * uB + b) * uG
                 _add_span(X, ix, BH, u(0), A, ia, split)
                 _copy_span(BH, split, A, ia + split, uG - split)
-            blas.gemm(False, True, one, hs[p], w_hh, one, a2)
-            for b in range(uB):
+            packed.product(hs[p, r0:r1], w_packed, one, a2[r0:r1])
+            for b in range(u0, u1):
                 ia, ix = b * uG, (ut * uB + b) * uG
                 ih, ip = (un * uB + b) * uH, (up * uB + b) * uH
                 io = (ut * uB + b) * uW + ucol
@@ -372,11 +375,13 @@ def _forward_cpu_kernel(cell, gates):
 
 def _backward_cpu_kernel(cell, gates):
     @cached(cell, gates)
-    @numba.njit(**CPU_OPTIONS)
-    def backward(grad_out, col, dh_n, dc_n, w_hh, hs, cs, saved, dgx, dgh, dh0, dc0, reverse):
-        """The whole sequence backwards: per step the gate derivatives, row
-        by row, then d loss / d h_prev = dgh[t] @ w_hh (BLAS, added to the
-        GRU's direct term z dh)."""
+    @numba.njit(nogil=True, **CPU_OPTIONS)
+    def backward(
+        grad_out, col, dh_n, dc_n, w_packed, hs, cs, saved, dgx, dgh, dh0, dc0, reverse, r0, r1
+    ):
+        """The whole sequence backwards for batch rows r0 to r1: per step the
+        gate derivatives, row by row, then d loss / d h_prev = dgh[t] @ w_hh
+        (w_hh packed; added to the GRU's direct term z dh)."""
         wide_vectors()
         T, B, H = grad_out.shape[0], grad_out.shape[1], hs.shape[2]
         one = hs.dtype.type(1)
@@ -384,7 +389,7 @@ def _backward_cpu_kernel(cell, gates):
         dh_c = dh_n.copy()  # d loss / d h of the step, then the next step's
         dc_c = dc_n.copy()
         u = np.uint64
-        uB, uH, uG = u(B), u(H), u(dgx.shape[2])
+        uB, uH, uG, u0, u1 = u(B), u(H), u(dgx.shape[2]), u(r0), u(r1)
         H2, H3 = uH + uH, uH + uH + uH
         uS, uW, ucol = u(saved.shape[2]), u(grad_out.shape[2]), u(col)
         GO, HS, CS, SV = flat(grad_out), flat(hs), flat(cs), flat(saved)
@@ -394,7 +399,7 @@ def _backward_cpu_kernel(cell, gates):
             p = t + 1 if reverse else t
             n = t if reverse else t + 1
             ut, up, un = u(t), u(p), u(n)
-            for b in range(uB):
+            for b in range(u0, u1):
                 ib = b * uH  # dh_c, dc_c
                 ih, ip = (un * uB + b) * uH, (up * uB + b) * uH
                 idg, iv = (ut * uB + b) * uG, (ut * uB + b) * uS
@@ -444,12 +449,62 @@ def _backward_cpu_kernel(cell, gates):
                         E[dn + j] = D[dn + j] * SV[r_ + j]
                     for j in range(uH):
                         DH[ib + j] *= SV[z_ + j]  # the direct term, to which the product adds
-            blas.gemm(False, False, one, dgh[t], w_hh, one if cell == _GRU else zero, dh_c)
-        dh0[:] = dh_c
+            beta = one if cell == _GRU else zero
+            packed.product(dgh[t, r0:r1], w_packed, beta, dh_c[r0:r1])
+        dh0[r0:r1] = dh_c[r0:r1]
         if cell == _LSTM:
-            dc0[:] = dc_c
+            dc0[r0:r1] = dc_c[r0:r1]
 
     return backward
+
+
+#: A CPU recurrence splits its batch rows into parts that run at once, one
+#: thread each (the rows of a batch never meet), up to Numba's thread count
+#: (``numba.get_num_threads()``), when each part gets at least this many rows
+#: (``row_parts``)...
+ROW_PART_MIN_ROWS = 8
+#: ... and the sequence's products with w_hh hold at least this many
+#: multiply-adds (starting a thread costs about as much as 2**20 of them).
+ROW_PARTS_MIN_MACS = 1 << 22
+
+
+def row_parts(rows, macs):
+    """How many parts a CPU recurrence over ``rows`` batch rows, whose
+    products with w_hh hold ``macs`` multiply-adds, splits into."""
+    if macs < ROW_PARTS_MIN_MACS:
+        return 1
+    return max(1, min(numba.get_num_threads(), rows // ROW_PART_MIN_ROWS))
+
+
+def _in_parts(run, rows, parts):
+    """run(p, r0, r1) for the ``parts`` row ranges p of [0, rows) at once:
+    each but the last on a thread of its own, the last on the calling thread.
+    Returns when all are done (raising the first error)."""
+    bounds = [rows * p // parts for p in range(parts + 1)]
+    errors = []
+
+    def part(p):
+        try:
+            run(p, bounds[p], bounds[p + 1])
+        except BaseException as error:  # raised in the caller below
+            errors.append(error)
+
+    threads = [threading.Thread(target=part, args=(p,)) for p in range(parts - 1)]
+    for thread in threads:
+        thread.start()
+    part(parts - 1)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _in_row_parts(kernel, rows, macs, *args):
+    """kernel(*args, r0, r1) over the rows [0, rows) in ``row_parts(rows,
+    macs)`` parts at once (``kernel`` releases the GIL). Each part's
+    products are BLAS calls of its own, so the BLAS should run on one thread
+    meanwhile."""
+    _in_parts(lambda p, r0, r1: kernel(*args, r0, r1), rows, row_parts(rows, macs))
 
 
 _FORWARD_CPU = {mode: _forward_cpu_kernel(_CELL[mode], GATES[mode]) for mode in GATES}
@@ -898,7 +953,11 @@ def recurrent_forward_cpu(mode, xw, w_hh, b_hh, h0, c0, hs, cs, gates, out, col=
     c0 (B, H). ``cs`` and ``c0`` are only read for the LSTM, ``gates`` only
     written for the LSTM and GRU (shape (T, B, 0) for the RNN)."""
     _check_forward(mode, xw, w_hh, b_hh, h0, c0, hs, cs, gates, out, col)
-    _FORWARD_CPU[mode](xw, w_hh, b_hh, h0, c0, hs, cs, gates, out, col, reverse)
+    T, B, GH = xw.shape
+    _in_row_parts(
+        _FORWARD_CPU[mode], B, T * B * GH * hs.shape[2],
+        xw, packed.pack(w_hh, True), b_hh, h0, c0, hs, cs, gates, out, col, reverse,
+    )  # fmt: skip
 
 
 def _check_backward(mode, grad_out, col, dh_n, dc_n, w_hh, hs, cs, saved, dgx, dgh, dh0, dc0):
@@ -936,7 +995,12 @@ def recurrent_backward_cpu(
     ``dgx`` itself except for the GRU) and dh0, dc0 (B, H) = d loss / d
     initial states. ``dc_n`` and ``dc0`` are only used by the LSTM."""
     _check_backward(mode, grad_out, col, dh_n, dc_n, w_hh, hs, cs, gates, dgx, dgh, dh0, dc0)
-    _BACKWARD_CPU[mode](grad_out, col, dh_n, dc_n, w_hh, hs, cs, gates, dgx, dgh, dh0, dc0, reverse)
+    T, B, GH = dgx.shape
+    _in_row_parts(
+        _BACKWARD_CPU[mode], B, T * B * GH * hs.shape[2],
+        grad_out, col, dh_n, dc_n, packed.pack(w_hh, False), hs, cs, gates, dgx, dgh, dh0, dc0,
+        reverse,
+    )  # fmt: skip
 
 
 def _check_input(x, w_ih, b_ih, out):
@@ -950,15 +1014,24 @@ def _check_input(x, w_ih, b_ih, out):
     _expect(op, "out", out, (x.shape[0], w_ih.shape[0]))
 
 
-def recurrent_input_cpu(x, w_ih, b_ih, out):
-    """out (R, G*H) = x (R, I) @ w_ih.T + b_ih (None: no bias), one BLAS product."""
-    _check_input(x, w_ih, b_ih, out)
+@cached()
+@numba.njit(nogil=True, **CPU_OPTIONS)
+def _input_rows(x, w_ih, b_ih, out, r0, r1):
+    """out[r0:r1] = x[r0:r1] @ w_ih.T + b_ih (b_ih of length 0: no bias)."""
     one = out.dtype.type(1)
-    if b_ih is None:
-        blas.gemm(False, True, one, x, w_ih, out.dtype.type(0), out)
-    else:
-        out[...] = b_ih
-        blas.gemm(False, True, one, x, w_ih, one, out)
+    if b_ih.size:
+        for r in range(r0, r1):
+            out[r] = b_ih
+    blas.gemm(False, True, one, x[r0:r1], w_ih, one if b_ih.size else one - one, out[r0:r1])
+
+
+def recurrent_input_cpu(x, w_ih, b_ih, out):
+    """out (R, G*H) = x (R, I) @ w_ih.T + b_ih (None: no bias): BLAS products
+    over the rows in ``row_parts`` parts at once."""
+    _check_input(x, w_ih, b_ih, out)
+    bias = out[0, :0] if b_ih is None else b_ih
+    R, GH = out.shape
+    _in_row_parts(_input_rows, R, R * GH * x.shape[1], x, w_ih, bias, out)
     return out
 
 
@@ -980,6 +1053,28 @@ def _check_grads(x, hprev, dgx, dgh, w_ih, dw_ih, db_ih, dw_hh, db_hh, dx):
         _expect(op, "dx", dx, tuple(x.shape))
 
 
+@cached()
+@numba.njit(nogil=True, **CPU_OPTIONS)
+def _grads_rows(
+    x, hprev, dgx, dgh, w_ih, beta, dw_ih, dw_hh, sums_x, sums_h, dx, beta_dx, r0, r1
+):  # fmt: skip
+    """What rows r0 to r1 give: dw_ih = dgx.T @ x (+ beta dw_ih), dw_hh =
+    dgh.T @ hprev (+ beta dw_hh), the column sums of dgx and dgh (into
+    sums_x, sums_h; skipped when of length 0) and dx[r0:r1] = dgx @ w_ih (+
+    beta_dx dx; skipped when dx has no rows)."""
+    one = dw_ih.dtype.type(1)
+    blas.gemm(True, False, one, dgx[r0:r1], x[r0:r1], beta, dw_ih)
+    blas.gemm(True, False, one, dgh[r0:r1], hprev[r0:r1], beta, dw_hh)
+    for sums, d in ((sums_x, dgx), (sums_h, dgh)):
+        if sums.size:
+            sums[:] = 0
+            for r in range(r0, r1):
+                for j in range(sums.size):
+                    sums[j] += d[r, j]
+    if dx.shape[0]:
+        blas.gemm(False, False, one, dgx[r0:r1], w_ih, beta_dx, dx[r0:r1])
+
+
 def recurrent_grads_cpu(
     x, hprev, dgx, dgh, w_ih, dw_ih, db_ih, dw_hh, db_hh, dx, accumulate=False, accumulate_dx=False
 ):
@@ -988,24 +1083,45 @@ def recurrent_grads_cpu(
     dw_hh = dgh.T @ hprev, db_hh = column sums of dgh (added to the arrays
     with ``accumulate``), dx = dgx @ w_ih (added with ``accumulate_dx``).
     x (R, I), hprev (R, H) (the state before each step), dgx and dgh (R, G*H),
-    R = T * B rows in time order. db_ih, db_hh and dx may be None (skipped)."""
+    R = T * B rows in time order. db_ih, db_hh and dx may be None (skipped).
+
+    The rows run in ``row_parts`` parts at once, each with products of its
+    own; the first part adds into dw_ih and dw_hh, the others into arrays of
+    their own, added after (so the sums' order depends on the parts)."""
     _check_grads(x, hprev, dgx, dgh, w_ih, dw_ih, db_ih, dw_hh, db_hh, dx)
-    one = dw_ih.dtype.type(1)
+    R, GH = dgx.shape
+    dtype = dw_ih.dtype
+    one = dtype.type(1)
     beta = one if accumulate else one - one
-    blas.gemm(True, False, one, dgx, x, beta, dw_ih)
-    blas.gemm(True, False, one, dgh, hprev, beta, dw_hh)
+    parts = row_parts(R, R * GH * (x.shape[1] + hprev.shape[1] + (0 if dx is None else x.shape[1])))
     # dgh is dgx itself but for the GRU: one pass of column sums then serves both.
     same = dgh.ctypes.data == dgx.ctypes.data and dgh.strides == dgx.strides
-    sums_x = None if db_ih is None and not (same and db_hh is not None) else dgx.sum(axis=0)
-    sums_h = sums_x if same else (None if db_hh is None else dgh.sum(axis=0))
-    for db, sums in ((db_ih, sums_x), (db_hh, sums_h)):
+    want_x = db_ih is not None or (same and db_hh is not None)
+    want_h = db_hh is not None and not same
+    sums_x = np.zeros((parts, GH if want_x else 0), dtype)
+    sums_h = np.zeros((parts, GH if want_h else 0), dtype)
+    ih = [dw_ih] + [np.empty_like(dw_ih) for _ in range(parts - 1)]
+    hh = [dw_hh] + [np.empty_like(dw_hh) for _ in range(parts - 1)]
+    no_dx = np.empty((0, x.shape[1]), dtype)
+    beta_dx = one if accumulate_dx else one - one
+
+    def part(p, r0, r1):
+        _grads_rows(
+            x, hprev, dgx, dgh, w_ih, beta if p == 0 else one - one, ih[p], hh[p],
+            sums_x[p], sums_h[p], no_dx if dx is None else dx, beta_dx, r0, r1,
+        )  # fmt: skip
+
+    _in_parts(part, R, parts)
+    for p in range(1, parts):
+        dw_ih += ih[p]
+        dw_hh += hh[p]
+    totals = {"x": sums_x.sum(axis=0), "h": sums_h.sum(axis=0)}
+    for db, sums in ((db_ih, totals["x"]), (db_hh, totals["x" if same else "h"])):
         if db is not None:
             if accumulate:
                 db += sums
             else:
                 db[...] = sums
-    if dx is not None:
-        blas.gemm(False, False, one, dgx, w_ih, one if accumulate_dx else one - one, dx)
 
 
 def recurrent_forward_cuda(mode, xw, w_hh, b_hh, h0, c0, hs, cs, gates, out, col=0, reverse=False):

@@ -111,6 +111,22 @@ def test_kernels_match_references_cpu(mode, reverse, dtype):
         np.testing.assert_allclose(got, want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("mode,dtype", [(m, np.float64) for m in MODES] + [("lstm", np.float32)])
+def test_cpu_kernels_in_row_parts_match_one_part(mode, dtype, monkeypatch):
+    # The kernels split their rows into parts, one thread each (3 here). The
+    # recurrences' packed products give each row the same sums in any part:
+    # the same results bit for bit. The BLAS products (input projection,
+    # gradients) of a part may sum in another order: equal to rounding.
+    case = _sequence_case(mode, 37, dtype, B=5)
+    whole, _ = _run_kernels(mode, case, "cpu", False)
+    monkeypatch.setattr(R, "row_parts", lambda rows, macs: 3 if rows == 5 else 1)  # B = 5
+    for got, want in zip(_run_kernels(mode, case, "cpu", False)[0], whole, strict=True):
+        np.testing.assert_array_equal(got, want)
+    monkeypatch.setattr(R, "row_parts", lambda rows, macs: min(3, rows))
+    for got, want in zip(_run_kernels(mode, case, "cpu", False)[0], whole, strict=True):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("path", ["sequence", "step"])
 @pytest.mark.parametrize("mode", MODES)
