@@ -31,10 +31,14 @@ Backward, ``dgx`` (T, B, G*H) is d loss / d (xw + hw) for each step, and
 d/d hw_n = r d/d xw_n; the RNN and LSTM pass ``dgx`` itself). The weight
 gradients are then one product each over all steps (``recurrent_grads``).
 
-The CPU kernels run a whole sequence in one call, each step one BLAS product
-(``blas.gemm``) accumulated into the pre-activations, then vectorised
+The CPU kernels run a whole sequence in one call, each step one product
+with w_hh, packed once per call (``packed``: BLAS would pack it again at
+every step), accumulated into the pre-activations, then vectorised
 branch-free loops over each batch row's hidden units (the gates, then the
-state update). On CUDA,
+state update). Every CPU kernel splits its rows into parts that run at once
+on threads of their own (``row_parts``): the recurrences their batch rows,
+which never meet; the input projection and the gradients all T * B rows,
+each part's weight gradients summed after. On CUDA,
 hidden sizes up to ``PERSISTENT_HIDDEN`` run a whole sequence in one launch:
 one block per batch row keeps w_hh in shared memory and the state in
 registers and shared memory across the steps. Larger hidden sizes launch one
@@ -258,7 +262,7 @@ _forward_cuda_math, _backward_cuda_math = _cell_math(act.sigmoid_scalar_cuda, ac
 
 
 # --- CPU kernels ----------------------------------------------------------------------
-# Per step, one BLAS product accumulates h_prev @ w_hh.T into the
+# Per step, one packed product accumulates h_prev @ w_hh.T into the
 # pre-activations (already holding xw + b_hh), then short branch-free loops
 # over the hidden units of one batch row apply the gates and update the
 # state. Each loop reads a few contiguous spans (a gate's H values of a row of
