@@ -467,9 +467,10 @@ def _backward_cpu_kernel(cell, gates):
 #: (``numba.get_num_threads()``), when each part gets at least this many rows
 #: (``row_parts``)...
 ROW_PART_MIN_ROWS = 8
-#: ... and the sequence's products with w_hh hold at least this many
-#: multiply-adds (starting a thread costs about as much as 2**20 of them).
-ROW_PARTS_MIN_MACS = 1 << 22
+#: ... and its products hold at least this many multiply-adds (starting and
+#: joining a thread costs about 60 us, the time of about 3 million of them on
+#: one core).
+ROW_PARTS_MIN_MACS = 1 << 24
 
 
 def row_parts(rows, macs):
