@@ -25,6 +25,7 @@ import numpy as np
 from . import ops, parameter
 from ._arrays import zeros
 from ._device import to_numpy
+from .kernels import optim as _kernels
 from .parameter import Parameter, flat_buffers
 
 
@@ -33,6 +34,9 @@ def _check_nonnegative(name, value):
         raise ValueError(f"expected {name} to be a number >= 0, got {value!r}")
     return float(value)
 
+
+#: Update plans an optimizer keeps, for as many settings (see ``Optimizer._plan``).
+MAX_PLANS = 4
 
 #: What a parameter group may set besides its "params".
 GROUP_SETTINGS = ("lr", "weight_decay")
@@ -56,8 +60,12 @@ class Optimizer:
         self.state: dict[int, dict] = {}
         #: id(parameter) -> (state key, offset) where its state lies.
         self._placed: dict[int, tuple[int, int]] = {}
-        #: (what it holds for, the update plan): see ``_plan``.
-        self._cached_plan: tuple | None = None
+        #: (bindings, settings) -> the update plan for them: see ``_plan``.
+        self._plans: dict[tuple, list] = {}
+        #: (id(state), id(segments)) -> (segments, arrays, settings, table) of
+        #: the last checked CPU update of that buffer with those segments: see
+        #: ``_update``.
+        self._checked: dict[int, tuple] = {}
 
     @staticmethod
     def _groups(params, lr, weight_decay) -> list[dict]:
@@ -123,16 +131,45 @@ class Optimizer:
             self._update(flat, state, segments)
         self._stepped()
 
+    def _update(self, flat, state, segments) -> None:
+        """One buffer's update through the checked op (``_checked_update``).
+        On the CPU, once that op has checked these very arrays, segments and
+        settings, later updates run its kernel alone with the segment table
+        it made (``_kernel_update``): the checks cost four times the update of
+        a small network. The segments are the plan's, made anew whenever a
+        group's settings change, so they hold what was checked."""
+        arrays = (flat.data, flat.grad, *(state[name] for name in self._state_buffers))
+        settings = self._update_settings()
+        known = self._checked.get((id(state), id(segments)))
+        if (
+            known is not None
+            and known[0] is segments
+            and known[2] == settings
+            and all(a is b for a, b in zip(known[1], arrays, strict=True))
+        ):
+            self._kernel_update(arrays, known[3])
+            return
+        self._checked_update(arrays, segments)
+        if flat.device.type == "cpu":
+            table = self._table(arrays[0], segments)
+            self._checked[id(state), id(segments)] = (segments, arrays, settings, table)
+
     def _plan(self) -> list:
         """[(flat buffers, their state, their parameters, segments)], one entry
         per buffer, made anew when a parameter was bound to other buffers
         (``parameter.bindings`` moved) or a group's settings changed; making
         it checks every parameter before any state changes, and carries each
-        parameter's state to where it lies now."""
+        parameter's state to where it lies now. Plans for a few settings are
+        kept while the bindings stay: scikit-learn's rule scales the weight
+        decay by the batch size, which differs for an epoch's last batch."""
         settings = tuple((group["lr"], group["weight_decay"]) for group in self.param_groups)
         key = (parameter.bindings, settings)
-        if self._cached_plan is not None and self._cached_plan[0] == key:
-            return self._cached_plan[1]
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        if len(self._plans) >= MAX_PLANS or any(k[0] != key[0] for k in self._plans):
+            self._plans.clear()
+            self._checked.clear()
         buffers = self._buffers()
         for key_, (_, members) in buffers.items():
             for p, _ in members:
@@ -148,7 +185,7 @@ class Optimizer:
             plan.append((flat, state, params, self._segments(key_, members)))
         for stale in [k for k in self.state if k not in buffers]:
             del self.state[stale]  # buffers no parameter of ours lives in any more
-        self._cached_plan = (key, plan)
+        self._plans[key] = plan
         return plan
 
     def _buffers(self) -> dict:
@@ -350,7 +387,7 @@ class Optimizer:
         self._lr_ratios = [values["lr_scale"] for values in checked["groups"]]
         for attribute, value in {**checked["settings"], **checked["counters"]}.items():
             setattr(self, attribute, value)
-        self.state, self._placed, self._cached_plan = {}, {}, None
+        self.state, self._placed, self._plans, self._checked = {}, {}, {}, {}
         if not checked["state"]:
             return
         index = {id(p): i for i, p in enumerate(self.params)}
@@ -394,11 +431,19 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self._first = True
 
-    def _update(self, flat, state, segments):
+    def _update_settings(self):
+        return self.momentum, self.nesterov, self._first
+
+    def _checked_update(self, arrays, segments):
         ops.sgd(
-            flat.data, flat.grad, state["buf"], None, self.momentum, 0.0, self.nesterov,
-            self._first, segments=segments,
+            *arrays, None, self.momentum, 0.0, self.nesterov, self._first, segments=segments
         )  # fmt: skip
+
+    def _table(self, p, segments):
+        return _kernels.sgd_table(p, segments)
+
+    def _kernel_update(self, arrays, table):
+        _kernels.sgd_cpu_tabled(*arrays, table, self.momentum, self.nesterov, self._first)
 
     def _stepped(self):
         self._first = False
@@ -455,11 +500,21 @@ class Adam(Optimizer):
         #: Steps taken (Adam's t, from 1 in the first step).
         self.steps = 0
 
-    def _update(self, flat, state, segments):
+    def _update_settings(self):
+        return self.betas  # eps, which scikit-learn's rule changes every step, is checked in each
+
+    def _checked_update(self, arrays, segments):
         ops.adam(
-            flat.data, flat.grad, state["m"], state["v"], self.steps + 1, None, self.betas,
-            self.eps, 0.0, self.decoupled, segments=segments,
+            *arrays, self.steps + 1, None, self.betas, self.eps, 0.0, self.decoupled,
+            segments=segments,
         )  # fmt: skip
+
+    def _table(self, p, segments):
+        return _kernels.adam_table(p, segments, self.decoupled)
+
+    def _kernel_update(self, arrays, table):
+        eps = ops._check_setting("adam", "eps", self.eps)  # as the checked op does
+        _kernels.adam_cpu_tabled(*arrays, table, self.steps + 1, self.betas, eps)
 
     def _stepped(self):
         self.steps += 1

@@ -285,8 +285,14 @@ def sgd_cpu(
     of all of p with ``lr`` and ``weight_decay``."""
     bounds, hyper = _segments(p, segments, lr, weight_decay)
     _check_update("sgd", bounds, p, grad, buf)
+    sgd_cpu_tabled(p, grad, buf, (bounds, hyper), momentum, nesterov, first)
+
+
+def sgd_cpu_tabled(p, grad, buf, table, momentum, nesterov, first):
+    """sgd_cpu with its segment ``table`` (bounds, hyper) made and checked
+    before, for the arrays it was checked with: the kernel alone."""
     t = p.dtype.type
-    _sgd_cpu(p, grad, buf, bounds, hyper, t(momentum), bool(nesterov), bool(first))
+    _sgd_cpu(p, grad, buf, *table, t(momentum), bool(nesterov), bool(first))
 
 
 def sgd_cuda(
@@ -314,7 +320,13 @@ def adam_cpu(
     in sgd_cpu."""
     bounds, hyper = _adam_table(p, segments, lr, weight_decay, decoupled)
     _check_update("adam", bounds, p, grad, m, v)
-    _adam_cpu(p, grad, m, v, bounds, hyper, *_adam_scalars(p.dtype, step, betas, eps))
+    adam_cpu_tabled(p, grad, m, v, (bounds, hyper), step, betas, eps)
+
+
+def adam_cpu_tabled(p, grad, m, v, table, step, betas, eps):
+    """adam_cpu with its segment ``table`` (bounds, hyper) made and checked
+    before, for the arrays it was checked with: the kernel alone."""
+    _adam_cpu(p, grad, m, v, *table, *_adam_scalars(p.dtype, step, betas, eps))
 
 
 def adam_cuda(
@@ -330,6 +342,16 @@ def adam_cuda(
             p, grad, m, v, _cuda.constant_table(bounds), _cuda.constant_table(hyper),
             *_adam_scalars(p.dtype, step, betas, eps),
         )  # fmt: skip
+
+
+def sgd_table(p, segments):
+    """The (bounds, hyper) table sgd_cpu makes of ``segments``."""
+    return _segments(p, segments)
+
+
+def adam_table(p, segments, decoupled):
+    """The (bounds, hyper) table adam_cpu makes of ``segments``."""
+    return _adam_table(p, segments, None, 0.0, decoupled)
 
 
 def _adam_table(p, segments, lr, weight_decay, decoupled):

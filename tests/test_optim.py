@@ -147,6 +147,57 @@ def test_optimizer_classes_follow_their_rules(make, reference, device):
         np.testing.assert_allclose(gn.to_numpy(p.data), ref, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: gn.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda ps: gn.optim.Adam(ps, lr=0.01, weight_decay=0.1),
+        lambda ps: gn.optim.AdamW(ps, lr=0.01),
+    ],
+    ids=["sgd", "adam", "adamw"],
+)
+def test_cpu_steps_check_each_buffer_once_per_settings_and_match_checked_steps(make, monkeypatch):
+    # Once the checked op has checked a buffer's arrays with the segments of
+    # one set of group settings, later steps run its kernel alone (here the
+    # learning rate alternates between two values: two plans, each checked
+    # once per buffer), with the results of steps that are all checked.
+    checked = []
+    for name in ("sgd", "adam"):
+        op = getattr(gn.ops, name)
+        monkeypatch.setattr(gn.ops, name, lambda *a, op=op, **k: (checked.append(1), op(*a, **k)))
+    results = []
+    for always_checked in (False, True):
+        checked.clear()
+        params = _params()
+        opt = make(params)
+        rng = np.random.default_rng(5)
+        for step in range(6):
+            _set_grads(params, [rng.standard_normal(p.shape).astype(np.float32) for p in params])
+            opt.lr = 0.01 if step % 2 else 0.02
+            if always_checked:
+                opt._checked.clear()
+            opt.step()
+        results.append([p.data.copy() for p in params])
+        # SGD's first step, which starts the momentum buffers, is a setting of its own.
+        settings = 3 if isinstance(opt, gn.optim.SGD) else 2
+        assert len(checked) == len(opt.state) * (6 if always_checked else settings)
+    for fast, slow in zip(*results, strict=True):
+        np.testing.assert_array_equal(fast, slow)
+
+
+def test_adam_eps_is_checked_at_every_step():
+    params = _params()
+    opt = gn.optim.Adam(params, lr=0.01)
+    for _ in range(2):
+        opt.step()
+    before = [p.data.copy() for p in params]
+    opt.eps = float("nan")  # as scikit-learn's rule sets eps at each step
+    with pytest.raises(ValueError, match="adam: expected a finite eps >= 0, got nan"):
+        opt.step()
+    for p, b in zip(params, before, strict=True):
+        np.testing.assert_array_equal(p.data, b)
+
+
 def test_cpu_updates_flush_subnormal_numbers_to_zero_and_leave_numpy_as_it_was():
     """A moment whose gradient stopped decays into subnormal floats, which cost
     an x86 CPU some hundred cycles an operation: the CPU updates flush them
