@@ -8,7 +8,8 @@ buffer, whatever their groups, with one kernel launch (``gn.ops.sgd`` /
 ``gn.ops.adam`` over a small table of [start, stop) ranges and their
 settings), on the device they live on. ``zero_grad()`` clears the gradients
 lazily: nothing runs, and the next backward pass writes them instead of
-adding. The update rules are PyTorch's (see ``gpunet.kernels.optim``).
+adding. The update rules are PyTorch's (see ``gpunet.kernels.optim``). On
+the CPU the op checks a buffer's arrays once per plan (see ``_update``).
 
 The learning rate is the attribute ``lr`` (the first group's); setting it,
 as the schedules (:class:`StepLR`, :class:`CosineAnnealingLR`) do once per
