@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from . import ops, parameter
+from . import ops, parameter, replay
 from ._arrays import zeros
 from ._device import to_numpy
 from .kernels import optim as _kernels
@@ -66,7 +66,7 @@ class Optimizer:
         #: (id(state), id(segments)) -> (segments, arrays, settings, table) of
         #: the last checked CPU update of that buffer with those segments: see
         #: ``_update``.
-        self._checked: dict[int, tuple] = {}
+        self._checked: dict[tuple[int, int], tuple] = {}
 
     @staticmethod
     def _groups(params, lr, weight_decay) -> list[dict]:
@@ -138,12 +138,14 @@ class Optimizer:
         settings, later updates run its kernel alone with the segment table
         it made (``_kernel_update``): the checks cost four times the update of
         a small network. The segments are the plan's, made anew whenever a
-        group's settings change, so they hold what was checked."""
+        group's settings change, so they hold what was checked. A step that
+        a host replay records runs the op, whose kernel call the record sees."""
         arrays = (flat.data, flat.grad, *(state[name] for name in self._state_buffers))
         settings = self._update_settings()
         known = self._checked.get((id(state), id(segments)))
         if (
             known is not None
+            and not replay.recording()
             and known[0] is segments
             and known[2] == settings
             and all(a is b for a, b in zip(known[1], arrays, strict=True))

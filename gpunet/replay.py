@@ -59,6 +59,12 @@ def step_replayable(model, loss_fn) -> bool:
     return model.device.type == "cpu" and replayable(model) and replayable(loss_fn)
 
 
+def recording() -> bool:
+    """Whether this thread is recording a step: its kernel calls must then go
+    through the registry, where the record sees them."""
+    return threading.get_ident() in _recording
+
+
 def _record(function, args):
     """(function(*args), [(kernel, args, kwargs), ...]): the registry CPU
     kernel calls the call made from this thread, outermost only; the list is
