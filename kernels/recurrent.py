@@ -1065,7 +1065,7 @@ def _grads_rows(
 ):  # fmt: skip
     """What rows r0 to r1 give: dw_ih = dgx.T @ x (+ beta dw_ih), dw_hh =
     dgh.T @ hprev (+ beta dw_hh), the column sums of dgx and dgh (into
-    sums_x, sums_h; skipped when of length 0) and dx[r0:r1] = dgx @ w_ih (+
+    the float64 sums_x, sums_h; skipped when of length 0) and dx[r0:r1] = dgx @ w_ih (+
     beta_dx dx; skipped when dx has no rows)."""
     one = dw_ih.dtype.type(1)
     blas.gemm(True, False, one, dgx[r0:r1], x[r0:r1], beta, dw_ih)
@@ -1103,8 +1103,11 @@ def recurrent_grads_cpu(
     same = dgh.ctypes.data == dgx.ctypes.data and dgh.strides == dgx.strides
     want_x = db_ih is not None or (same and db_hh is not None)
     want_h = db_hh is not None and not same
-    sums_x = np.zeros((parts, GH if want_x else 0), dtype)
-    sums_h = np.zeros((parts, GH if want_h else 0), dtype)
+    # Column sums of up to T * B rows, accumulated one row after another in
+    # float64: float32 columns of 6400 rows sum to within 4e-8 of exact,
+    # where numpy's float32 sums along axis 0 came within 4e-6.
+    sums_x = np.zeros((parts, GH if want_x else 0), np.float64)
+    sums_h = np.zeros((parts, GH if want_h else 0), np.float64)
     ih = [dw_ih] + [np.empty_like(dw_ih) for _ in range(parts - 1)]
     hh = [dw_hh] + [np.empty_like(dw_hh) for _ in range(parts - 1)]
     no_dx = np.empty((0, x.shape[1]), dtype)
