@@ -139,11 +139,18 @@ def pack(w, trans):
     width = _VECTORS * _VECTOR_BYTES // w.itemsize
     panels = (N + width - 1) // width
     packed = np.zeros((panels, K, width), w.dtype)
+    # Each panel row is written whole, in order; transposed, its width values
+    # come from as many rows of w, whose cache lines serve the next k too.
     for p in range(panels):
-        for j in range(min(width, N - p * width)):
-            col = p * width + j
-            for k in range(K):
-                packed[p, k, j] = w[col, k] if trans else w[k, col]
+        j0, n = p * width, min(width, N - p * width)
+        for k in range(K):
+            out = packed[p, k]
+            if trans:
+                for j in range(n):
+                    out[j] = w[j0 + j, k]
+            else:
+                for j in range(n):
+                    out[j] = w[k, j0 + j]
     return packed
 
 
