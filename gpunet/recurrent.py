@@ -364,7 +364,8 @@ class _Recurrent(Layer):
                 )  # fmt: skip
                 hprev = hs[1:] if d == 1 else hs[:T]
                 dw_ih, dw_hh, db_ih, db_hh, accumulate = grads[k]
-                with self._blas_threads(kind, T * B, T * B * G * H * (2 * features + H)):
+                macs = _kernels.grads_macs(T * B, G * H, features, H, dx is not None)
+                with self._blas_threads(kind, T * B, macs):
                     dispatch.kernel_for("recurrent_grads", kind)(
                         seq.reshape(T * B, features), hprev.reshape(T * B, H),
                         dgx.reshape(T * B, G * H), dgh.reshape(T * B, G * H), w_ih.data,

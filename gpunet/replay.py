@@ -62,7 +62,7 @@ def step_replayable(model, loss_fn) -> bool:
 def recording() -> bool:
     """Whether this thread is recording a step: its kernel calls must then go
     through the registry, where the record sees them."""
-    return threading.get_ident() in _recording
+    return bool(_recording) and threading.get_ident() in _recording
 
 
 def _record(function, args):
@@ -152,7 +152,7 @@ class HostReplay:
         return (inputs, tuple(p._grad_is_zero for p in self.parameters), parameter.bindings)
 
     def __call__(self, *inputs):
-        if _recording and threading.get_ident() in _recording:
+        if recording():
             return self.step(*inputs)  # inside a recorded step: run its kernels through it
         ids = tuple(map(id, inputs))
         found = self.replays.get(ids)

@@ -506,8 +506,8 @@ def _in_parts(run, rows, parts):
 
 def _in_row_parts(kernel, rows, macs, *args):
     """kernel(*args, r0, r1) over the rows [0, rows) in ``row_parts(rows,
-    macs)`` parts at once (``kernel`` releases the GIL). Each part's
-    products are BLAS calls of its own, so the BLAS should run on one thread
+    macs)`` parts at once (``kernel`` releases the GIL). Parts that call BLAS
+    each make calls of their own, so the BLAS should run on one thread
     meanwhile."""
     _in_parts(lambda p, r0, r1: kernel(*args, r0, r1), rows, row_parts(rows, macs))
 
@@ -1058,6 +1058,12 @@ def _check_grads(x, hprev, dgx, dgh, w_ih, dw_ih, db_ih, dw_hh, db_hh, dx):
         _expect(op, "dx", dx, tuple(x.shape))
 
 
+def grads_macs(rows, gates_h, inputs, hidden, input_grad):
+    """The multiply-adds of ``recurrent_grads``' products over ``rows`` rows
+    (the weight gradients, and dx with ``input_grad``)."""
+    return rows * gates_h * (inputs + hidden + (inputs if input_grad else 0))
+
+
 @cached()
 @numba.njit(nogil=True, **CPU_OPTIONS)
 def _grads_rows(
@@ -1098,7 +1104,7 @@ def recurrent_grads_cpu(
     dtype = dw_ih.dtype
     one = dtype.type(1)
     beta = one if accumulate else one - one
-    parts = row_parts(R, R * GH * (x.shape[1] + hprev.shape[1] + (0 if dx is None else x.shape[1])))
+    parts = row_parts(R, grads_macs(R, GH, x.shape[1], hprev.shape[1], dx is not None))
     # dgh is dgx itself but for the GRU: one pass of column sums then serves both.
     same = dgh.ctypes.data == dgx.ctypes.data and dgh.strides == dgx.strides
     want_x = db_ih is not None or (same and db_hh is not None)
