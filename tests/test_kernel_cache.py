@@ -14,7 +14,8 @@ from conftest import HAVE_CUDA, SIMULATOR
 from gpunet.kernels import _cache, activations, dense, losses, softmax
 
 # One small job through several kernel families, factory-made kernels among
-# them (activations, dense epilogues, softmax rows, losses, Adam), and float64
+# them (activations, dense epilogues, softmax rows, losses, Adam, a compiled
+# MLP epoch calling several of them), and float64
 # softmax rows whose reassociated sums would round otherwise in a warm process
 # if the cache held a kernel's second compilation (see _cache); it prints the
 # cache's (hits, misses) and a digest of every result.
@@ -32,7 +33,8 @@ adam = gn.optim.Adam(model.parameters())
 model.fit(x, labels, loss=gn.losses.SoftmaxCrossEntropy(), optimizer=adam, epochs=2, batch_size=8,
           shuffle=False, verbose=0)
 wide = rng.standard_normal((600, 1000))  # large enough for the parallel kernels
-results = [gn.ops.softmax(x), gn.ops.sigmoid(x), model.predict(x)]
+mlp = gn.MLPClassifier((5,), batch_size=8, max_iter=2, random_state=0).fit(x, labels)  # kernels.mlp
+results = [gn.ops.softmax(x), gn.ops.sigmoid(x), model.predict(x), *mlp.coefs_, mlp.loss_curve_]
 results += [f(a) for f in (gn.ops.softmax, gn.ops.log_softmax) for a in (x.astype(float), wide)]
 digest = hashlib.sha256(b"".join(np.ascontiguousarray(r).tobytes() for r in results))
 print(json.dumps({"stats": _cache.stats(), "digest": digest.hexdigest()}))
@@ -91,7 +93,9 @@ def test_processes_filling_one_cache_at_once_then_a_third_compiles_nothing(tmp_p
     for result in cold:
         assert result["stats"][1] > 0, "a cold cache must compile"
     hits, misses = warm["stats"]
-    assert misses == 0 and hits >= cold[0]["stats"][1] - cold[0]["stats"][0]
+    # Fewer hits than cold misses: a kernel that only the compiled MLP epoch
+    # calls is linked into the epoch's code, which the warm process loads whole.
+    assert misses == 0 and hits >= 10
     assert {r["digest"] for r in cold} == {warm["digest"]}
     assert not [name for name in os.listdir(next(tmp_path.iterdir())) if ".tmp." in name]
 
