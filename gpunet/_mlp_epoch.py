@@ -108,7 +108,7 @@ class CompiledEpoch:
             self._checked = arrays
         elif order.shape != self.X.shape[:1] or order.dtype != np.int64:
             raise ValueError(f"expected a permutation of {len(self.X)} rows, got {order.shape}")
-        _mlp.mlp_epoch_cpu_checked(*args)
+        _mlp.train_epoch_checked(*args)
         for p in self.members:
             p._grad_for_backward()  # the epoch's last backward wrote every gradient
         for _ in range(len(self.starts) - 1):

@@ -39,7 +39,7 @@ cost per step (checks, dispatch, Python), which at a small network's sizes
 is as long as its products. The squared norms accumulate in float64
 (``squared_norm``: 16 partial sums, so the loop vectorises).
 
-``mlp_epoch_ref`` is the numpy reference, in float64. There is no CUDA
+``train_epoch_ref`` is the numpy reference, in float64. There is no CUDA
 kernel: on a GPU the estimators run the layers' kernels.
 """
 
@@ -77,7 +77,7 @@ _LOSS_REFERENCES = {
 }
 
 
-def mlp_epoch_ref(
+def train_epoch_ref(
     X, T, order, bounds, layers, activation, p, state, segments, groups, rates, decays,
     solver, settings, loss, grad_scale,
 ):  # fmt: skip
@@ -267,8 +267,8 @@ def _epoch_cpu(
         for layer in range(n_layers):
             w0, b0, fan_in, fan_out = layers[layer]
             y = ys[rows * offset : rows * (offset + fan_out)].reshape((rows, fan_out))
-            gemm(False, False, one, inputs, p[w0 : w0 + fan_in * fan_out].reshape(
-                (fan_in, fan_out)), zero, y)  # fmt: skip
+            W = p[w0 : w0 + fan_in * fan_out].reshape((fan_in, fan_out))
+            gemm(False, False, one, inputs, W, zero, y)
             _activate(activation if layer < n_layers - 1 else _IDENTITY, y, p[b0 : b0 + fan_out],
                       one)  # fmt: skip
             inputs, offset = y, offset + fan_out
@@ -290,12 +290,12 @@ def _epoch_cpu(
             d = dz[: rows * fan_out].reshape((rows, fan_out))
             _activation_grad(activation if layer < n_layers - 1 else _IDENTITY, g_out, y, one, d,
                              g[b0 : b0 + fan_out])  # fmt: skip
-            gemm(True, False, one, inputs, d, zero, g[w0 : w0 + fan_in * fan_out].reshape(
-                (fan_in, fan_out)))  # fmt: skip
+            dW = g[w0 : w0 + fan_in * fan_out].reshape((fan_in, fan_out))
+            gemm(True, False, one, inputs, d, zero, dW)
             if layer > 0:
                 g_out = grad[: rows * fan_in].reshape((rows, fan_in))
-                gemm(False, True, one, d, p[w0 : w0 + fan_in * fan_out].reshape(
-                    (fan_in, fan_out)), zero, g_out)  # fmt: skip
+                W = p[w0 : w0 + fan_in * fan_out].reshape((fan_in, fan_out))
+                gemm(False, True, one, d, W, zero, g_out)
         for layer in range(n_layers):
             w0, fan_in, fan_out = layers[layer, 0], layers[layer, 2], layers[layer, 3]
             squares[k, layer] = squared_norm(p[w0 : w0 + fan_in * fan_out])
@@ -308,13 +308,13 @@ def _epoch_cpu(
 # --- launcher --------------------------------------------------------------------------
 
 
-def mlp_epoch_cpu(
+def train_epoch(
     X, T, order, bounds, layers, activation, p, g, state, segments, groups, rates, decays,
     solver, settings, loss, grad_scale, losses, squares,
 ):  # fmt: skip
     """One epoch in place (see the module docstring): p, g, ``state`` (SGD's
     (momentum buffer,), Adam's (m, v)), ``losses`` (batches,) and ``squares``
-    (batches, L) are written; ``settings`` as in ``mlp_epoch_ref``.
+    (batches, L) are written; ``settings`` as in ``train_epoch_ref``.
 
     X (n, features) is C-contiguous, of p's dtype (float32 or float64), and
     so is T (n, outputs), but for the softmax cross-entropy, which takes
@@ -326,14 +326,14 @@ def mlp_epoch_cpu(
     args = (X, T, order, bounds, layers, activation, p, g, state, segments, groups, rates,
             decays, solver, settings, loss, grad_scale, losses, squares)  # fmt: skip
     check_epoch(*args)
-    mlp_epoch_cpu_checked(*args)
+    train_epoch_checked(*args)
 
 
-def mlp_epoch_cpu_checked(
+def train_epoch_checked(
     X, T, order, bounds, layers, activation, p, g, state, segments, groups, rates, decays,
     solver, settings, loss, grad_scale, losses, squares,
 ):  # fmt: skip
-    """mlp_epoch_cpu for arguments that ``check_epoch`` passed: the kernel
+    """train_epoch for arguments that ``check_epoch`` passed: the kernel
     alone. Once its arrays passed, a caller may pass them again with
     another order (a permutation of the same rows), other rates and other
     settings of the same solver."""
@@ -365,10 +365,10 @@ def check_epoch(
     X, T, order, bounds, layers, activation, p, g, state, segments, groups, rates, decays,
     solver, settings, loss, grad_scale, losses, squares,
 ):  # fmt: skip
-    """ValueError naming what ``mlp_epoch_cpu`` cannot take (TypeError for a dtype)."""
+    """ValueError naming what ``train_epoch`` cannot take (TypeError for a dtype)."""
 
     def fail(what):
-        raise ValueError(f"mlp_epoch: expected {what}")
+        raise ValueError(f"train_epoch: expected {what}")
 
     if activation not in ACTIVATIONS:
         fail(f"activation one of {ACTIVATIONS}, got {activation!r}")
@@ -378,7 +378,7 @@ def check_epoch(
         fail(f"solver one of {SOLVERS}, got {solver!r}")
     dtype = p.dtype
     if dtype not in (np.float32, np.float64):
-        raise TypeError(f"mlp_epoch: expected float32 or float64 parameters, got {dtype}")
+        raise TypeError(f"train_epoch: expected float32 or float64 parameters, got {dtype}")
     labels = loss == "softmax_cross_entropy"
     floats = {"X": X, "g": g, "losses": losses, "squares": squares}
     if not labels:
@@ -386,14 +386,14 @@ def check_epoch(
     floats.update({f"state[{i}]": s for i, s in enumerate(state)})
     for name, a in floats.items():
         if a.dtype != dtype:
-            raise TypeError(f"mlp_epoch: expected {name} of p's dtype {dtype}, got {a.dtype}")
+            raise TypeError(f"train_epoch: expected {name} of p's dtype {dtype}, got {a.dtype}")
     integers = {"order": order, "bounds": bounds, "layers": layers, "segments": segments,
                 "groups": groups}  # fmt: skip
     if labels:
         integers["T"] = T
     for name, a in integers.items():
         if a.dtype != np.int64:
-            raise TypeError(f"mlp_epoch: expected {name} of dtype int64, got {a.dtype}")
+            raise TypeError(f"train_epoch: expected {name} of dtype int64, got {a.dtype}")
     arrays = {**floats, **integers, "p": p, "rates": rates, "decays": decays}
     for name, a in arrays.items():
         if not a.flags.c_contiguous:
@@ -428,7 +428,7 @@ def check_epoch(
         fail(f"the last layer to give T's {T.shape[1]} outputs, got {fan_in}")
     if segments.ndim != 2 or segments.shape[1] != 2 or groups.shape != segments.shape[:1]:
         fail(f"segments (S, 2) and groups (S,), got {segments.shape} and {groups.shape}")
-    _optim.check_segments("mlp_epoch", segments, p.size)
+    _optim.check_segments("train_epoch", segments, p.size)
     if rates.shape != decays.shape or rates.ndim != 1 or rates.dtype != np.float64:
         fail(f"rates and decays (G,) float64, got {rates.shape} and {decays.shape}")
     if not (np.isfinite(rates).all() and np.isfinite(decays).all()):

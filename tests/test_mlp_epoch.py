@@ -50,12 +50,12 @@ def epoch_args(dtype, loss, solver, activation, seed=0):
 
 
 def run(args):
-    """mlp_epoch_cpu on copies of ``args``: (p, state, losses, squares)."""
+    """train_epoch on copies of ``args``: (p, state, losses, squares)."""
     dtype = args["p"].dtype
     batches = len(args["bounds"]) - 1
     p, state = args["p"].copy(), tuple(s.copy() for s in args["state"])
     losses, squares = np.zeros(batches, dtype), np.zeros((batches, len(args["layers"])), dtype)
-    mlp.mlp_epoch_cpu(**{**args, "p": p, "state": state}, g=np.zeros_like(p), losses=losses,
+    mlp.train_epoch(**{**args, "p": p, "state": state}, g=np.zeros_like(p), losses=losses,
                       squares=squares)  # fmt: skip
     return p, state, losses, squares
 
@@ -68,7 +68,7 @@ def test_the_epoch_follows_its_reference(dtype):
             for activation in mlp.ACTIVATIONS:
                 args = epoch_args(dtype, loss, solver, activation)
                 p, state, losses, squares = run(args)
-                want = mlp.mlp_epoch_ref(**args)
+                want = mlp.train_epoch_ref(**args)
                 case = f"{loss}, {solver}, {activation}"
                 np.testing.assert_allclose(p, want[0], rtol=rtol, atol=rtol, err_msg=case)
                 for got, expected in zip(state, want[1], strict=True):
@@ -148,7 +148,7 @@ def fitted(what, dtype, compiled, monkeypatch):
         if not compiled:
             patch.setattr(_mlp_epoch, "applies", lambda *args: False)
         epochs = []
-        patch.setattr(mlp, "mlp_epoch_cpu_checked", lambda *a: epochs.append(a[2].copy()) or
+        patch.setattr(mlp, "train_epoch_checked", lambda *a: epochs.append(a[2].copy()) or
                       RUN_CHECKED(*a))  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", gn.ConvergenceWarning)
@@ -159,7 +159,7 @@ def fitted(what, dtype, compiled, monkeypatch):
     return model, epochs
 
 
-RUN_CHECKED = mlp.mlp_epoch_cpu_checked
+RUN_CHECKED = mlp.train_epoch_checked
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
