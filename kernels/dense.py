@@ -110,16 +110,17 @@ def _grad_kernel(name, backward):
     @cached(name)
     @numba.njit(**CPU_OPTIONS)
     def grad(g, y, c, dz, db, accumulate):
-        """dz = backward(g, y, c) and db = (db +) column sums of dz, in one
-        row-major pass (db stays in cache; the inner loop vectorises)."""
+        """dz = backward(g, y, c) and db = (db +) column sums of dz, row by
+        row (db stays in cache): the row of dz, then its sum into db, in two
+        loops, which vectorise better than one that writes both."""
         if not accumulate:
             for j in range(g.shape[1]):
                 db[j] = 0
         for i in range(g.shape[0]):
             for j in range(g.shape[1]):
-                d = backward(g[i, j], y[i, j], c)
-                dz[i, j] = d
-                db[j] += d
+                dz[i, j] = backward(g[i, j], y[i, j], c)
+            for j in range(g.shape[1]):
+                db[j] += dz[i, j]
 
     return grad
 
