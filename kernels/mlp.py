@@ -246,6 +246,10 @@ def _epoch_cpu(
     groups, rates, decays, solver, momentum, nesterov, first, b1, b2, epsilon, steps, loss,
     grad_scale, xb, tb, lb, ys, grad, dz, losses, squares,
 ):  # fmt: skip
+    """The epoch of ``train_epoch`` (codes for the names; labels (n,) for the
+    softmax cross-entropy, else T), on the flat scratch arrays xb (batch
+    rows), tb (their targets), lb (their labels), ys (the layers' outputs),
+    grad and dz (a layer's output gradient, before and after its activation)."""
     n_layers, features, outputs = layers.shape[0], X.shape[1], layers[-1, 3]
     targets = T.shape[1]
     one = p.dtype.type(1)
