@@ -79,6 +79,7 @@ class CompiledEpoch:
         self.decays = np.zeros(len(optimizer.param_groups))
         self.decays[0] = self.alpha
         self._checked = None  # the arrays check_epoch last passed
+        self.scratch = _mlp.epoch_scratch(self.X, self.T, self.starts, self.table, self.loss)
 
     def __call__(self, order, losses, squares):
         """One epoch in the batch order ``order`` (a permutation of X's rows,
@@ -108,7 +109,7 @@ class CompiledEpoch:
             self._checked = arrays
         elif order.shape != self.X.shape[:1] or order.dtype != np.int64:
             raise ValueError(f"expected a permutation of {len(self.X)} rows, got {order.shape}")
-        _mlp.train_epoch_checked(*args)
+        _mlp.train_epoch_checked(*args, self.scratch)
         for p in self.members:
             p._grad_for_backward()  # the epoch's last backward wrote every gradient
         for _ in range(len(self.starts) - 1):

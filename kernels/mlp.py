@@ -335,15 +335,16 @@ def train_epoch(
 
 def train_epoch_checked(
     X, T, order, bounds, layers, activation, p, g, state, segments, groups, rates, decays,
-    solver, settings, loss, grad_scale, losses, squares,
+    solver, settings, loss, grad_scale, losses, squares, scratch=None,
 ):  # fmt: skip
     """train_epoch for arguments that ``check_epoch`` passed: the kernel
     alone. Once its arrays passed, a caller may pass them again with
     another order (a permutation of the same rows), other rates and other
-    settings of the same solver."""
-    dtype = p.dtype
-    rows = int((bounds[1:] - bounds[:-1]).max())
-    widest = int(layers[:, 2:].max())
+    settings of the same solver. ``scratch``: ``epoch_scratch``'s arrays for
+    these X, T, bounds, layers and loss, kept from call to call (new ones
+    cost their first touch of memory each call), or None for new ones."""
+    if scratch is None:
+        scratch = epoch_scratch(X, T, bounds, layers, loss)
     if solver == "sgd":
         (buf,), (momentum, nesterov, first) = state, settings
         first_state, second_state, b1, b2, epsilon, steps = buf, buf[:0], 0.0, 0.0, 0.0, 0
@@ -351,17 +352,30 @@ def train_epoch_checked(
         (first_state, second_state), (b1, b2, epsilon, steps) = state, settings
         momentum, nesterov, first = 0.0, False, False
     if loss == "softmax_cross_entropy":
-        T, labels = np.empty((len(X), 0), dtype), T
+        T, labels = scratch[0], T
     else:
-        labels = np.empty(0, np.int64)
+        labels = scratch[1]
     _epoch_cpu(
         X, T, labels, order, bounds, layers, ACTIVATIONS.index(activation), p, g, first_state,
         second_state, segments, groups, rates, decays, SOLVERS.index(solver), float(momentum),
         bool(nesterov), bool(first), float(b1), float(b2), float(epsilon), int(steps),
-        LOSSES.index(loss), float(grad_scale), np.empty(rows * X.shape[1], dtype),
-        np.empty(rows * T.shape[1], dtype), np.empty(rows * labels.size, np.int64),
-        np.empty(rows * int(layers[:, 3].sum()), dtype),
-        np.empty(rows * widest, dtype), np.empty(rows * widest, dtype), losses, squares,
+        LOSSES.index(loss), float(grad_scale), *scratch[2:], losses, squares,
+    )  # fmt: skip
+
+
+def epoch_scratch(X, T, bounds, layers, loss):
+    """The scratch arrays of an epoch: (no targets, no labels, then the
+    kernel's xb, tb, lb, ys, grad, dz)."""
+    dtype = X.dtype
+    rows = int((bounds[1:] - bounds[:-1]).max())
+    widest = int(layers[:, 2:].max())
+    labels = loss == "softmax_cross_entropy"
+    targets = 0 if labels else T.shape[1]
+    return (
+        np.empty((len(X), 0), dtype), np.empty(0, np.int64), np.empty(rows * X.shape[1], dtype),
+        np.empty(rows * targets, dtype), np.empty(rows if labels else 0, np.int64),
+        np.empty(rows * int(layers[:, 3].sum()), dtype), np.empty(rows * widest, dtype),
+        np.empty(rows * widest, dtype),
     )  # fmt: skip
 
 
