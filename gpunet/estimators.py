@@ -649,9 +649,7 @@ class _BaseMLP(Estimator):
         starts = list(range(0, n, batch_size))
         bounds = [(s, min(s + batch_size, n)) for s in starts]
         sizes = np.array([b - a for a, b in bounds], np.float64)
-        batches = _Batches(self.device_, [X_train, T_train], batch_size)
         records = zeros(len(bounds), np.dtype(self.dtype), self.device_)
-        slots = [records[k : k + 1] for k in range(len(bounds))]
         alpha = float(self.alpha)
         if alpha:
             self._l2_setup(len(bounds))
@@ -660,16 +658,7 @@ class _BaseMLP(Estimator):
             val_device = to_device(X_val, self.device_)
             val_target = to_device(T_val, self.device_)
         order = np.arange(n)
-        if _mlp_epoch.applies(self.model_, self._loss_fn, self._optimizer):
-            epoch = _mlp_epoch.CompiledEpoch(
-                self.model_, self._loss_fn, self._optimizer, X_train, T_train, bounds, alpha,
-                self.epsilon, self._grad_scale,
-            )  # fmt: skip
-            norms = (
-                self._l2[0] if alpha else np.zeros((len(bounds), len(self._dense)), records.dtype)
-            )
-        else:
-            epoch, forward_backward = None, self._forward_backward_runner()
+        run_epoch = self._epoch_runner(X_train, T_train, bounds, batch_size, records, alpha)
         early = bool(self.early_stopping)
         rs = self._random_state
         try:
@@ -679,13 +668,7 @@ class _BaseMLP(Estimator):
                     rs.shuffle(permutation)
                     order = order[permutation]
                 self.model_.train()
-                if epoch is not None:
-                    epoch(order, records, norms)
-                else:
-                    for k, (a, b) in enumerate(bounds):
-                        rows = order[a:b] if self.shuffle else slice(a, b)
-                        xb, tb = batches.take(rows)
-                        self._step(xb, tb, slots[k], k, forward_backward)
+                run_epoch(order)
                 batch_losses = to_numpy(records).astype(np.float64) * self._value_scale
                 if alpha:
                     record, factors = self._l2[0], self._l2[1]
@@ -725,6 +708,30 @@ class _BaseMLP(Estimator):
         self.model_.eval()
         if early:
             self.model_.load_state_dict(self._best)
+
+    def _epoch_runner(self, X, T, bounds, batch_size, records, alpha):
+        """run(order): an epoch over the batches X[order[a:b]], T[order[a:b]]
+        for (a, b) in ``bounds`` (in order without shuffling), each batch's
+        loss into ``records`` and, with ``alpha``, its L2 record; by a compiled
+        epoch where ``_mlp_epoch.applies``, else step by step."""
+        if _mlp_epoch.applies(self.model_, self._loss_fn, self._optimizer):
+            compiled = _mlp_epoch.CompiledEpoch(
+                self.model_, self._loss_fn, self._optimizer, X, T, bounds, alpha, self.epsilon,
+                self._grad_scale,
+            )  # fmt: skip
+            norms = self._l2[0] if alpha else np.zeros((len(bounds), 0), records.dtype)
+            return lambda order: compiled(order, records, norms)
+        batches = _Batches(self.device_, [X, T], batch_size)
+        slots = [records[k : k + 1] for k in range(len(bounds))]
+        forward_backward = self._forward_backward_runner()
+
+        def run(order):
+            for k, (a, b) in enumerate(bounds):
+                rows = order[a:b] if self.shuffle else slice(a, b)
+                xb, tb = batches.take(rows)
+                self._step(xb, tb, slots[k], k, forward_backward)
+
+        return run
 
     def _validate(self, val_device, val_target, y_val):
         """Record the validation loss (without the L2 term) and score."""

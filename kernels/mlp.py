@@ -18,7 +18,8 @@ values) are gathered, and then, in this order:
 3. the backward pass, writing every layer's W and b gradients into g (no
    input gradient for the first layer);
 4. each W's squared norm ||W||^2 into ``squares[k, layer]`` (the weights the
-   batch was computed with: the L2 term of the batch's loss);
+   batch was computed with: the L2 term of the batch's loss), unless
+   ``squares`` has no columns (no L2 term);
 5. one optimizer step over the segments [start, stop) of p, each in a
    parameter group with a learning rate and a weight decay per row of the
    batch (the decay is ``decays[group] / rows``: scikit-learn's alpha / n),
@@ -136,10 +137,10 @@ def train_epoch_ref(
 
 # --- CPU kernel ------------------------------------------------------------------------
 
-_EPILOGUES = tuple(_dense._EPILOGUE[a] for a in ACTIVATIONS)
-_GRADS = tuple(_dense._GRAD[a] for a in ACTIVATIONS)
-_EPILOGUE_IDENTITY, _EPILOGUE_RELU, _EPILOGUE_SIGMOID, _EPILOGUE_TANH = _EPILOGUES
-_GRAD_IDENTITY, _GRAD_RELU, _GRAD_SIGMOID, _GRAD_TANH = _GRADS
+_EPILOGUE_IDENTITY, _EPILOGUE_RELU, _EPILOGUE_SIGMOID, _EPILOGUE_TANH = (
+    _dense._EPILOGUE[a] for a in ACTIVATIONS
+)
+_GRAD_IDENTITY, _GRAD_RELU, _GRAD_SIGMOID, _GRAD_TANH = (_dense._GRAD[a] for a in ACTIVATIONS)
 _CROSS_ENTROPY = _losses._cross_entropy_labels_cpu
 _BCE, _HALF_SQUARES = _losses._BCE_CPU, _losses._MSE_CPU
 
@@ -300,7 +301,7 @@ def _epoch_cpu(
                 g_out = grad[: rows * fan_in].reshape((rows, fan_in))
                 W = p[w0 : w0 + fan_in * fan_out].reshape((fan_in, fan_out))
                 gemm(False, True, one, d, W, zero, g_out)
-        for layer in range(n_layers):
+        for layer in range(squares.shape[1]):
             w0, fan_in, fan_out = layers[layer, 0], layers[layer, 2], layers[layer, 3]
             squares[k, layer] = squared_norm(p[w0 : w0 + fan_in * fan_out])
         _update(
@@ -318,7 +319,8 @@ def train_epoch(
 ):  # fmt: skip
     """One epoch in place (see the module docstring): p, g, ``state`` (SGD's
     (momentum buffer,), Adam's (m, v)), ``losses`` (batches,) and ``squares``
-    (batches, L) are written; ``settings`` as in ``train_epoch_ref``.
+    (batches, L), or (batches, 0) for none, are written; ``settings`` as in
+    ``train_epoch_ref``.
 
     X (n, features) is C-contiguous, of p's dtype (float32 or float64), and
     so is T (n, outputs), but for the softmax cross-entropy, which takes
@@ -454,6 +456,6 @@ def check_epoch(
     if groups.size and not 0 <= groups.min() <= groups.max() < rates.size:
         fail(f"groups to index the {rates.size} rates")
     batches = bounds.size - 1
-    if losses.shape != (batches,) or squares.shape != (batches, len(layers)):
-        fail(f"losses ({batches},) and squares ({batches}, {len(layers)}), "
+    if losses.shape != (batches,) or squares.shape not in ((batches, len(layers)), (batches, 0)):
+        fail(f"losses ({batches},) and squares ({batches}, {len(layers)}) or ({batches}, 0), "
              f"got {losses.shape} and {squares.shape}")  # fmt: skip

@@ -78,6 +78,23 @@ def test_the_epoch_follows_its_reference(dtype):
                 assert not np.array_equal(p, args["p"])
 
 
+def test_squares_without_columns_skip_the_norms_and_nothing_else():
+    args = epoch_args(np.float32, "softmax_cross_entropy", "adam", "relu")
+    p, state, losses, _ = run(args)
+    batches = len(args["bounds"]) - 1
+    p_, state_, losses_ = (
+        args["p"].copy(),
+        tuple(s.copy() for s in args["state"]),
+        np.zeros(batches, np.float32),
+    )
+    mlp.train_epoch(**{**args, "p": p_, "state": state_}, g=np.zeros_like(p_), losses=losses_,
+                    squares=np.zeros((batches, 0), np.float32))  # fmt: skip
+    np.testing.assert_array_equal(p_, p)
+    np.testing.assert_array_equal(losses_, losses)
+    for got, want in zip(state_, state, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_squared_norm_sums_in_float64():
     w = np.full(37, 3.0, np.float32) + np.float32(2**-20)
     assert mlp.squared_norm(w) == 37 * (3.0 + 2**-20) ** 2
