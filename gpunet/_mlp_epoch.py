@@ -17,6 +17,12 @@ from . import optim as _optim
 from .kernels import mlp as _mlp
 
 
+def sklearn_eps(epsilon, beta_2, step):
+    """PyTorch's Adam eps for scikit-learn's ``epsilon`` at ``step`` (from 1):
+    scikit-learn adds epsilon to sqrt(v), PyTorch its eps to sqrt(v_hat)."""
+    return epsilon / math.sqrt(1 - beta_2**step)
+
+
 def _loss_name(loss_fn) -> str | None:
     """The kernel's name for ``loss_fn``, or None where it has none."""
     if type(loss_fn) is _losses.SoftmaxCrossEntropy:
@@ -117,4 +123,4 @@ class CompiledEpoch:
         # Where the steps one by one leave the optimizer's settings.
         opt.param_groups[0]["weight_decay"] = self.alpha / int(self.starts[-1] - self.starts[-2])
         if solver == "adam":
-            opt.eps = self.epsilon / math.sqrt(1 - opt.betas[1] ** opt.steps)
+            opt.eps = sklearn_eps(self.epsilon, opt.betas[1], opt.steps)

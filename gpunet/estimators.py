@@ -446,8 +446,7 @@ class _BaseMLP(Estimator):
             self._record_l2(k)
         opt.param_groups[0]["weight_decay"] = alpha / n
         if isinstance(opt, _optim.Adam):
-            # PyTorch's eps is added to sqrt(v_hat); scikit-learn's to sqrt(v).
-            opt.eps = self.epsilon / math.sqrt(1 - self.beta_2 ** (opt.steps + 1))
+            opt.eps = _mlp_epoch.sklearn_eps(self.epsilon, self.beta_2, opt.steps + 1)
         opt.step()
 
     def _forward_backward(self, xb, tb, loss_slot):
